@@ -1,0 +1,12 @@
+//! idgraph's use cases, generic over the store. HTTP handlers and CLI commands call these and
+//! only map their results; rules about who may do what live here, not in the handlers.
+
+pub mod access;
+pub mod bootstrap;
+mod error;
+mod ids;
+pub mod keys;
+pub mod tenants;
+
+pub use error::{AppError, ErrorKind};
+pub use ids::new_id;

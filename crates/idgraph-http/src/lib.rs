@@ -1,0 +1,85 @@
+//! idgraph's HTTP surface: the axum router for ingestion (`/v1`) and management (`/api/v1`), the
+//! JSON error contract, authentication extractors, and request metrics and logs.
+//!
+//! Handlers stay thin: extract, call one use case from `idgraph-app`, map the result.
+
+mod error;
+mod extract;
+mod observe;
+mod routes;
+mod wire;
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use axum::Router;
+use idgraph_store::Store;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub use error::ApiError;
+
+/// Everything a handler may use. Passed in, never global, so tests run many servers at once.
+#[derive(Debug, Clone)]
+pub struct AppState<S> {
+    pub store: S,
+    pub metrics: PrometheusHandle,
+}
+
+impl<S: Store> AppState<S> {
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            metrics: metrics_handle(),
+        }
+    }
+}
+
+/// The Prometheus recorder. The `metrics` facade is process-wide by design, so the recorder is
+/// installed once and every server in the process renders the same registry.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ])
+                .expect("the bucket list is not empty");
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Someone else installed a recorder first: serve an empty registry rather than
+                // fail to start.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// The whole router. The layer order is the seam for rate limits, idempotency and audit.
+pub fn router<S: Store>(state: AppState<S>) -> Router {
+    routes::all::<S>()
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(observe::observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish, and
+/// closes the store.
+pub async fn serve<S: Store>(
+    state: AppState<S>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.store.clone();
+    metrics::gauge!("idgraph_build_info", "version" => env!("CARGO_PKG_VERSION"), "backend" => store.backend()).set(1.0);
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    store.close().await;
+    tracing::info!("store closed");
+    served
+}

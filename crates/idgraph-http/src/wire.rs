@@ -1,0 +1,118 @@
+//! Wire types: the JSON of the public contract. Domain types convert into these explicitly, so a
+//! change to a domain type never silently changes the API.
+
+use idgraph_store::{ApiKeyRecord, Tenant, Workspace};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TenantDto {
+    id: String,
+    name: String,
+    created_at: String,
+}
+
+impl From<Tenant> for TenantDto {
+    fn from(t: Tenant) -> Self {
+        Self {
+            id: t.id.to_string(),
+            name: t.name,
+            created_at: t.created_at.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewTenantDto {
+    pub(crate) id: Option<String>,
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct WorkspaceDto {
+    id: String,
+    name: String,
+    environment: &'static str,
+    created_at: String,
+}
+
+impl From<Workspace> for WorkspaceDto {
+    fn from(w: Workspace) -> Self {
+        Self {
+            id: w.id,
+            name: w.name.to_string(),
+            environment: w.environment.as_str(),
+            created_at: w.created_at.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewWorkspaceDto {
+    pub(crate) name: String,
+    pub(crate) environment: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct KeyDto {
+    id: String,
+    name: String,
+    scopes: Vec<&'static str>,
+    workspace: Option<String>,
+    rate_limit_per_sec: Option<u32>,
+    master: bool,
+    created_at: String,
+    revoked_at: Option<String>,
+}
+
+impl From<ApiKeyRecord> for KeyDto {
+    fn from(k: ApiKeyRecord) -> Self {
+        Self {
+            id: k.key_id,
+            name: k.name,
+            scopes: k.scopes.iter().map(|s| s.as_str()).collect(),
+            workspace: k.workspace.map(|w| w.to_string()),
+            rate_limit_per_sec: k.rate_limit_per_sec,
+            master: k.is_master,
+            created_at: k.created_at.to_string(),
+            revoked_at: k.revoked_at.map(|t| t.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewKeyDto {
+    pub(crate) name: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) workspace: Option<String>,
+    pub(crate) rate_limit_per_sec: Option<u32>,
+}
+
+/// The one response that carries a key's secret.
+#[derive(Debug, Serialize)]
+pub(crate) struct CreatedKeyDto {
+    pub(crate) id: String,
+    pub(crate) key: String,
+    pub(crate) name: String,
+    pub(crate) scopes: Vec<&'static str>,
+    pub(crate) workspace: Option<String>,
+    pub(crate) rate_limit_per_sec: Option<u32>,
+    pub(crate) created_at: String,
+}
+
+/// A page of a list endpoint: `{"<items>": [...], "next_cursor": ...}`.
+pub(crate) fn page_json<T: Serialize>(
+    field: &str,
+    items: Vec<T>,
+    next_cursor: Option<String>,
+) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    body.insert(
+        field.to_owned(),
+        serde_json::to_value(items).unwrap_or_default(),
+    );
+    body.insert("next_cursor".to_owned(), next_cursor.into());
+    serde_json::Value::Object(body)
+}

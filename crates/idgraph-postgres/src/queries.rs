@@ -1,0 +1,377 @@
+//! The `Store` implementation: every statement filters on tenant_id, the leading key column.
+
+use idgraph_core::auth::KeyHash;
+use idgraph_core::identity::IdentifierKind;
+use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use idgraph_store::{
+    ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Store, StoreError, StoreResult, Tenant,
+    Workspace,
+};
+use jiff::Timestamp;
+
+use crate::PostgresStore;
+use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, to_sql_time};
+
+fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
+    move |e| match e {
+        StoreError::Conflict(_) => StoreError::Conflict(message),
+        other => other,
+    }
+}
+
+fn overfetch(page: &PageRequest) -> i64 {
+    i64::from(page.limit) + 1
+}
+
+fn rate_limit(key: &ApiKeyRecord) -> StoreResult<Option<i32>> {
+    key.rate_limit_per_sec
+        .map(|r| i32::try_from(r).map_err(|_| StoreError::Other("rate limit out of range".into())))
+        .transpose()
+}
+
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM idgraph_migrations",
+                &[],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn close(&self) {
+        self.pool.close();
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)",
+                &[
+                    &tenant.id.as_str(),
+                    &tenant.name,
+                    &to_sql_time(tenant.created_at),
+                ],
+            )
+            .await
+            .map_err(map_error)
+            .map_err(conflict_as(format!("tenant {} already exists", tenant.id)))?;
+        Ok(())
+    }
+
+    async fn get_tenant(&self, tenant_id: &TenantId) -> StoreResult<Tenant> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT tenant_id, name, created_at FROM tenants WHERE tenant_id = $1",
+                &[&tenant_id.as_str()],
+            )
+            .await
+            .map_err(map_error)?;
+        codec::tenant(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn list_tenants(&self, page: &PageRequest) -> StoreResult<Page<Tenant>> {
+        let after = page.after.clone().unwrap_or_default();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT tenant_id, name, created_at FROM tenants
+                 WHERE tenant_id > $1 ORDER BY tenant_id LIMIT $2",
+                &[&after, &overfetch(page)],
+            )
+            .await
+            .map_err(map_error)?;
+        let items = rows
+            .iter()
+            .map(codec::tenant)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, page.limit, |t| {
+            t.id.to_string()
+        }))
+    }
+
+    async fn create_workspace(&self, ws: &Workspace) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO workspaces (tenant_id, name, workspace_id, environment, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &ws.tenant_id.as_str(),
+                    &ws.name.as_str(),
+                    &ws.id,
+                    &ws.environment.as_str(),
+                    &to_sql_time(ws.created_at),
+                ],
+            )
+            .await
+            .map_err(map_error)
+            .map_err(conflict_as(format!("workspace {} already exists", ws.name)))?;
+        Ok(())
+    }
+
+    async fn get_workspace(
+        &self,
+        tenant_id: &TenantId,
+        name: &WorkspaceName,
+    ) -> StoreResult<Workspace> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT tenant_id, name, workspace_id, environment, created_at FROM workspaces
+                 WHERE tenant_id = $1 AND name = $2",
+                &[&tenant_id.as_str(), &name.as_str()],
+            )
+            .await
+            .map_err(map_error)?;
+        codec::workspace(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn list_workspaces(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Workspace>> {
+        let after = page.after.clone().unwrap_or_default();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT tenant_id, name, workspace_id, environment, created_at FROM workspaces
+                 WHERE tenant_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+                &[&tenant_id.as_str(), &after, &overfetch(page)],
+            )
+            .await
+            .map_err(map_error)?;
+        let items = rows
+            .iter()
+            .map(codec::workspace)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, page.limit, |w| {
+            w.name.to_string()
+        }))
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        self.write_key(key, false)
+            .await
+            .map_err(conflict_as(format!("key {} already exists", key.key_id)))
+    }
+
+    async fn put_master_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        self.write_key(key, true).await
+    }
+
+    async fn get_api_key(&self, tenant_id: &TenantId, key_id: &str) -> StoreResult<ApiKeyRecord> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND key_id = $2"
+                ),
+                &[&tenant_id.as_str(), &key_id],
+            )
+            .await
+            .map_err(map_error)?;
+        codec::api_key(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKeyRecord>> {
+        let after = page.after.clone().unwrap_or_default();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys
+                     WHERE tenant_id = $1 AND key_id > $2 ORDER BY key_id LIMIT $3"
+                ),
+                &[&tenant_id.as_str(), &after, &overfetch(page)],
+            )
+            .await
+            .map_err(map_error)?;
+        let items = rows
+            .iter()
+            .map(codec::api_key)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, page.limit, |k| {
+            k.key_id.clone()
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant_id: &TenantId,
+        key_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE api_keys SET revoked_at = $3
+                 WHERE tenant_id = $1 AND key_id = $2 AND revoked_at IS NULL",
+                &[&tenant_id.as_str(), &key_id, &to_sql_time(at)],
+            )
+            .await
+            .map_err(map_error)?;
+        if changed == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn find_master_key(&self, hash: &KeyHash) -> StoreResult<ApiKeyRecord> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys
+                     WHERE tenant_id = $1 AND is_master AND key_hash = $2"
+                ),
+                &[&TenantId::DEFAULT, &hash.0.as_slice()],
+            )
+            .await
+            .map_err(map_error)?;
+        codec::api_key(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    async fn insert_identity_nodes(
+        &self,
+        tenant_id: &TenantId,
+        rows: Vec<IdentityNodeRow>,
+    ) -> StoreResult<()> {
+        // One statement per batch: columns travel as arrays and UNNEST turns them into rows,
+        // which avoids a round trip per row.
+        let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+        let values: Vec<&str> = rows.iter().map(|r| r.value.as_str()).collect();
+        let persons: Vec<&str> = rows.iter().map(|r| r.person_id.as_str()).collect();
+        let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+        let confidences: Vec<f64> = rows.iter().map(|r| r.confidence).collect();
+        let first_seen: Vec<_> = rows.iter().map(|r| to_sql_time(r.first_seen)).collect();
+        let last_seen: Vec<_> = rows.iter().map(|r| to_sql_time(r.last_seen)).collect();
+        let signals: Vec<Option<&str>> = rows.iter().map(|r| r.signal_id.as_deref()).collect();
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS})
+                     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[],
+                        $6::float8[], $7::timestamptz[], $8::timestamptz[], $9::text[])"
+                ),
+                &[
+                    &tenant_id.as_str(),
+                    &kinds,
+                    &values,
+                    &persons,
+                    &sources,
+                    &confidences,
+                    &first_seen,
+                    &last_seen,
+                    &signals,
+                ],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn find_identity_nodes(
+        &self,
+        tenant_id: &TenantId,
+        kind: &IdentifierKind,
+        value: &str,
+    ) -> StoreResult<Vec<IdentityNodeRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {NODE_COLUMNS} FROM identity_nodes
+                     WHERE tenant_id = $1 AND kind = $2 AND value = $3 ORDER BY person_id"
+                ),
+                &[&tenant_id.as_str(), &kind.as_str(), &value],
+            )
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(codec::identity_node).collect()
+    }
+
+    async fn count_identity_nodes(&self, tenant_id: &TenantId) -> StoreResult<u64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT COUNT(*) FROM identity_nodes WHERE tenant_id = $1",
+                &[&tenant_id.as_str()],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(row.get::<_, i64>(0).unsigned_abs())
+    }
+}
+
+impl PostgresStore {
+    async fn write_key(&self, key: &ApiKeyRecord, replace: bool) -> StoreResult<()> {
+        let on_conflict = if replace {
+            "ON CONFLICT (tenant_id, key_id) DO UPDATE SET name = EXCLUDED.name,
+             key_hash = EXCLUDED.key_hash, scopes = EXCLUDED.scopes, workspace = EXCLUDED.workspace,
+             rate_limit_per_sec = EXCLUDED.rate_limit_per_sec, is_master = EXCLUDED.is_master,
+             created_at = EXCLUDED.created_at, revoked_at = EXCLUDED.revoked_at"
+        } else {
+            ""
+        };
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO api_keys ({API_KEY_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) {on_conflict}"
+                ),
+                &[
+                    &key.tenant_id.as_str(),
+                    &key.key_id,
+                    &key.name,
+                    &key.hash.0.as_slice(),
+                    &key.scopes.to_storage(),
+                    &key.workspace.as_ref().map(WorkspaceName::as_str),
+                    &rate_limit(key)?,
+                    &key.is_master,
+                    &to_sql_time(key.created_at),
+                    &key.revoked_at.map(to_sql_time),
+                ],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! The embedded SQLite backend: one writer thread owns the only write connection, reads run on
+//! a small pool of read-only connections on blocking threads.
+//!
+//! SQLite allows one writer at a time anyway; funnelling writes through one thread makes that
+//! explicit, keeps prepared statements hot, and turns "concurrent signals" into an ordered log.
+
+mod codec;
+mod queries;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use idgraph_store::{AppliedMigration, Migration, StoreError, StoreResult, plan_migrations};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
+
+pub use codec::map_error;
+
+/// The schema, in order. Append new files; never edit a released one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sql: include_str!("../migrations/0001_foundation.sql"),
+}];
+
+/// The database file inside a data dir.
+pub const DATABASE_FILE: &str = "idgraph.db";
+const LOCK_FILE: &str = "idgraph.lock";
+const READERS: usize = 4;
+
+/// How hard an acknowledged write is pushed to disk before the acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is fsynced at every commit; survives power loss and OS crash.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of idgraph, may lose the last commits on power loss.
+    Normal,
+}
+
+impl Durability {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
+/// How to open a data dir.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+}
+
+type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The SQLite store. Cheap to clone; all clones share one writer and one reader pool.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<std::sync::mpsc::Sender<WriteJob>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    // Held for the life of the store: a second process on the same data dir is refused.
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the data dir, applies pending migrations and starts the writer.
+    pub fn open(options: &SqliteOptions) -> StoreResult<Self> {
+        let dir = &options.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unusable(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let lock = lock_data_dir(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let mut conn = Connection::open(&path).map_err(|e| {
+            StoreError::Unusable(format!("cannot open database {}: {e}", path.display()))
+        })?;
+        configure(&conn, options.durability)
+            .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
+        migrate(&mut conn)?;
+
+        let (sender, receiver) = std::sync::mpsc::channel::<WriteJob>();
+        let writer_thread = std::thread::Builder::new()
+            .name("idgraph-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, receiver))
+            .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Some(sender)),
+                writer_thread: Mutex::new(Some(writer_thread)),
+                readers: Mutex::new(Vec::new()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `job` in one IMMEDIATE transaction on the writer thread; rolls back on error.
+    pub async fn write<R, F>(&self, job: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let boxed: WriteJob = Box::new(move |conn: &mut Connection| {
+            let result = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_error)
+                .and_then(|tx| {
+                    let value = job(&tx)?;
+                    tx.commit().map_err(map_error)?;
+                    Ok(value)
+                });
+            // The caller may have gone away (request cancelled); the write stands either way.
+            let _ = reply.send(result);
+        });
+        let sender = self
+            .inner
+            .writer
+            .lock()
+            .map_err(poisoned)?
+            .clone()
+            .ok_or_else(closed)?;
+        sender.send(boxed).map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| StoreError::Other("the writer thread stopped".into()))?
+    }
+
+    /// Runs `job` on a read-only connection on a blocking thread.
+    pub async fn read<R, F>(&self, job: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            if inner.writer.lock().map_err(poisoned)?.is_none() {
+                return Err(closed());
+            }
+            let pooled = inner.readers.lock().map_err(poisoned)?.pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_reader(&inner.path)?,
+            };
+            let result = job(&conn);
+            let mut readers = inner.readers.lock().map_err(poisoned)?;
+            if readers.len() < READERS {
+                readers.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("read task failed: {e}")))?
+    }
+
+    async fn shutdown(&self) {
+        let sender = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        // Readers first: SQLite removes the WAL only when the last connection closes, and the
+        // writer closes last after its checkpoint.
+        if let Ok(mut readers) = self.inner.readers.lock() {
+            readers.clear();
+        }
+        drop(sender);
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the SQLite writer thread did not stop cleanly");
+            }
+        }
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> StoreResult<File> {
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Unusable(format!("cannot write to data dir {}: {e}", dir.display()))
+        })?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unusable(format!(
+            "data dir {} is in use by another idgraph process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unusable(format!(
+            "cannot lock data dir {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", durability.pragma())?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(map_error)?;
+    conn.pragma_update(None, "busy_timeout", 5000)
+        .map_err(map_error)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let unusable = |e: rusqlite::Error| StoreError::Unusable(format!("cannot migrate: {e}"));
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS idgraph_migrations (
+            version    INTEGER NOT NULL PRIMARY KEY,
+            name       TEXT    NOT NULL,
+            checksum   TEXT    NOT NULL,
+            applied_at INTEGER NOT NULL
+        )",
+    )
+    .map_err(unusable)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(unusable)?;
+    let applied = {
+        let mut stmt = tx
+            .prepare("SELECT version, name, checksum FROM idgraph_migrations ORDER BY version")
+            .map_err(unusable)?;
+        stmt.query_map([], |row| {
+            Ok(AppliedMigration {
+                version: row.get(0)?,
+                name: row.get(1)?,
+                checksum: row.get(2)?,
+            })
+        })
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+        .map_err(unusable)?
+    };
+    let pending =
+        plan_migrations(MIGRATIONS, &applied).map_err(|e| StoreError::Unusable(e.to_string()))?;
+    for migration in pending {
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
+        tx.execute_batch(migration.sql).map_err(unusable)?;
+        tx.execute(
+            "INSERT INTO idgraph_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                migration.version,
+                migration.name,
+                migration.checksum(),
+                jiff::Timestamp::now().as_microsecond()
+            ],
+        )
+        .map_err(unusable)?;
+    }
+    tx.commit().map_err(unusable)
+}
+
+fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<WriteJob>) {
+    while let Ok(job) = jobs.recv() {
+        job(&mut conn);
+    }
+    // All senders are gone: fold the WAL back into the main file so the data dir is one file.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "WAL checkpoint at close failed; it will be redone at next open");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::error!(error = %e, "closing the SQLite database failed");
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Other("the store is closed".into())
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Other("a store lock was poisoned by a panic".into())
+}

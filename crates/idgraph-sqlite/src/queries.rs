@@ -1,0 +1,380 @@
+//! The `Store` implementation: one short SQL statement set per method, always filtered by tenant.
+
+use idgraph_core::auth::KeyHash;
+use idgraph_core::identity::IdentifierKind;
+use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use idgraph_store::{
+    ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Store, StoreError, StoreResult, Tenant,
+    Workspace,
+};
+use jiff::Timestamp;
+use rusqlite::params;
+
+use crate::SqliteStore;
+use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
+
+/// Turns a unique-constraint failure into a conflict message a user can read.
+fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
+    move |e| match e {
+        StoreError::Conflict(_) => StoreError::Conflict(message),
+        other => other,
+    }
+}
+
+fn overfetch(page: &PageRequest) -> i64 {
+    i64::from(page.limit) + 1
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM idgraph_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        self.shutdown().await;
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        let message = format!("tenant {} already exists", tenant.id);
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO tenants (tenant_id, name, created_at) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    tenant.id.as_str(),
+                    tenant.name,
+                    micros(tenant.created_at)
+                ])
+            })
+            .map_err(map_error)?;
+            Ok(())
+        })
+        .await
+        .map_err(conflict_as(message))
+    }
+
+    async fn get_tenant(&self, tenant_id: &TenantId) -> StoreResult<Tenant> {
+        let tenant_id = tenant_id.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT tenant_id, name, created_at FROM tenants WHERE tenant_id = ?1",
+            )
+            .and_then(|mut s| s.query_row([tenant_id.as_str()], codec::tenant))
+            .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self, page: &PageRequest) -> StoreResult<Page<Tenant>> {
+        let page = page.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT tenant_id, name, created_at FROM tenants
+                     WHERE tenant_id > ?1 ORDER BY tenant_id LIMIT ?2",
+                )
+                .map_err(map_error)?;
+            let after = page.after.clone().unwrap_or_default();
+            let rows = stmt
+                .query_map(params![after, overfetch(&page)], codec::tenant)
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(map_error)?;
+            Ok(Page::from_overfetch(rows, page.limit, |t| t.id.to_string()))
+        })
+        .await
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace) -> StoreResult<()> {
+        let ws = workspace.clone();
+        let message = format!("workspace {} already exists", ws.name);
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO workspaces (tenant_id, name, workspace_id, environment, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    ws.tenant_id.as_str(),
+                    ws.name.as_str(),
+                    ws.id,
+                    ws.environment.as_str(),
+                    micros(ws.created_at)
+                ])
+            })
+            .map_err(map_error)?;
+            Ok(())
+        })
+        .await
+        .map_err(conflict_as(message))
+    }
+
+    async fn get_workspace(
+        &self,
+        tenant_id: &TenantId,
+        name: &WorkspaceName,
+    ) -> StoreResult<Workspace> {
+        let (tenant_id, name) = (tenant_id.clone(), name.clone());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT tenant_id, name, workspace_id, environment, created_at FROM workspaces
+                 WHERE tenant_id = ?1 AND name = ?2",
+            )
+            .and_then(|mut s| s.query_row([tenant_id.as_str(), name.as_str()], codec::workspace))
+            .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn list_workspaces(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Workspace>> {
+        let (tenant_id, page) = (tenant_id.clone(), page.clone());
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT tenant_id, name, workspace_id, environment, created_at FROM workspaces
+                     WHERE tenant_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+                )
+                .map_err(map_error)?;
+            let after = page.after.clone().unwrap_or_default();
+            let rows = stmt
+                .query_map(
+                    params![tenant_id.as_str(), after, overfetch(&page)],
+                    codec::workspace,
+                )
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(map_error)?;
+            Ok(Page::from_overfetch(rows, page.limit, |w| {
+                w.name.to_string()
+            }))
+        })
+        .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let key = key.clone();
+        let message = format!("key {} already exists", key.key_id);
+        self.write(move |tx| insert_key(tx, &key, false))
+            .await
+            .map_err(conflict_as(message))
+    }
+
+    async fn put_master_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let key = key.clone();
+        self.write(move |tx| insert_key(tx, &key, true)).await
+    }
+
+    async fn get_api_key(&self, tenant_id: &TenantId, key_id: &str) -> StoreResult<ApiKeyRecord> {
+        let (tenant_id, key_id) = (tenant_id.clone(), key_id.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 AND key_id = ?2"
+            ))
+            .and_then(|mut s| s.query_row([tenant_id.as_str(), key_id.as_str()], codec::api_key))
+            .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKeyRecord>> {
+        let (tenant_id, page) = (tenant_id.clone(), page.clone());
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys
+                     WHERE tenant_id = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3"
+                ))
+                .map_err(map_error)?;
+            let after = page.after.clone().unwrap_or_default();
+            let rows = stmt
+                .query_map(
+                    params![tenant_id.as_str(), after, overfetch(&page)],
+                    codec::api_key,
+                )
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(map_error)?;
+            Ok(Page::from_overfetch(rows, page.limit, |k| k.key_id.clone()))
+        })
+        .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant_id: &TenantId,
+        key_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (tenant_id, key_id) = (tenant_id.clone(), key_id.to_owned());
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE api_keys SET revoked_at = ?3
+                     WHERE tenant_id = ?1 AND key_id = ?2 AND revoked_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![tenant_id.as_str(), key_id, micros(at)]))
+                .map_err(map_error)?;
+            if changed == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn find_master_key(&self, hash: &KeyHash) -> StoreResult<ApiKeyRecord> {
+        let hash = *hash;
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys
+                 WHERE tenant_id = ?1 AND is_master = 1 AND key_hash = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(
+                    params![TenantId::DEFAULT, hash.0.as_slice()],
+                    codec::api_key,
+                )
+            })
+            .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn insert_identity_nodes(
+        &self,
+        tenant_id: &TenantId,
+        rows: Vec<IdentityNodeRow>,
+    ) -> StoreResult<()> {
+        let tenant_id = tenant_id.clone();
+        self.write(move |tx| insert_nodes(tx, &tenant_id, &rows))
+            .await
+    }
+
+    async fn find_identity_nodes(
+        &self,
+        tenant_id: &TenantId,
+        kind: &IdentifierKind,
+        value: &str,
+    ) -> StoreResult<Vec<IdentityNodeRow>> {
+        let (tenant_id, kind, value) = (tenant_id.clone(), kind.clone(), value.to_owned());
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {NODE_COLUMNS} FROM identity_nodes
+                     WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 ORDER BY person_id"
+                ))
+                .map_err(map_error)?;
+            stmt.query_map(
+                [tenant_id.as_str(), kind.as_str(), value.as_str()],
+                codec::identity_node,
+            )
+            .and_then(Iterator::collect)
+            .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn count_identity_nodes(&self, tenant_id: &TenantId) -> StoreResult<u64> {
+        let tenant_id = tenant_id.clone();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM identity_nodes WHERE tenant_id = ?1")
+                .and_then(|mut s| s.query_row([tenant_id.as_str()], |r| r.get::<_, i64>(0)))
+                .map(|n| n.unsigned_abs())
+                .map_err(map_error)
+        })
+        .await
+    }
+}
+
+fn insert_key(
+    tx: &rusqlite::Transaction<'_>,
+    key: &ApiKeyRecord,
+    replace: bool,
+) -> StoreResult<()> {
+    let verb = if replace {
+        "INSERT OR REPLACE"
+    } else {
+        "INSERT"
+    };
+    tx.prepare_cached(&format!(
+        "{verb} INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            key.tenant_id.as_str(),
+            key.key_id,
+            key.name,
+            key.hash.0.as_slice(),
+            key.scopes.to_storage(),
+            key.workspace.as_ref().map(WorkspaceName::as_str),
+            key.rate_limit_per_sec,
+            key.is_master,
+            micros(key.created_at),
+            key.revoked_at.map(micros),
+        ])
+    })
+    .map_err(map_error)?;
+    Ok(())
+}
+
+/// Inserts nodes with one cached prepared statement; shared with the benchmark's store path.
+pub(crate) fn insert_nodes(
+    tx: &rusqlite::Transaction<'_>,
+    tenant_id: &TenantId,
+    rows: &[IdentityNodeRow],
+) -> StoreResult<()> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))
+        .map_err(map_error)?;
+    for row in rows {
+        stmt.execute(params![
+            tenant_id.as_str(),
+            row.kind.as_str(),
+            row.value,
+            row.person_id,
+            row.source,
+            row.confidence,
+            micros(row.first_seen),
+            micros(row.last_seen),
+            row.signal_id,
+        ])
+        .map_err(|e| match map_error(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!(
+                "identity node ({}, {}) of person {} already exists",
+                row.kind, row.value, row.person_id
+            )),
+            other => other,
+        })?;
+    }
+    Ok(())
+}

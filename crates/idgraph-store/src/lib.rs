@@ -1,0 +1,135 @@
+//! The storage interface of idgraph: one `Store` trait, implemented once per backend.
+//!
+//! Backends (`idgraph-sqlite`, `idgraph-postgres`) own their SQL and migrations; everything above
+//! them (use cases, HTTP) sees only these types. Every method takes the tenant explicitly and
+//! every backend query filters on it: no read or write crosses tenants.
+
+mod migrations;
+mod model;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+use std::future::Future;
+
+use idgraph_core::auth::KeyHash;
+use idgraph_core::identity::IdentifierKind;
+use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use jiff::Timestamp;
+
+pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
+pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
+
+/// What can go wrong in a store, without driver types leaking out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule would be broken (the message says which).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be opened or used as it is (newer schema, locked data dir, ...).
+    #[error("{0}")]
+    Unusable(String),
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage interface. Methods are coarse: each is one transaction in the backend.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// `sqlite` or `postgres`, for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Checks that the database answers.
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The highest migration version applied to this database.
+    fn schema_version(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+
+    /// Flushes and closes; later calls fail with `Other`. Waits for in-flight writes.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// Creates a tenant; `Conflict` when its id is taken.
+    fn create_tenant(&self, tenant: &Tenant) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn get_tenant(&self, tenant_id: &TenantId) -> impl Future<Output = StoreResult<Tenant>> + Send;
+
+    fn list_tenants(
+        &self,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<Tenant>>> + Send;
+
+    /// Creates a workspace; `Conflict` when its name is taken in the tenant.
+    fn create_workspace(
+        &self,
+        workspace: &Workspace,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn get_workspace(
+        &self,
+        tenant_id: &TenantId,
+        name: &WorkspaceName,
+    ) -> impl Future<Output = StoreResult<Workspace>> + Send;
+
+    /// Workspaces ordered by name; the cursor is the last name of the previous page.
+    fn list_workspaces(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<Workspace>>> + Send;
+
+    /// Stores a new key; `Conflict` when its id is taken.
+    fn insert_api_key(&self, key: &ApiKeyRecord) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Inserts or replaces the master key row (the operator may change the master key).
+    fn put_master_key(&self, key: &ApiKeyRecord) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// A key by id, revoked or not.
+    fn get_api_key(
+        &self,
+        tenant_id: &TenantId,
+        key_id: &str,
+    ) -> impl Future<Output = StoreResult<ApiKeyRecord>> + Send;
+
+    /// Keys ordered by id; the cursor is the last id of the previous page.
+    fn list_api_keys(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<ApiKeyRecord>>> + Send;
+
+    /// Marks a key revoked; `NotFound` when there is no such live key.
+    fn revoke_api_key(
+        &self,
+        tenant_id: &TenantId,
+        key_id: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Finds the master key row (it lives in the `default` tenant) by the hash of a token.
+    fn find_master_key(
+        &self,
+        hash: &KeyHash,
+    ) -> impl Future<Output = StoreResult<ApiKeyRecord>> + Send;
+
+    /// Appends identity nodes in one transaction; `Conflict` if one already exists.
+    fn insert_identity_nodes(
+        &self,
+        tenant_id: &TenantId,
+        rows: Vec<IdentityNodeRow>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Every node holding `(kind, value)`: one for a `unique` kind, possibly more for `shared`.
+    fn find_identity_nodes(
+        &self,
+        tenant_id: &TenantId,
+        kind: &IdentifierKind,
+        value: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentityNodeRow>>> + Send;
+
+    fn count_identity_nodes(
+        &self,
+        tenant_id: &TenantId,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+}

@@ -1,0 +1,257 @@
+//! Layered, typed configuration: defaults, then a TOML file, then `IDGRAPH_*` environment
+//! variables, then command-line flags. Unknown keys are refused; secrets never reach `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A string that must not be printed: the master key, a database URL with its password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines when stdout is not a terminal, readable text when it is.
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<Secret>,
+    pub master_key: Option<Secret>,
+    pub durability: Durability,
+    pub pg_pool_size: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./idgraph-data"),
+            database_url: None,
+            master_key: None,
+            durability: Durability::Full,
+            pg_pool_size: 16,
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// The keys that may come from `IDGRAPH_*` variables. Other `IDGRAPH_*` variables (used by
+/// tests and tools) are not configuration and must not be refused as unknown keys.
+const ENV_KEYS: [&str; 9] = [
+    "listen",
+    "data_dir",
+    "database_url",
+    "master_key",
+    "durability",
+    "pg_pool_size",
+    "log_format",
+    "log_level",
+    "shutdown_grace_seconds",
+];
+
+/// `idgraph config default`: every key with its default and what it means.
+pub const ANNOTATED_DEFAULTS: &str = r#"# idgraph configuration. Layers, later wins: these defaults, the TOML file given with
+# --config, IDGRAPH_<KEY> environment variables (e.g. IDGRAPH_DATA_DIR), command-line flags.
+
+# Address the HTTP server listens on.
+listen = "127.0.0.1:8080"
+
+# Directory of the embedded SQLite store (used unless database_url is set).
+data_dir = "./idgraph-data"
+
+# PostgreSQL instead of the embedded store, e.g. "postgres://idgraph:secret@db:5432/idgraph".
+# database_url = ""
+
+# The master key (all scopes, all tenants), at least 24 characters. If unset on first start,
+# one is generated, printed once, and only its hash is stored.
+# master_key = ""
+
+# When a write is acknowledged on the embedded store: "full" fsyncs every commit (survives power
+# loss), "normal" survives a crash of idgraph but may lose the last commits on power loss.
+durability = "full"
+
+# Connections to PostgreSQL per idgraph process.
+pg_pool_size = 16
+
+# Log lines: "auto" (JSON unless stdout is a terminal), "text" or "json".
+log_format = "auto"
+
+# Log filter, in tracing-subscriber's EnvFilter syntax (e.g. "info,idgraph_http=debug").
+log_level = "info"
+
+# On SIGINT/SIGTERM, how long in-flight requests may take to finish before idgraph exits.
+shutdown_grace_seconds = 30
+"#;
+
+/// Builds the configuration from its layers; `overrides` are the flags given on the command line.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        if !file.is_file() {
+            anyhow::bail!("config file {} does not exist", file.display());
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment = figment
+        .merge(Env::prefixed("IDGRAPH_").only(&ENV_KEYS))
+        .merge(Serialized::defaults(overrides));
+    let config: Config = figment.extract().map_err(|e| {
+        // figment's messages already name the key and the layer it came from.
+        anyhow::anyhow!(
+            "invalid configuration: {}",
+            e.to_string().replace('\n', "; ")
+        )
+    })?;
+    if config
+        .master_key
+        .as_ref()
+        .is_some_and(|k| k.expose().is_empty())
+    {
+        anyhow::bail!("invalid configuration: master_key is empty");
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.pg_pool_size == 0 {
+            anyhow::bail!("invalid configuration: pg_pool_size must be at least 1");
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .with_context(|| format!("invalid configuration: log_level {:?}", self.log_level))?;
+        Ok(())
+    }
+
+    /// The database URL when PostgreSQL is configured (an empty value means the embedded store).
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database_url
+            .as_ref()
+            .map(Secret::expose)
+            .filter(|u| !u.is_empty())
+    }
+}
+
+/// Values given as flags; absent ones leave lower layers alone.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<Durability>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_defaults_are_the_defaults() {
+        let printed: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(ANNOTATED_DEFAULTS))
+            .extract()
+            .unwrap();
+        assert_eq!(printed, Config::default());
+        // Every key is documented, so the text cannot fall behind the struct.
+        for key in ENV_KEYS {
+            assert!(
+                ANNOTATED_DEFAULTS.contains(&format!("{key} =")),
+                "{key} is not documented"
+            );
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err, reason = "figment::Jail's signature")]
+    fn layers_apply_in_order_and_unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "idgraph.toml",
+                "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\nlog_level = \"debug\"",
+            )?;
+            jail.set_env("IDGRAPH_DATA_DIR", "/from/env");
+            jail.set_env("IDGRAPH_TEST_DATABASE_URL", "not configuration");
+            let overrides = Overrides {
+                log_level: Some("warn".into()),
+                ..Overrides::default()
+            };
+            let config = load(Some(Path::new("idgraph.toml")), &overrides).unwrap();
+            assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+            assert_eq!(config.data_dir, PathBuf::from("/from/env"));
+            assert_eq!(config.log_level, "warn");
+
+            jail.create_file("typo.toml", "lisen = \"127.0.0.1:9000\"")?;
+            let err = load(Some(Path::new("typo.toml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_reach_debug_output() {
+        let config = Config {
+            master_key: Some(Secret("super-secret-master-key-value".into())),
+            database_url: Some(Secret("postgres://u:hunter2@db/x".into())),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("super-secret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The idgraph binary's library half: configuration, logging, and `launch`, which wires a store,
+//! bootstrap and the HTTP server together. `main.rs` is only the command line on top.
+
+pub mod config;
+pub mod telemetry;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Context;
+use idgraph_http::AppState;
+use idgraph_postgres::{PostgresOptions, PostgresStore};
+use idgraph_sqlite::{SqliteOptions, SqliteStore};
+use idgraph_store::Store;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Durability};
+
+type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// A server that has opened its store, bootstrapped, and is accepting connections.
+pub struct Running {
+    /// A master key generated on this start (first start without one configured).
+    pub generated_master_key: Option<String>,
+    pub backend: &'static str,
+    serving: Serving,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Serves until the shutdown future given to [`launch`] resolves and in-flight requests end.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.serving.await.context("the HTTP server failed")
+    }
+}
+
+/// Opens the configured store, applies migrations, bootstraps the default tenant, workspace and
+/// master key, and starts serving on `listener` until `shutdown` resolves.
+pub async fn launch(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    match config.postgres_url() {
+        Some(url) => {
+            let options = PostgresOptions {
+                url: url.to_owned(),
+                pool_size: config.pg_pool_size,
+                connect_timeout: Duration::from_secs(10),
+            };
+            let store = PostgresStore::connect(&options).await?;
+            tracing::info!(store = ?store, "using PostgreSQL");
+            start(store, config, listener, shutdown).await
+        }
+        None => {
+            let options = SqliteOptions {
+                data_dir: config.data_dir.clone(),
+                durability: match config.durability {
+                    Durability::Full => idgraph_sqlite::Durability::Full,
+                    Durability::Normal => idgraph_sqlite::Durability::Normal,
+                },
+            };
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&options))
+                .await
+                .context("opening the store panicked")??;
+            tracing::info!(path = %store.path().display(), "using the embedded SQLite store");
+            start(store, config, listener, shutdown).await
+        }
+    }
+}
+
+async fn start<S: Store>(
+    store: S,
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    let master_key = config.master_key.as_ref().map(|k| k.expose());
+    let outcome = match idgraph_app::bootstrap::bootstrap(&store, master_key).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            store.close().await;
+            anyhow::bail!("bootstrap failed: {}", e.message);
+        }
+    };
+    let backend = store.backend();
+    let address = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    tracing::info!(%address, backend, version = env!("CARGO_PKG_VERSION"), "idgraph is listening");
+    let serving = Box::pin(idgraph_http::serve(
+        AppState::new(store),
+        listener,
+        shutdown,
+    ));
+    Ok(Running {
+        generated_master_key: outcome.generated_master_key,
+        backend,
+        serving,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => tracing::info!(signal = "SIGINT", "shutting down: finishing in-flight requests"),
+        () = terminated => tracing::info!(signal = "SIGTERM", "shutting down: finishing in-flight requests"),
+    }
+}

@@ -1,0 +1,162 @@
+//! The `idgraph` command line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use idgraph::config::{self, Durability, LogFormat, Overrides, Secret};
+
+/// idgraph: an identity graph and customer profile server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (embedded SQLite in ./idgraph-data unless --database-url is given).
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every setting with its default value and meaning, as TOML.
+    Default,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory of the embedded store [default: ./idgraph-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user:password@host:port/db); env IDGRAPH_DATABASE_URL.
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The master key; env IDGRAPH_MASTER_KEY. Generated and printed once if never set.
+    #[arg(long, value_name = "KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    /// Durability of acknowledged writes on the embedded store [default: full].
+    #[arg(long, value_enum)]
+    durability: Option<Durability>,
+    /// Log line format [default: auto].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. "info" or "info,idgraph_http=debug" [default: info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's rendering spans several lines; keep the one naming the problem.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            fail(&format!("{first} (see 'idgraph --help')"));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            fail(&format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line on stderr: what went wrong and where, no backtrace.
+fn fail(message: &str) {
+    let _ = writeln!(std::io::stderr(), "error: {message}");
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{}", config::ANNOTATED_DEFAULTS);
+            Ok(())
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url.map(Secret::from),
+        master_key: args.master_key.map(Secret::from),
+        durability: args.durability,
+        log_format: args.log_format,
+        log_level: args.log_level,
+    };
+    let config = config::load(args.config.as_deref(), &overrides)?;
+    idgraph::telemetry::init(config.log_format, &config.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            idgraph::shutdown_signal().await;
+            let _ = signalled.send(true);
+        };
+        let running = idgraph::launch(&config, listener, shutdown).await?;
+        if let Some(key) = &running.generated_master_key {
+            print_master_key(key);
+        }
+        let grace = Duration::from_secs(config.shutdown_grace_seconds);
+        let deadline = async move {
+            let _ = on_signal.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = running.wait() => result,
+            () = deadline => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish in time; exiting");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Shown once on stdout (never in the log): only the hash is stored.
+fn print_master_key(key: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\n  A master key was generated. It is shown only this once; store it now:\n\n    {key}\n\n  \
+         Use it as 'Authorization: Bearer <key>'. Set --master-key / IDGRAPH_MASTER_KEY to choose your own.\n"
+    );
+    let _ = out.flush();
+}
