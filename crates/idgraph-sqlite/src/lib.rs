@@ -70,8 +70,8 @@ struct Inner {
     writer: Mutex<Option<std::sync::mpsc::Sender<WriteJob>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
-    // Held for the life of the store: a second process on the same data dir is refused.
-    _lock: File,
+    // Held until close: a second process on the same data dir is refused meanwhile.
+    lock: Mutex<Option<File>>,
 }
 
 impl SqliteStore {
@@ -101,7 +101,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
                 readers: Mutex::new(Vec::new()),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -189,6 +189,8 @@ impl SqliteStore {
                 tracing::error!("the SQLite writer thread did not stop cleanly");
             }
         }
+        // Closing the file releases the lock; the data dir is free for the next process.
+        drop(self.inner.lock.lock().ok().and_then(|mut l| l.take()));
     }
 }
 

@@ -1,7 +1,10 @@
 //! The storage conformance suite: every case is written once here and run against every backend
 //! through [`store_conformance_suite!`](crate::store_conformance_suite).
 
-#![allow(clippy::unwrap_used, reason = "test code: a panic is how a case reports failure")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is how a case reports failure"
+)]
 
 use idgraph_core::auth::{KeyHash, Scopes};
 use idgraph_core::identity::IdentifierKind;

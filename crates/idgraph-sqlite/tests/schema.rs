@@ -1,0 +1,161 @@
+//! Schema invariants of the embedded store: tenant_id leads every key and index, migrations are
+//! recorded once, and a database from a newer idgraph is refused untouched.
+
+use idgraph_sqlite::{DATABASE_FILE, Durability, MIGRATIONS, SqliteOptions, SqliteStore};
+use idgraph_store::{Store, StoreError};
+
+fn options(dir: &tempfile::TempDir) -> SqliteOptions {
+    SqliteOptions {
+        data_dir: dir.path().to_owned(),
+        durability: Durability::Full,
+    }
+}
+
+async fn create_and_close(dir: &tempfile::TempDir) {
+    let store = SqliteStore::open(&options(dir)).expect("open");
+    store.close().await;
+}
+
+fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("open raw")
+}
+
+#[tokio::test]
+async fn tenant_id_leads_every_key_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    create_and_close(&dir).await;
+    let conn = raw(&dir);
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'idgraph_migrations'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(tables.len() >= 4, "{tables:?}");
+    for table in &tables {
+        // pragma table_info: (cid, name, type, notnull, default, pk); pk = position in the key.
+        let key: Vec<(String, i64)> = conn
+            .prepare(&format!(
+                "SELECT name, pk FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk"
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            key.first().map(|k| k.0.as_str()),
+            Some("tenant_id"),
+            "primary key of {table}: {key:?}"
+        );
+        let indexes: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_index_list('{table}')"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for index in indexes {
+            let first: String = conn
+                .query_row(
+                    &format!("SELECT name FROM pragma_index_info('{index}') WHERE seqno = 0"),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(first, "tenant_id", "index {index} on {table}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_once_and_reopening_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    create_and_close(&dir).await;
+    create_and_close(&dir).await;
+    let count: i64 = raw(&dir)
+        .query_row("SELECT COUNT(*) FROM idgraph_migrations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, MIGRATIONS.len() as i64);
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    assert_eq!(
+        store.schema_version().await,
+        Ok(MIGRATIONS.last().unwrap().version)
+    );
+    store.close().await;
+    // A clean close folds the WAL back: the data dir is one database file.
+    assert!(!dir.path().join("idgraph.db-wal").exists());
+}
+
+#[tokio::test]
+async fn a_newer_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    create_and_close(&dir).await;
+    raw(&dir)
+        .execute(
+            "INSERT INTO idgraph_migrations VALUES (999, 'from the future', 'x', 0)",
+            [],
+        )
+        .unwrap();
+    let err = SqliteStore::open(&options(&dir)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Unusable(m) if m.contains("schema version 999") && m.contains("upgrade idgraph")),
+        "{err}"
+    );
+    let still_there: i64 = raw(&dir)
+        .query_row(
+            "SELECT COUNT(*) FROM idgraph_migrations WHERE version = 999",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(still_there, 1);
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    create_and_close(&dir).await;
+    raw(&dir)
+        .execute(
+            "UPDATE idgraph_migrations SET checksum = 'edited' WHERE version = 1",
+            [],
+        )
+        .unwrap();
+    let err = SqliteStore::open(&options(&dir)).unwrap_err();
+    assert!(err.to_string().contains("differs"), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(&options(&dir)).unwrap();
+    let err = SqliteStore::open(&options(&dir)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("in use by another idgraph process"),
+        "{err}"
+    );
+    first.close().await;
+    SqliteStore::open(&options(&dir))
+        .expect("free again after close")
+        .close()
+        .await;
+}
+
+#[tokio::test]
+async fn an_unusable_data_dir_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = SqliteStore::open(&SqliteOptions {
+        data_dir: file.clone(),
+        durability: Durability::Full,
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+}
