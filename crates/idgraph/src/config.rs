@@ -43,7 +43,7 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// JSON lines when stdout is not a terminal, readable text when it is.
+    /// JSON lines when stderr (where logs go) is not a terminal, readable text when it is.
     Auto,
     Text,
     Json,
@@ -117,7 +117,7 @@ durability = "full"
 # Connections to PostgreSQL per idgraph process.
 pg_pool_size = 16
 
-# Log lines: "auto" (JSON unless stdout is a terminal), "text" or "json".
+# Log lines on stderr: "auto" (JSON unless stderr is a terminal), "text" or "json".
 log_format = "auto"
 
 # Log filter, in tracing-subscriber's EnvFilter syntax (e.g. "info,idgraph_http=debug").
@@ -159,6 +159,11 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config
 
 impl Config {
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(key) = &self.master_key {
+            // Checked before anything is opened, so a bad key leaves no data dir behind.
+            idgraph_core::auth::check_master_key(key.expose())
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        }
         if self.pg_pool_size == 0 {
             anyhow::bail!("invalid configuration: pg_pool_size must be at least 1");
         }

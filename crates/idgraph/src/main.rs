@@ -71,6 +71,10 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            fail("a subcommand is required, e.g. 'idgraph serve' (see 'idgraph --help')");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             // clap's rendering spans several lines; keep the one naming the problem.
             let rendered = e.render().to_string();

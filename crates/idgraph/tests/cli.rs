@@ -1,0 +1,796 @@
+//! End-to-end tests of the `idgraph` binary: command-line errors, the master key bootstrap, the
+//! data dir's guards, graceful shutdown, and several processes sharing one PostgreSQL database.
+//!
+//! Every test runs the real binary as a child process, talks to it only on 127.0.0.1, and kills
+//! it if the test fails (see [`Proc`]'s `Drop`).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_idgraph");
+/// An operator-chosen master key: 30 characters, not in idgraph's generated format.
+const CHOSEN_KEY: &str = "e2e-chosen-master-key-30-chars";
+/// How a generated master key starts (tenant `default`, key id `master`).
+const GENERATED_PREFIX: &str = "idg_default_master_";
+/// Generous deadlines: the machine may have two cores and be busy compiling.
+const STARTUP: Duration = Duration::from_secs(30);
+const EXIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/// A command running the binary, with no `IDGRAPH_*` configuration inherited from the
+/// environment of the test run.
+fn idgraph(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A panic would then print "stack backtrace", which the error checks look for.
+        .env("RUST_BACKTRACE", "1");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("IDGRAPH_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Collects one of a child's pipes on a thread, so a test can look at it while the child runs.
+struct Capture {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Capture {
+    fn start(mut pipe: impl Read + Send + 'static) -> Self {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&bytes);
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => sink
+                        .lock()
+                        .expect("capture lock")
+                        .extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        Self {
+            bytes,
+            reader: Some(reader),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().expect("capture lock")).into_owned()
+    }
+
+    /// Waits for the end of the pipe (the child has exited), so `text` is complete.
+    fn finish(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the capture thread panicked");
+        }
+    }
+}
+
+/// A child `idgraph` process. Dropping it kills the child, so a failing test leaves nothing behind.
+struct Proc {
+    child: Child,
+    stdout: Capture,
+    stderr: Capture,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.spawn().expect("spawning the idgraph binary");
+        let stdout = Capture::start(child.stdout.take().expect("piped stdout"));
+        let stderr = Capture::start(child.stderr.take().expect("piped stderr"));
+        Self {
+            child,
+            stdout,
+            stderr,
+            status: None,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Sends a signal ("TERM", "INT") with kill(1): the crate forbids the unsafe code libc needs.
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -{name} failed: {sent}");
+    }
+
+    /// The exit status if the child has exited; its output is then complete.
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            let status = self.child.try_wait().expect("polling the child")?;
+            self.stdout.finish();
+            self.stderr.finish();
+            self.status = Some(status);
+        }
+        self.status
+    }
+
+    /// Waits for the child to exit; kills it and fails the test after `within`.
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "idgraph did not exit within {within:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a finished run left behind.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary to completion; fails the test if it takes longer than `within`.
+fn run_within(args: &[&str], within: Duration) -> Finished {
+    let mut proc = Proc::spawn(idgraph(args));
+    let status = proc.wait_exit(within);
+    Finished {
+        status,
+        stdout: proc.stdout(),
+        stderr: proc.stderr(),
+    }
+}
+
+fn run(args: &[&str]) -> Finished {
+    run_within(args, EXIT)
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error output
+// ---------------------------------------------------------------------------------------------
+
+fn assert_no_panic(output: &str) {
+    for word in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!output.contains(word), "{word:?} in the output:\n{output}");
+    }
+}
+
+/// The whole of stderr must be one `error: ` line; returns it.
+fn sole_error_line(stderr: &str) -> &str {
+    assert_no_panic(stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one line on stderr, got:\n{stderr}"
+    );
+    assert!(
+        lines[0].starts_with("error: "),
+        "not an error line: {stderr}"
+    );
+    lines[0]
+}
+
+/// Stderr of a server that failed after its logger started: JSON log lines, then one `error: `
+/// line, which is returned.
+fn error_line_after_logs(stderr: &str) -> &str {
+    assert_no_panic(stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let (last, logs) = lines
+        .split_last()
+        .unwrap_or_else(|| panic!("stderr is empty"));
+    assert!(
+        last.starts_with("error: "),
+        "no final error line:\n{stderr}"
+    );
+    for line in logs {
+        let parsed: Option<Value> = serde_json::from_str(line).ok();
+        assert!(
+            parsed.is_some_and(|v| v.is_object()),
+            "a line besides the error line is not a JSON log line: {line:?}\n{stderr}"
+        );
+    }
+    last
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------------------------
+
+/// A running `idgraph serve` that answered /healthz.
+struct Server {
+    proc: Proc,
+    port: u16,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its finished output.
+    fn stop_with(mut self, signal: &str) -> Finished {
+        self.proc.signal(signal);
+        let status = self.proc.wait_exit(EXIT);
+        Finished {
+            status,
+            stdout: self.proc.stdout(),
+            stderr: self.proc.stderr(),
+        }
+    }
+
+    /// SIGTERM, and the exit must be clean.
+    fn stop(self) -> Finished {
+        let finished = self.stop_with("TERM");
+        assert!(
+            finished.status.success(),
+            "idgraph did not exit 0 on SIGTERM: {}\n{}",
+            finished.status,
+            finished.stderr
+        );
+        finished
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("building the HTTP client")
+}
+
+/// Starts `idgraph serve` on a free loopback port with `args` and waits until it is ready: its
+/// log says it listens on that port and /healthz answers 200. Retries on another port if the
+/// chosen one was taken in the meantime.
+async fn start(args: &[&str]) -> Server {
+    for _ in 0..3 {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut full = vec!["serve", "--listen", &listen];
+        full.extend_from_slice(args);
+        let mut proc = Proc::spawn(idgraph(&full));
+        if wait_ready(&mut proc, port).await {
+            return Server { proc, port };
+        }
+        if !proc.stderr().contains("cannot listen on") {
+            panic!(
+                "idgraph exited before becoming ready ({:?})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                proc.status,
+                proc.stdout(),
+                proc.stderr()
+            );
+        }
+    }
+    panic!("no free loopback port after 3 attempts");
+}
+
+/// True once `proc` serves on `port`; false if it exited first. Fails the test after `STARTUP`.
+async fn wait_ready(proc: &mut Proc, port: u16) -> bool {
+    let client = http();
+    // The log line proves this process (not some other one) owns the port.
+    let listening = format!("\"address\":\"127.0.0.1:{port}\"");
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        if proc.try_exit().is_some() {
+            return false;
+        }
+        if proc.stderr().contains(&listening) {
+            let health = client
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            if let Ok(response) = health
+                && response.status() == 200
+            {
+                let body: Value = response.json().await.expect("/healthz body is JSON");
+                assert_eq!(body, json!({"status": "ok"}));
+                return true;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "idgraph was not healthy within {STARTUP:?}\n--- stderr ---\n{}",
+                proc.stderr()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One management API call with a Bearer key: the status and the JSON body (null when empty).
+async fn call(method: reqwest::Method, url: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = http().request(method, url).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("sending the request");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("reading the response body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("the response body is JSON")
+    };
+    (status, body)
+}
+
+async fn whoami(server: &Server, key: &str) -> (u16, Value) {
+    call(
+        reqwest::Method::GET,
+        &server.url("/api/v1/whoami"),
+        key,
+        None,
+    )
+    .await
+}
+
+/// The master key in the first-start banner on stdout, waiting a while for it to arrive.
+async fn printed_master_key(proc: &Proc) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stdout = proc.stdout();
+        if let Some(key) = stdout
+            .split_whitespace()
+            .find(|word| word.starts_with(GENERATED_PREFIX))
+        {
+            return key.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no master key on stdout:\n{stdout}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP, for a request the test controls byte by byte
+// ---------------------------------------------------------------------------------------------
+
+/// Reads a response head (status line and headers) up to the blank line.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .unwrap_or_else(|e| panic!("reading a response head failed after {head:?}: {e}"));
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).expect("the response head is UTF-8")
+}
+
+/// Reads a whole response with a Content-Length body: its head and body.
+fn read_response(stream: &mut TcpStream) -> (String, String) {
+    let head = read_head(stream);
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    let mut body = vec![0u8; length];
+    stream
+        .read_exact(&mut body)
+        .expect("reading the response body");
+    (head, String::from_utf8(body).expect("the body is UTF-8"))
+}
+
+/// Waits until connecting to `port` is refused; fails the test after `within`.
+fn wait_until_refused(port: u16, within: Duration) {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + within;
+    loop {
+        match TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "127.0.0.1:{port} still accepts connections after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line and configuration errors
+// ---------------------------------------------------------------------------------------------
+
+// A mistyped flag is reported in one line naming it, with exit code 2, and no panic.
+#[test]
+fn an_unknown_flag_is_one_error_line_and_exit_code_2() {
+    let run = run(&["serve", "--no-such-flag"]);
+    assert_eq!(run.status.code(), Some(2), "stderr: {}", run.stderr);
+    let line = sole_error_line(&run.stderr);
+    assert!(line.contains("--no-such-flag"), "{line}");
+    assert!(run.stdout.is_empty(), "stdout: {}", run.stdout);
+}
+
+// A data dir that is a regular file is refused in one line naming it, and the file is untouched.
+#[test]
+fn a_data_dir_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "keep me").unwrap();
+    let path = file.to_str().unwrap();
+    let run = run(&["serve", "--listen", "127.0.0.1:0", "--data-dir", path]);
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    let line = sole_error_line(&run.stderr);
+    assert!(line.contains(path), "{line}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+// A malformed database URL is named as such, without echoing the password in it.
+#[test]
+fn a_malformed_database_url_is_refused_without_its_password() {
+    let url = "postgres://u:hunter2@127.0.0.1:notaport/db";
+    let run = run(&["serve", "--listen", "127.0.0.1:0", "--database-url", url]);
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    let line = sole_error_line(&run.stderr);
+    assert!(line.contains("database URL"), "{line}");
+    assert!(!run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"));
+}
+
+// An unreachable PostgreSQL fails fast, naming host:port/db but not the password.
+#[test]
+fn an_unreachable_postgres_is_named_without_its_password() {
+    let port = free_port();
+    let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db");
+    let run = run_within(
+        &["serve", "--listen", "127.0.0.1:0", "--database-url", &url],
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    let line = sole_error_line(&run.stderr);
+    let target = format!("cannot connect to PostgreSQL at 127.0.0.1:{port}/db");
+    assert!(line.contains(&target), "{line}");
+    assert!(!run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"));
+}
+
+// A typo in a config file is refused in one line naming the unknown key.
+#[test]
+fn an_unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("idgraph.toml");
+    std::fs::write(&config, "lisen = \"127.0.0.1:9999\"\n").unwrap();
+    let run = run(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    let line = sole_error_line(&run.stderr);
+    assert!(line.contains("lisen"), "{line}");
+}
+
+// `config default` prints the documented defaults as TOML on stdout.
+#[test]
+fn config_default_prints_the_defaults() {
+    let run = run(&["config", "default"]);
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+    assert!(
+        run.stdout.contains("listen = \"127.0.0.1:8080\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("data_dir = \"./idgraph-data\""),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.is_empty(), "stderr: {}", run.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The master key
+// ---------------------------------------------------------------------------------------------
+
+// First start prints a working master key once on stdout, never in the logs; restarts keep it.
+#[tokio::test]
+async fn a_generated_master_key_is_printed_once_and_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+
+    let first = start(&["--data-dir", data]).await;
+    let key = printed_master_key(&first.proc).await;
+    let (status, me) = whoami(&first, &key).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["master"], json!(true), "{me}");
+    let (status, _) = whoami(&first, &format!("{key}0")).await;
+    assert_eq!(status, 401, "a different key must not work");
+    let first = first.stop();
+    assert_eq!(first.stdout.matches(&key).count(), 1, "{}", first.stdout);
+    assert!(!first.stderr.contains(&key), "the key reached the log");
+
+    let second = start(&["--data-dir", data]).await;
+    let (status, me) = whoami(&second, &key).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["master"], json!(true), "{me}");
+    let second = second.stop();
+    assert!(
+        second.stdout.trim().is_empty(),
+        "a restart printed: {}",
+        second.stdout
+    );
+    assert!(!second.stderr.contains(&key), "the key reached the log");
+}
+
+// A master key given on the command line is used as is, and nothing is printed.
+#[tokio::test]
+async fn a_chosen_master_key_works_and_nothing_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let server = start(&["--data-dir", data, "--master-key", CHOSEN_KEY]).await;
+    let (status, me) = whoami(&server, CHOSEN_KEY).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["master"], json!(true), "{me}");
+    let finished = server.stop();
+    assert!(
+        finished.stdout.trim().is_empty(),
+        "printed: {}",
+        finished.stdout
+    );
+    assert!(
+        !finished.stderr.contains(CHOSEN_KEY),
+        "the key reached the log"
+    );
+}
+
+// A master key shorter than 24 characters is refused with one error line.
+#[test]
+fn a_short_master_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let short = "0123456789";
+    let run = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--master-key",
+        short,
+    ]);
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    let line = error_line_after_logs(&run.stderr);
+    assert!(line.contains("master key"), "{line}");
+    assert!(!run.stdout.contains(short) && !run.stderr.contains(short));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The data dir
+// ---------------------------------------------------------------------------------------------
+
+// A database written by a newer idgraph is refused and left exactly as it was.
+#[tokio::test]
+async fn a_database_from_a_newer_idgraph_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let server = start(&["--data-dir", data, "--master-key", CHOSEN_KEY]).await;
+    let stopped = server.stop_with("INT");
+    assert!(
+        stopped.status.success(),
+        "SIGINT: {}\n{}",
+        stopped.status,
+        stopped.stderr
+    );
+
+    let db = dir.path().join("idgraph.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "INSERT INTO idgraph_migrations (version, name, checksum, applied_at) \
+             VALUES (999, 'from_the_future', 'x', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+
+    let run = run(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data]);
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    let line = error_line_after_logs(&run.stderr);
+    assert!(line.contains("newer idgraph"), "{line}");
+    assert!(line.contains("999"), "{line}");
+
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "the refused database file was modified"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let newest: i64 = conn
+        .query_row("SELECT MAX(version) FROM idgraph_migrations", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(newest, 999);
+}
+
+// A second process on the same data dir is refused; the first one keeps serving.
+#[tokio::test]
+async fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let first = start(&["--data-dir", data, "--master-key", CHOSEN_KEY]).await;
+
+    let second = run(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data]);
+    assert_eq!(second.status.code(), Some(1), "stderr: {}", second.stderr);
+    let line = error_line_after_logs(&second.stderr);
+    assert!(line.contains("in use by another idgraph process"), "{line}");
+    assert!(line.contains(data), "{line}");
+
+    let (status, me) = whoami(&first, CHOSEN_KEY).await;
+    assert_eq!(status, 200, "the first process stopped serving: {me}");
+    first.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+// ---------------------------------------------------------------------------------------------
+
+// SIGTERM stops accepting, finishes the request in flight, writes it durably, and exits 0.
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut server = start(&["--data-dir", data, "--master-key", CHOSEN_KEY]).await;
+    let port = server.port;
+
+    let body = r#"{"name":"inflight","environment":"test"}"#;
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // `Expect: 100-continue` makes the server say when the handler starts reading the body,
+    // so the signal provably arrives while the request is in flight.
+    write!(
+        stream,
+        "POST /api/v1/workspaces HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Authorization: Bearer {CHOSEN_KEY}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let interim = read_head(&mut stream);
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    stream.write_all(first_half.as_bytes()).unwrap();
+
+    server.proc.signal("TERM");
+    let signalled = Instant::now();
+    wait_until_refused(port, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300).saturating_sub(signalled.elapsed()));
+    stream.write_all(second_half.as_bytes()).unwrap();
+
+    let (head, response) = read_response(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}{response}");
+    let created: Value = serde_json::from_str(&response).unwrap();
+    assert_eq!(created["name"], "inflight", "{created}");
+
+    let status = server.proc.wait_exit(EXIT);
+    assert!(status.success(), "{status}\n{}", server.proc.stderr());
+    let refused = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    drop(server);
+
+    let restarted = start(&["--data-dir", data, "--master-key", CHOSEN_KEY]).await;
+    let (status, list) = call(
+        reqwest::Method::GET,
+        &restarted.url("/api/v1/workspaces"),
+        CHOSEN_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    let workspaces = list["workspaces"].as_array().unwrap();
+    assert!(
+        workspaces
+            .iter()
+            .any(|w| w["name"] == "inflight" && w["environment"] == "test"),
+        "{list}"
+    );
+    restarted.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+// Processes sharing one database share keys, and a revocation through one is seen by the other.
+#[tokio::test]
+async fn processes_sharing_postgres_share_keys_and_revocations() {
+    let Some(db) = idgraph_testpg::test_database().await else {
+        return;
+    };
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--master-key",
+        CHOSEN_KEY,
+    ];
+    // Started together: both migrate and bootstrap the same empty database at once.
+    let (a, b) = tokio::join!(start(&args), start(&args));
+
+    let (status, created) = call(
+        reqwest::Method::POST,
+        &a.url("/api/v1/keys"),
+        CHOSEN_KEY,
+        Some(json!({"name": "shared", "scopes": ["persons:read"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let key = created["key"].as_str().unwrap();
+
+    let (status, me) = whoami(&b, key).await;
+    assert_eq!(status, 200, "a key made through A does not work on B: {me}");
+    assert_eq!(me["key_id"], id, "{me}");
+    assert_eq!(me["master"], false, "{me}");
+
+    let (status, body) = call(
+        reqwest::Method::DELETE,
+        &b.url(&format!("/api/v1/keys/{id}")),
+        CHOSEN_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+
+    let (status, body) = whoami(&a, key).await;
+    assert_eq!(
+        status, 401,
+        "A still accepts a key revoked through B: {body}"
+    );
+    a.stop();
+    b.stop();
+}
