@@ -12,3 +12,23 @@ pub(crate) fn secret_bytes() -> Result<[u8; 32], crate::AppError> {
         .map_err(|e| crate::AppError::internal(format!("no randomness available: {e}")))?;
     Ok(bytes)
 }
+
+/// Monotonic ULIDs for events: ids made in the same millisecond still sort in creation order,
+/// which is the ingest order the timeline and trait precedence rely on.
+#[derive(Debug, Default)]
+pub struct EventIds(std::sync::Mutex<ulid::Generator>);
+
+impl EventIds {
+    pub fn next(&self) -> String {
+        let mut generator = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // On the (2^80 per millisecond) overflow, fall back to a fresh random id.
+        generator
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::generate())
+            .to_string()
+            .to_ascii_lowercase()
+    }
+}

@@ -5,8 +5,11 @@ pub mod access;
 pub mod bootstrap;
 mod error;
 mod ids;
+pub mod ingest;
 pub mod keys;
+pub mod persons;
+pub mod settings;
 pub mod tenants;
 
 pub use error::{AppError, ErrorKind};
-pub use ids::new_id;
+pub use ids::{EventIds, new_id};

@@ -1,11 +1,14 @@
-//! The pure domain of idgraph: tenancy names, API key scopes and formats, identifier kinds.
+//! The pure domain of idgraph: tenancy names, API key scopes and formats, identifier
+//! normalization, identity resolution and trait precedence.
 //!
 //! Nothing here does IO, spawns tasks, or knows about SQL or HTTP; every function is a plain
 //! transformation of plain data, so it can be tested exhaustively.
 
 pub mod auth;
 pub mod identity;
+pub mod resolve;
 pub mod tenancy;
+pub mod traits;
 
 /// Why a value handed to a constructor in this crate was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -42,19 +42,27 @@ pub(crate) struct ListQuery {
 
 impl ListQuery {
     pub(crate) fn page(self) -> Result<PageRequest, ApiError> {
-        let limit = self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT);
-        if !(1..=PageRequest::MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("limit must be between 1 and {}", PageRequest::MAX_LIMIT),
-            ));
-        }
-        Ok(PageRequest {
-            limit,
-            after: self.cursor.filter(|c| !c.is_empty()),
-        })
+        page_request(self.limit, self.cursor)
     }
+}
+
+/// `limit` (default 50, at most 1000) and an opaque `cursor`, as every list endpoint takes them.
+pub(crate) fn page_request(
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> Result<PageRequest, ApiError> {
+    let limit = limit.unwrap_or(PageRequest::DEFAULT_LIMIT);
+    if !(1..=PageRequest::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and {}", PageRequest::MAX_LIMIT),
+        ));
+    }
+    Ok(PageRequest {
+        limit,
+        after: cursor.filter(|c| !c.is_empty()),
+    })
 }
 
 const ON_BEHALF_OF: &str = "x-idgraph-on-behalf-of";

@@ -7,12 +7,14 @@ mod error;
 mod extract;
 mod observe;
 mod routes;
+mod segment;
 mod wire;
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
+use idgraph_app::EventIds;
 use idgraph_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -23,6 +25,7 @@ pub use error::ApiError;
 pub struct AppState<S> {
     pub store: S,
     pub metrics: PrometheusHandle,
+    pub event_ids: Arc<EventIds>,
 }
 
 impl<S: Store> AppState<S> {
@@ -30,6 +33,7 @@ impl<S: Store> AppState<S> {
         Self {
             store,
             metrics: metrics_handle(),
+            event_ids: Arc::new(EventIds::default()),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 mod codec;
 mod queries;
+mod reads;
+mod resolve;
 
 use std::time::Duration;
 
@@ -13,11 +15,18 @@ use tokio_postgres::NoTls;
 pub use codec::map_error;
 
 /// The schema, in order. Append new files; never edit a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sql: include_str!("../migrations/0001_foundation.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sql: include_str!("../migrations/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "resolution",
+        sql: include_str!("../migrations/0002_resolution.sql"),
+    },
+];
 
 /// Serializes migrations across processes starting at the same time.
 const MIGRATION_LOCK: i64 = 0x1d6a_0001;

@@ -1,10 +1,11 @@
 //! The `Store` implementation: every statement filters on tenant_id, the leading key column.
 
 use idgraph_core::auth::KeyHash;
-use idgraph_core::identity::IdentifierKind;
+use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
-    ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Store, StoreError, StoreResult, Tenant,
+    ApiKeyRecord, ConflictRow, IdentityNodeRow, IngestOutcome, MergeRow, Page, PageRequest,
+    PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, Tenant, TimelineEvent,
     Workspace,
 };
 use jiff::Timestamp;
@@ -337,6 +338,85 @@ impl Store for PostgresStore {
             .await
             .map_err(map_error)?;
         Ok(row.get::<_, i64>(0).unsigned_abs())
+    }
+
+    async fn ingest(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        signals: Vec<SignalRecord>,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        self.ingest_signals(tenant_id, settings, signals).await
+    }
+
+    async fn lookup_person(
+        &self,
+        tenant_id: &TenantId,
+        identifier: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        self.read_lookup(tenant_id.as_str(), identifier).await
+    }
+
+    async fn get_person(&self, tenant_id: &TenantId, person_id: &str) -> StoreResult<PersonRow> {
+        self.read_person(tenant_id.as_str(), person_id).await
+    }
+
+    async fn person_profile(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> StoreResult<PersonProfile> {
+        self.read_profile(tenant_id.as_str(), person_id).await
+    }
+
+    async fn timeline(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+        kind: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<TimelineEvent>> {
+        self.read_timeline(tenant_id.as_str(), person_id, kind, page)
+            .await
+    }
+
+    async fn merges_of(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
+        self.read_merges(tenant_id.as_str(), person_id).await
+    }
+
+    async fn identity_settings(&self, tenant_id: &TenantId) -> StoreResult<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT settings FROM identity_settings WHERE tenant_id = $1",
+                &[&tenant_id.as_str()],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn put_identity_settings(
+        &self,
+        tenant_id: &TenantId,
+        settings: String,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO identity_settings (tenant_id, settings, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id) DO UPDATE SET settings = EXCLUDED.settings, updated_at = EXCLUDED.updated_at",
+                &[&tenant_id.as_str(), &settings, &to_sql_time(at)],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 }
 

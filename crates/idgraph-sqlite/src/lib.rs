@@ -6,6 +6,8 @@
 
 mod codec;
 mod queries;
+mod reads;
+mod resolve;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -19,11 +21,18 @@ use tokio::sync::oneshot;
 pub use codec::map_error;
 
 /// The schema, in order. Append new files; never edit a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sql: include_str!("../migrations/0001_foundation.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sql: include_str!("../migrations/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "resolution",
+        sql: include_str!("../migrations/0002_resolution.sql"),
+    },
+];
 
 /// The database file inside a data dir.
 pub const DATABASE_FILE: &str = "idgraph.db";

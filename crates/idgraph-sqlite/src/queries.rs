@@ -1,17 +1,18 @@
 //! The `Store` implementation: one short SQL statement set per method, always filtered by tenant.
 
 use idgraph_core::auth::KeyHash;
-use idgraph_core::identity::IdentifierKind;
+use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
-    ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Store, StoreError, StoreResult, Tenant,
+    ApiKeyRecord, ConflictRow, IdentityNodeRow, IngestOutcome, MergeRow, Page, PageRequest,
+    PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, Tenant, TimelineEvent,
     Workspace,
 };
 use jiff::Timestamp;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
-use crate::SqliteStore;
 use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
+use crate::{SqliteStore, reads, resolve};
 
 /// Turns a unique-constraint failure into a conflict message a user can read.
 fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
@@ -309,6 +310,101 @@ impl Store for SqliteStore {
                 .and_then(|mut s| s.query_row([tenant_id.as_str()], |r| r.get::<_, i64>(0)))
                 .map(|n| n.unsigned_abs())
                 .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn ingest(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        signals: Vec<SignalRecord>,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
+        self.write(move |tx| resolve::ingest(tx, &tenant_id, &settings, signals))
+            .await
+    }
+
+    async fn lookup_person(
+        &self,
+        tenant_id: &TenantId,
+        identifier: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        let (tenant_id, identifier) = (tenant_id.clone(), identifier.clone());
+        self.read(move |conn| reads::lookup(conn, tenant_id.as_str(), &identifier))
+            .await
+    }
+
+    async fn get_person(&self, tenant_id: &TenantId, person_id: &str) -> StoreResult<PersonRow> {
+        let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
+        self.read(move |conn| reads::person(conn, tenant_id.as_str(), &person_id))
+            .await
+    }
+
+    async fn person_profile(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> StoreResult<PersonProfile> {
+        let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
+        self.read(move |conn| reads::profile(conn, tenant_id.as_str(), &person_id))
+            .await
+    }
+
+    async fn timeline(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+        kind: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<TimelineEvent>> {
+        let (tenant_id, person_id, kind, page) = (
+            tenant_id.clone(),
+            person_id.to_owned(),
+            kind.map(str::to_owned),
+            page.clone(),
+        );
+        self.read(move |conn| {
+            reads::timeline(conn, tenant_id.as_str(), &person_id, kind.as_deref(), &page)
+        })
+        .await
+    }
+
+    async fn merges_of(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
+        let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
+        self.read(move |conn| reads::merges_of(conn, tenant_id.as_str(), &person_id))
+            .await
+    }
+
+    async fn identity_settings(&self, tenant_id: &TenantId) -> StoreResult<Option<String>> {
+        let tenant_id = tenant_id.clone();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT settings FROM identity_settings WHERE tenant_id = ?1")
+                .and_then(|mut s| s.query_row([tenant_id.as_str()], |r| r.get(0)).optional())
+                .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn put_identity_settings(
+        &self,
+        tenant_id: &TenantId,
+        settings: String,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let tenant_id = tenant_id.clone();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO identity_settings (tenant_id, settings, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![tenant_id.as_str(), settings, micros(at)]))
+            .map_err(map_error)?;
+            Ok(())
         })
         .await
     }

@@ -6,18 +6,25 @@
 
 mod migrations;
 mod model;
+mod resolution;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
 use std::future::Future;
 
 use idgraph_core::auth::KeyHash;
-use idgraph_core::identity::IdentifierKind;
+use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use jiff::Timestamp;
 
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
 pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
+pub use resolution::{
+    ConflictRow, EventRow, IngestOutcome, MergeRow, PersonProfile, PersonRow, SignalRecord,
+    Snapshot, TimelineEvent, TraitObservation, TraitValueRow, WorkspaceContactRow,
+    conflict_rule_text, decode_identifiers, derived_id, encode_identifiers, parse_timeline_cursor,
+    timeline_cursor,
+};
 
 /// What can go wrong in a store, without driver types leaking out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,4 +139,65 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         tenant_id: &TenantId,
     ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Resolves and records signals in order, each atomically: a repeated message id is a
+    /// `Duplicate` and changes nothing. Concurrent calls never create two persons for one
+    /// `unique` identifier.
+    fn ingest(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        signals: Vec<SignalRecord>,
+    ) -> impl Future<Output = StoreResult<Vec<IngestOutcome>>> + Send;
+
+    /// The canonical person owning an identifier, if any.
+    fn lookup_person(
+        &self,
+        tenant_id: &TenantId,
+        identifier: &Identifier,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+
+    /// A person row by id, absorbed or not.
+    fn get_person(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> impl Future<Output = StoreResult<PersonRow>> + Send;
+
+    /// Everything about a canonical person and the persons merged into it.
+    fn person_profile(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> impl Future<Output = StoreResult<PersonProfile>> + Send;
+
+    /// Events of a canonical person and the persons merged into it, newest first. The cursor
+    /// is the last `occurred_at` and event id of the previous page.
+    fn timeline(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+        kind: Option<&str>,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<TimelineEvent>>> + Send;
+
+    /// Merges into or out of a canonical person's group, and its conflicts.
+    fn merges_of(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> impl Future<Output = StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)>> + Send;
+
+    /// A tenant's identity settings as stored (JSON text), if it ever changed them.
+    fn identity_settings(
+        &self,
+        tenant_id: &TenantId,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+
+    fn put_identity_settings(
+        &self,
+        tenant_id: &TenantId,
+        settings: String,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }

@@ -794,3 +794,93 @@ async fn processes_sharing_postgres_share_keys_and_revocations() {
     a.stop();
     b.stop();
 }
+
+/// Two processes sharing PostgreSQL, hammered with signals that share unique identifiers, never
+/// create two persons for one identifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_postgres_never_split_a_person() {
+    let Some(db) = idgraph_testpg::test_database().await else {
+        return;
+    };
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--master-key",
+        CHOSEN_KEY,
+    ];
+    let (a, b) = tokio::join!(start(&args), start(&args));
+    let (status, created) = call(
+        reqwest::Method::POST,
+        &a.url("/api/v1/keys"),
+        CHOSEN_KEY,
+        Some(json!({"name": "writer", "scopes": ["events:write"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let write_key = created["key"].as_str().unwrap().to_owned();
+    let client = http();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let url = if i % 2 == 0 {
+            a.url("/v1/identify")
+        } else {
+            b.url("/v1/identify")
+        };
+        // Half share a user id, half share an email; every signal brings its own anonymous id.
+        let body = if i % 4 < 2 {
+            json!({"userId": "race-user", "anonymousId": format!("race-anon-{i}")})
+        } else {
+            json!({"anonymousId": format!("race-anon-{i}"), "traits": {"email": "race@example.com"}})
+        };
+        let (client, key) = (client.clone(), write_key.clone());
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .basic_auth(key, Some(""))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let lookup = |kind: &str, value: &str| {
+        a.url(&format!("/api/v1/persons/lookup?kind={kind}&value={value}"))
+    };
+    let (_, by_user) = call(
+        reqwest::Method::GET,
+        &lookup("external_id", "race-user"),
+        CHOSEN_KEY,
+        None,
+    )
+    .await;
+    let (_, by_email) = call(
+        reqwest::Method::GET,
+        &lookup("email", "race%40example.com"),
+        CHOSEN_KEY,
+        None,
+    )
+    .await;
+    let user_person = by_user["id"].as_str().unwrap();
+    let email_person = by_email["id"].as_str().unwrap();
+    for i in 0..60 {
+        let (status, person) = call(
+            reqwest::Method::GET,
+            &lookup("anonymous_id", &format!("race-anon-{i}")),
+            CHOSEN_KEY,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{person}");
+        let expected = if i % 4 < 2 { user_person } else { email_person };
+        assert_eq!(
+            person["id"], expected,
+            "race-anon-{i} resolved to another person"
+        );
+    }
+    a.stop();
+    b.stop();
+}

@@ -1,11 +1,13 @@
 //! The route table. Every route is listed here, so the table can be walked by tests.
 
+mod ingest;
 mod keys;
+mod persons;
 mod system;
 mod tenancy;
 
 use axum::Router;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use idgraph_store::Store;
 
 use crate::AppState;
@@ -26,4 +28,14 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/keys/{id}", delete(keys::revoke::<S>))
         .route("/api/v1/whoami", get(keys::whoami))
         .route("/v1/whoami", get(keys::write_key_whoami))
+        .route("/v1/batch", post(ingest::batch::<S>))
+        .route("/v1/{kind}", post(ingest::single::<S>))
+        .route("/api/v1/persons/lookup", get(persons::lookup::<S>))
+        .route("/api/v1/persons/{id}", get(persons::get::<S>))
+        .route("/api/v1/persons/{id}/timeline", get(persons::timeline::<S>))
+        .route("/api/v1/persons/{id}/merges", get(persons::merges::<S>))
+        .route(
+            "/api/v1/settings/identity",
+            get(persons::get_settings::<S>).put(persons::put_settings::<S>),
+        )
 }

@@ -1,0 +1,152 @@
+//! Reading persons: lookup by identifier, the profile with current traits derived from their
+//! history, the timeline and the merge record. An absorbed person's id answers with its survivor.
+
+use std::collections::BTreeMap;
+
+use idgraph_core::auth::Scope;
+use idgraph_core::traits::replaces;
+use idgraph_store::{
+    ConflictRow, IdentityNodeRow, MergeRow, Page, PageRequest, PersonRow, Store, StoreError,
+    TimelineEvent, TraitValueRow, WorkspaceContactRow,
+};
+
+use crate::access::Principal;
+use crate::{AppError, settings};
+
+/// A person as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonDetails {
+    pub person: PersonRow,
+    pub merged_from: Vec<String>,
+    pub identifiers: Vec<IdentityNodeRow>,
+    /// Current value per trait name across workspaces.
+    pub traits: BTreeMap<String, TraitValueRow>,
+    pub workspaces: Vec<(WorkspaceContactRow, BTreeMap<String, TraitValueRow>)>,
+}
+
+/// The canonical id of a person id: itself, or the survivor it was merged into.
+async fn canonical<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+) -> Result<String, AppError> {
+    if person_id.is_empty() || person_id.len() > 64 {
+        return Err(AppError::not_found("person"));
+    }
+    match store.get_person(&principal.tenant_id, person_id).await {
+        Ok(row) => Ok(row.merged_into.unwrap_or(row.person_id)),
+        Err(StoreError::NotFound) => Err(AppError::not_found("person")),
+        Err(e) => Err(AppError::from_store("person")(e)),
+    }
+}
+
+/// Current values by precedence: observations are replayed in ingest order.
+pub fn current_traits<'a>(
+    history: impl Iterator<Item = &'a TraitValueRow>,
+) -> BTreeMap<String, TraitValueRow> {
+    let mut current: BTreeMap<String, TraitValueRow> = BTreeMap::new();
+    for observed in history {
+        let existing = current.get(&observed.name);
+        let set_once = observed.set_once || existing.is_some_and(|e| e.set_once);
+        if replaces(
+            &observed.provenance,
+            existing.map(|e| &e.provenance),
+            set_once,
+        ) {
+            current.insert(observed.name.clone(), observed.clone());
+        }
+    }
+    current
+}
+
+pub async fn lookup<S: Store>(
+    store: &S,
+    principal: &Principal,
+    kind: &str,
+    value: &str,
+) -> Result<PersonDetails, AppError> {
+    principal.require(Scope::PersonsRead)?;
+    let settings = settings::load(store, &principal.tenant_id).await?;
+    let identifier = settings
+        .normalize(kind, value)
+        .map_err(|rejection| AppError::invalid("invalid_identifier", rejection.to_string()))?;
+    let person_id = store
+        .lookup_person(&principal.tenant_id, &identifier)
+        .await
+        .map_err(AppError::from_store("person"))?
+        .ok_or_else(|| AppError::not_found("person"))?;
+    details(store, principal, &person_id).await
+}
+
+pub async fn get<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+) -> Result<PersonDetails, AppError> {
+    principal.require(Scope::PersonsRead)?;
+    let person_id = canonical(store, principal, person_id).await?;
+    details(store, principal, &person_id).await
+}
+
+async fn details<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+) -> Result<PersonDetails, AppError> {
+    let profile = store
+        .person_profile(&principal.tenant_id, person_id)
+        .await
+        .map_err(AppError::from_store("person"))?;
+    let traits = current_traits(profile.traits.iter());
+    let workspaces = profile
+        .workspaces
+        .into_iter()
+        .map(|contact| {
+            let scoped = current_traits(
+                profile
+                    .traits
+                    .iter()
+                    .filter(|t| t.workspace == contact.workspace),
+            );
+            (contact, scoped)
+        })
+        .collect();
+    Ok(PersonDetails {
+        person: profile.person,
+        merged_from: profile.merged_from,
+        identifiers: profile.identifiers,
+        traits,
+        workspaces,
+    })
+}
+
+pub async fn timeline<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+    kind: Option<&str>,
+    page: &PageRequest,
+) -> Result<Page<TimelineEvent>, AppError> {
+    principal.require(Scope::PersonsRead)?;
+    let person_id = canonical(store, principal, person_id).await?;
+    store
+        .timeline(&principal.tenant_id, &person_id, kind, page)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => AppError::invalid("invalid_cursor", message),
+            other => AppError::from_store("person")(other),
+        })
+}
+
+pub async fn merges<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+) -> Result<(Vec<MergeRow>, Vec<ConflictRow>), AppError> {
+    principal.require(Scope::PersonsRead)?;
+    let person_id = canonical(store, principal, person_id).await?;
+    store
+        .merges_of(&principal.tenant_id, &person_id)
+        .await
+        .map_err(AppError::from_store("person"))
+}

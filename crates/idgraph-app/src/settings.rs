@@ -1,0 +1,176 @@
+//! Identity settings per tenant: the stored JSON form, reading with defaults, and partial
+//! updates. Changes apply to signals resolved after them; nothing already resolved is redone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use idgraph_core::auth::Scope;
+use idgraph_core::identity::{IdentifierKind, IdentitySettings, KindRule, Policy};
+use idgraph_store::Store;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::AppError;
+use crate::access::Principal;
+
+/// The JSON shape of `GET/PUT /api/v1/settings/identity`, also how settings are stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_region: Option<String>,
+    #[serde(default)]
+    pub kinds: BTreeMap<String, KindDoc>,
+    #[serde(default)]
+    pub blocked_values: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// `null` means unlimited; absent in an update means unchanged.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub limit: Option<Option<u32>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Option<u32>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.flatten().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<u32>>, D::Error> {
+        Option::<u32>::deserialize(d).map(Some)
+    }
+}
+
+fn policy_name(policy: Policy) -> &'static str {
+    match policy {
+        Policy::Unique => "unique",
+        Policy::Shared => "shared",
+    }
+}
+
+/// Renders settings in the API's shape, every field present.
+pub fn to_doc(settings: &IdentitySettings) -> SettingsDoc {
+    SettingsDoc {
+        default_region: Some(settings.default_region.clone()),
+        kinds: settings
+            .kinds
+            .iter()
+            .map(|(kind, rule)| {
+                let doc = KindDoc {
+                    priority: Some(rule.priority),
+                    policy: Some(policy_name(rule.policy).to_owned()),
+                    limit: Some(rule.limit),
+                };
+                (kind.to_string(), doc)
+            })
+            .collect(),
+        blocked_values: settings.blocked_values.clone(),
+    }
+}
+
+/// Applies a (partial) document on top of settings; fields left out keep their value.
+pub fn apply_doc(base: &IdentitySettings, doc: &SettingsDoc) -> Result<IdentitySettings, AppError> {
+    let mut settings = base.clone();
+    if let Some(region) = &doc.default_region {
+        settings.default_region = region.trim().to_ascii_uppercase();
+    }
+    for (name, kind_doc) in &doc.kinds {
+        let kind = IdentifierKind::parse(name)?;
+        let existing = settings.kinds.get(&kind).cloned();
+        let is_new = existing.is_none();
+        let mut rule = existing.unwrap_or(KindRule {
+            priority: 0,
+            policy: Policy::Unique,
+            limit: None,
+        });
+        if let Some(priority) = kind_doc.priority {
+            rule.priority = priority;
+        } else if is_new {
+            return Err(AppError::invalid(
+                "invalid_settings",
+                format!("new kind {kind} needs a priority"),
+            )
+            .with_detail("field", format!("kinds.{kind}.priority")));
+        }
+        if let Some(policy) = &kind_doc.policy {
+            rule.policy = match policy.as_str() {
+                "unique" => Policy::Unique,
+                "shared" => Policy::Shared,
+                other => {
+                    return Err(AppError::invalid(
+                        "invalid_settings",
+                        format!("policy {other:?} of {kind} is not one of unique, shared"),
+                    ));
+                }
+            };
+        }
+        if let Some(limit) = kind_doc.limit {
+            rule.limit = limit;
+        }
+        settings.kinds.insert(kind, rule);
+    }
+    for (scope, values) in &doc.blocked_values {
+        let normalized: BTreeSet<String> = values.iter().map(|v| v.trim().to_lowercase()).collect();
+        settings.blocked_values.insert(scope.clone(), normalized);
+    }
+    settings
+        .validate()
+        .map_err(|e| AppError::invalid("invalid_settings", e.to_string()))?;
+    Ok(settings)
+}
+
+/// The tenant's settings: the stored document over the defaults.
+pub async fn load<S: Store>(
+    store: &S,
+    principal_tenant: &idgraph_core::tenancy::TenantId,
+) -> Result<IdentitySettings, AppError> {
+    let stored = store
+        .identity_settings(principal_tenant)
+        .await
+        .map_err(AppError::from_store("settings"))?;
+    let Some(text) = stored else {
+        return Ok(IdentitySettings::default());
+    };
+    let doc: SettingsDoc = serde_json::from_str(&text)
+        .map_err(|e| AppError::internal(format!("stored identity settings are unreadable: {e}")))?;
+    apply_doc(&IdentitySettings::default(), &doc)
+}
+
+pub async fn get<S: Store>(store: &S, principal: &Principal) -> Result<SettingsDoc, AppError> {
+    principal.require(Scope::PersonsRead)?;
+    Ok(to_doc(&load(store, &principal.tenant_id).await?))
+}
+
+pub async fn put<S: Store>(
+    store: &S,
+    principal: &Principal,
+    doc: &SettingsDoc,
+) -> Result<SettingsDoc, AppError> {
+    principal.require(Scope::Admin)?;
+    let current = load(store, &principal.tenant_id).await?;
+    let updated = apply_doc(&current, doc)?;
+    let full = to_doc(&updated);
+    let text = serde_json::to_string(&full).map_err(|e| AppError::internal(e.to_string()))?;
+    store
+        .put_identity_settings(&principal.tenant_id, text, Timestamp::now())
+        .await
+        .map_err(AppError::from_store("settings"))?;
+    tracing::info!(tenant = %principal.tenant_id, "identity settings changed");
+    Ok(full)
+}

@@ -1,0 +1,142 @@
+//! Identifier kinds, normalized identifiers, and the per-tenant rules that turn raw values into them.
+//!
+//! A raw value becomes an [`Identifier`] only through [`IdentitySettings::normalize`], so code
+//! that holds an `Identifier` never re-checks it. The resolution rules in [`crate::resolve`] build
+//! on these types.
+
+mod normalize;
+mod settings;
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use crate::{ParseError, check_slug};
+
+pub use normalize::{RejectReason, Rejection, default_blocked_values};
+pub use settings::{IdentitySettings, KindRule, Policy};
+
+/// The name of an identifier kind: a built-in (`external_id`, `email`, `phone`,
+/// `anonymous_id`) or a tenant-defined one (`device_id`, `identity_hash`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdentifierKind(String);
+
+impl IdentifierKind {
+    pub const EXTERNAL_ID: &'static str = "external_id";
+    pub const EMAIL: &'static str = "email";
+    pub const PHONE: &'static str = "phone";
+    pub const ANONYMOUS_ID: &'static str = "anonymous_id";
+
+    /// The built-in kinds, strongest first.
+    pub const BUILT_IN: [&'static str; 4] = [
+        Self::EXTERNAL_ID,
+        Self::EMAIL,
+        Self::PHONE,
+        Self::ANONYMOUS_ID,
+    ];
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        check_slug("identifier kind", raw, 40)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn external_id() -> Self {
+        Self(Self::EXTERNAL_ID.to_owned())
+    }
+
+    pub fn email() -> Self {
+        Self(Self::EMAIL.to_owned())
+    }
+
+    pub fn phone() -> Self {
+        Self(Self::PHONE.to_owned())
+    }
+
+    pub fn anonymous_id() -> Self {
+        Self(Self::ANONYMOUS_ID.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+// Lets maps keyed by kind be queried with a plain `&str` (the derived Eq/Ord/Hash agree with
+// `str`'s, which `Borrow` requires).
+impl Borrow<str> for IdentifierKind {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdentifierKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A normalized identifier: the only way to get one is through [`IdentitySettings::normalize`]
+/// (or [`Identifier::from_stored`] for values that went through it before).
+///
+/// Ordering is by kind name, then value; it only serves deterministic output.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identifier {
+    kind: IdentifierKind,
+    value: String,
+}
+
+impl Identifier {
+    pub fn kind(&self) -> &IdentifierKind {
+        &self.kind
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// For values read back from the store, already normalized; no checks beyond non-empty.
+    ///
+    /// # Panics
+    ///
+    /// When `value` is empty: the store only ever holds normalized values, so an empty one is a
+    /// corrupted row, and carrying on would let it glue persons together.
+    pub fn from_stored(kind: IdentifierKind, value: String) -> Self {
+        assert!(
+            !value.is_empty(),
+            "a stored {kind} identifier has an empty value"
+        );
+        Self { kind, value }
+    }
+
+    pub fn into_parts(self) -> (IdentifierKind, String) {
+        (self.kind, self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn kinds_are_slugs() {
+        for name in IdentifierKind::BUILT_IN {
+            assert_eq!(IdentifierKind::parse(name).unwrap().as_str(), name);
+        }
+        assert!(IdentifierKind::parse("Device Id").is_err());
+        assert!(IdentifierKind::parse("").is_err());
+    }
+
+    #[test]
+    fn kind_maps_can_be_queried_by_str() {
+        let map = BTreeMap::from([(IdentifierKind::email(), 1)]);
+        assert_eq!(map.get("email"), Some(&1));
+        assert_eq!(map.get("phone"), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "empty value")]
+    fn stored_identifiers_must_not_be_empty() {
+        Identifier::from_stored(IdentifierKind::email(), String::new());
+    }
+}

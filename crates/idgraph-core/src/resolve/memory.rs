@@ -1,0 +1,474 @@
+//! An in-memory identity graph: the reference implementation of [`GraphView`] for property
+//! tests, replays and benchmarks.
+//!
+//! Persons and identifier nodes live in vectors addressed by `u32`; hash maps only translate
+//! values and person ids to those indexes. Node owners are kept canonical by re-pointing an
+//! absorbed person's nodes at its survivor when they merge, so a look-up never walks a chain.
+
+use std::borrow::Borrow;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use jiff::Timestamp;
+
+use super::{GraphView, PersonId, PersonView, Resolution};
+use crate::identity::{Identifier, IdentifierKind, IdentitySettings};
+
+/// An identity graph held in memory.
+///
+/// `MemoryGraph::default()` describes every kind a person holds in [`PersonView`];
+/// [`MemoryGraph::for_settings`] only the kinds with a limit, which is all [`super::resolve`]
+/// reads and much cheaper for persons with many anonymous ids.
+///
+/// Not `Sync`: look-ups leave a hint for the next `apply` in a `Cell`.
+#[derive(Debug, Default)]
+pub struct MemoryGraph {
+    /// Interned kinds; a node stores the index. Tenants have a handful of kinds.
+    kinds: Vec<IdentifierKind>,
+    /// Parallel to `kinds`: whether `person` reports the kind.
+    kind_reported: Vec<bool>,
+    /// `None`: every kind is reported.
+    reported_kinds: Option<BTreeSet<IdentifierKind>>,
+    /// Per kind: value → node and owner, so that the hot look-up touches one table entry.
+    slots_by_value: Vec<FastMap<Key, Slot>>,
+    /// Node index → kind and value, to list a person's identifiers.
+    nodes: Vec<Node>,
+    /// The owners of the nodes held by more than one person (shared values only).
+    shared_owners: FastMap<u32, Vec<u32>>,
+    persons: Vec<Person>,
+    person_by_id: FastMap<Key, u32>,
+    /// The person the last `owners` call answered with. `apply` nearly always concerns that
+    /// person, and checking the hint costs one comparison of a string already in cache where
+    /// `person_by_id` costs a cache miss or two on a large graph.
+    recent_owner: Cell<u32>,
+    merge_count: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    node: u32,
+    /// The canonical owner, or [`Slot::SHARED`] when `shared_owners` lists several.
+    owner: u32,
+}
+
+impl Slot {
+    const SHARED: u32 = u32::MAX;
+}
+
+#[derive(Debug)]
+struct Node {
+    kind: u32,
+    value: Key,
+}
+
+#[derive(Debug)]
+struct Person {
+    id: Key,
+    created_at: Timestamp,
+    merged_into: Option<u32>,
+    /// The (kind, node) pairs this person holds; empty once absorbed. The kind is repeated
+    /// here so that `person` can skip kinds without reading each node.
+    nodes: Vec<(u32, u32)>,
+    /// Persons merged directly into this one, with the merge's sequence number.
+    absorbed: Vec<(u64, u32)>,
+}
+
+impl MemoryGraph {
+    /// A graph whose [`PersonView`]s only list the kinds that have a limit in `settings`.
+    pub fn for_settings(settings: &IdentitySettings) -> Self {
+        let limited = settings
+            .kinds
+            .iter()
+            .filter(|(_, rule)| rule.limit.is_some())
+            .map(|(kind, _)| kind.clone())
+            .collect();
+        Self {
+            reported_kinds: Some(limited),
+            ..Self::default()
+        }
+    }
+
+    /// Applies a resolution made against this graph: creates the person, runs the merges (the
+    /// survivor takes the absorbed person's identifiers; the absorbed id now leads to the
+    /// survivor), then links the attached identifiers. `at` is the new person's `created_at`.
+    pub fn apply(&mut self, resolution: &Resolution, at: Timestamp) {
+        let mut person = self.person_index_or_create(&resolution.person, at);
+        for step in &resolution.merges {
+            let survivor = self.person_index_or_create(&step.survivor, at);
+            let absorbed = self.person_index_or_create(&step.absorbed, at);
+            self.merge(self.find(absorbed), self.find(survivor));
+        }
+        person = self.find(person);
+        for identifier in &resolution.attach {
+            self.link(person, identifier);
+        }
+    }
+
+    /// The person an id now stands for, following merges; an unknown id answers itself.
+    pub fn canonical(&self, id: &str) -> PersonId {
+        match self.person_by_id.get(id) {
+            Some(index) => self.persons[self.find(*index) as usize]
+                .id
+                .as_str()
+                .to_owned(),
+            None => id.to_owned(),
+        }
+    }
+
+    /// Canonical person → the identifiers it holds, for every person not merged away.
+    pub fn partition(&self) -> BTreeMap<PersonId, BTreeSet<Identifier>> {
+        self.persons
+            .iter()
+            .filter(|person| person.merged_into.is_none())
+            .map(|person| {
+                let identifiers = person
+                    .nodes
+                    .iter()
+                    .map(|(_, node)| self.identifier(*node))
+                    .collect();
+                (person.id.as_str().to_owned(), identifiers)
+            })
+            .collect()
+    }
+
+    /// Every person merged into `id`, directly or through a person merged into it, in the order
+    /// the merges happened.
+    pub fn merged_from(&self, id: &str) -> Vec<PersonId> {
+        let Some(start) = self.person_by_id.get(id) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(u64, u32)> = Vec::new();
+        let mut stack = vec![*start];
+        while let Some(index) = stack.pop() {
+            for (sequence, absorbed) in &self.persons[index as usize].absorbed {
+                found.push((*sequence, *absorbed));
+                stack.push(*absorbed);
+            }
+        }
+        found.sort_unstable();
+        found
+            .into_iter()
+            .map(|(_, index)| self.persons[index as usize].id.as_str().to_owned())
+            .collect()
+    }
+
+    /// Persons not merged into another.
+    pub fn person_count(&self) -> usize {
+        self.persons
+            .iter()
+            .filter(|person| person.merged_into.is_none())
+            .count()
+    }
+
+    pub fn merge_count(&self) -> u64 {
+        self.merge_count
+    }
+
+    pub fn identifier_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn identifier(&self, node: u32) -> Identifier {
+        let node = &self.nodes[node as usize];
+        Identifier::from_stored(
+            self.kinds[node.kind as usize].clone(),
+            node.value.as_str().to_owned(),
+        )
+    }
+
+    fn kind_index(&self, kind: &IdentifierKind) -> Option<u32> {
+        self.kinds
+            .iter()
+            .position(|known| known == kind)
+            .map(|index| u32::try_from(index).expect("fewer than 2^32 identifier kinds"))
+    }
+
+    fn slot(&self, identifier: &Identifier) -> Option<Slot> {
+        let kind = self.kind_index(identifier.kind())?;
+        self.slots_by_value[kind as usize]
+            .get(identifier.value())
+            .copied()
+    }
+
+    fn find(&self, mut index: u32) -> u32 {
+        while let Some(parent) = self.persons[index as usize].merged_into {
+            index = parent;
+        }
+        index
+    }
+
+    fn person_index_or_create(&mut self, id: &PersonId, at: Timestamp) -> u32 {
+        let hint = self.recent_owner.get();
+        if self
+            .persons
+            .get(hint as usize)
+            .is_some_and(|person| person.id.as_str() == id)
+        {
+            return hint;
+        }
+        if let Some(index) = self.person_by_id.get(id.as_str()) {
+            return *index;
+        }
+        let index = u32::try_from(self.persons.len())
+            .ok()
+            .filter(|index| *index != Slot::SHARED)
+            .expect("fewer than 2^32 - 1 persons");
+        let key = Key::new(id);
+        self.persons.push(Person {
+            id: key.clone(),
+            created_at: at,
+            merged_into: None,
+            nodes: Vec::new(),
+            absorbed: Vec::new(),
+        });
+        self.person_by_id.insert(key, index);
+        index
+    }
+
+    fn merge(&mut self, absorbed: u32, survivor: u32) {
+        if absorbed == survivor {
+            return;
+        }
+        self.merge_count += 1;
+        let sequence = self.merge_count;
+        self.persons[survivor as usize]
+            .absorbed
+            .push((sequence, absorbed));
+        self.persons[absorbed as usize].merged_into = Some(survivor);
+        let moved = std::mem::take(&mut self.persons[absorbed as usize].nodes);
+        let mut gained = Vec::with_capacity(moved.len());
+        for (kind, node_index) in moved {
+            let node = &self.nodes[node_index as usize];
+            let slot = self.slots_by_value[node.kind as usize]
+                .get_mut(&node.value)
+                .expect("every node has a slot");
+            if slot.owner != Slot::SHARED {
+                slot.owner = survivor;
+                gained.push((kind, node_index));
+                continue;
+            }
+            let owners = self
+                .shared_owners
+                .get_mut(&node_index)
+                .expect("a shared slot lists its owners");
+            let already_held = owners.contains(&survivor);
+            owners.retain(|owner| *owner != absorbed);
+            if !already_held {
+                owners.push(survivor);
+                gained.push((kind, node_index));
+            } else if let [only] = owners[..] {
+                slot.owner = only;
+                self.shared_owners.remove(&node_index);
+            }
+        }
+        self.persons[survivor as usize].nodes.extend(gained);
+    }
+
+    fn link(&mut self, person: u32, identifier: &Identifier) {
+        let kind = match self.kind_index(identifier.kind()) {
+            Some(kind) => kind,
+            None => {
+                self.kinds.push(identifier.kind().clone());
+                self.kind_reported.push(
+                    self.reported_kinds
+                        .as_ref()
+                        .is_none_or(|reported| reported.contains(identifier.kind())),
+                );
+                self.slots_by_value.push(FastMap::default());
+                u32::try_from(self.kinds.len() - 1).expect("fewer than 2^32 identifier kinds")
+            }
+        };
+        let slots = &mut self.slots_by_value[kind as usize];
+        if let Some(slot) = slots.get_mut(identifier.value()) {
+            let node = slot.node;
+            if slot.owner == person {
+                return;
+            }
+            if slot.owner == Slot::SHARED {
+                let owners = self
+                    .shared_owners
+                    .get_mut(&node)
+                    .expect("a shared slot lists its owners");
+                if owners.contains(&person) {
+                    return;
+                }
+                owners.push(person);
+            } else {
+                self.shared_owners.insert(node, vec![slot.owner, person]);
+                slot.owner = Slot::SHARED;
+            }
+            self.persons[person as usize].nodes.push((kind, node));
+            return;
+        }
+        let node = u32::try_from(self.nodes.len()).expect("fewer than 2^32 identifiers");
+        let value = Key::new(identifier.value());
+        slots.insert(
+            value.clone(),
+            Slot {
+                node,
+                owner: person,
+            },
+        );
+        self.nodes.push(Node { kind, value });
+        self.persons[person as usize].nodes.push((kind, node));
+    }
+}
+
+impl GraphView for MemoryGraph {
+    fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
+        let Some(slot) = self.slot(identifier) else {
+            return Vec::new();
+        };
+        if slot.owner != Slot::SHARED {
+            self.recent_owner.set(slot.owner);
+            return vec![self.persons[slot.owner as usize].id.as_str().to_owned()];
+        }
+        self.shared_owners
+            .get(&slot.node)
+            .map(|owners| {
+                owners
+                    .iter()
+                    .map(|owner| self.persons[*owner as usize].id.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Answers for the canonical person when given an absorbed id, as the store does.
+    fn person(&self, id: &PersonId) -> Option<PersonView> {
+        let index = self.find(*self.person_by_id.get(id.as_str())?);
+        let person = &self.persons[index as usize];
+        let mut identifiers: BTreeMap<IdentifierKind, BTreeSet<String>> = BTreeMap::new();
+        for (kind, node) in &person.nodes {
+            if !self.kind_reported[*kind as usize] {
+                continue;
+            }
+            let node = &self.nodes[*node as usize];
+            identifiers
+                .entry(self.kinds[node.kind as usize].clone())
+                .or_default()
+                .insert(node.value.as_str().to_owned());
+        }
+        Some(PersonView {
+            id: person.id.as_str().to_owned(),
+            created_at: person.created_at,
+            identifiers,
+        })
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A multiply-fold hasher in the style of foldhash and rustc-hash 2.
+///
+/// Deterministic (this crate reads no randomness) and several times faster than SipHash on short
+/// keys. It gives no protection against hash flooding, which is acceptable for a graph built from
+/// a tenant's own signal log in tests, replays and benchmarks, not for untrusted keys in a server.
+#[derive(Debug, Default, Clone, Copy)]
+struct FastHasher {
+    hash: u64,
+}
+
+impl FastHasher {
+    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+    const SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+    /// A full 64×64→128-bit multiply folded back to 64 bits mixes every input bit into every
+    /// output bit, which the table's bucket index (low bits) and tag (top bits) both need.
+    fn add(&mut self, word: u64) {
+        let product = u128::from(self.hash ^ word ^ Self::SEED) * u128::from(Self::MULTIPLIER);
+        self.hash = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.add(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.add(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// A string stored inline when short: comparing a looked-up value with a table key then reads
+/// the table's own memory instead of chasing a pointer, which on a large graph is a cache miss.
+#[derive(Debug, Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; Key::INLINE] },
+    Heap(Box<str>),
+}
+
+impl Key {
+    /// Fills the enum to 24 bytes, the size of the `Box<str>` variant plus its tag.
+    const INLINE: usize = 22;
+
+    fn new(value: &str) -> Self {
+        if value.len() > Self::INLINE {
+            return Key::Heap(value.into());
+        }
+        let mut bytes = [0u8; Self::INLINE];
+        bytes[..value.len()].copy_from_slice(value.as_bytes());
+        Key::Inline {
+            len: u8::try_from(value.len()).expect("INLINE fits in a u8"),
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
+                .expect("an inline key holds the bytes of a str"),
+            Key::Heap(value) => value,
+        }
+    }
+}
+
+// `Borrow<str>` requires `Eq` and `Hash` to agree with `str`'s: all three go through `as_str`.
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}

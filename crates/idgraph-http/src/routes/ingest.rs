@@ -1,0 +1,179 @@
+//! Segment-compatible ingestion: `/v1/{identify,track,page,screen,group,alias}` and `/v1/batch`.
+//!
+//! A batch with some invalid items accepts the valid ones and reports the others by index in
+//! the response (`rejected`, `errors`) and in `idgraph_ingest_messages_total{outcome="rejected"}`;
+//! a batch whose every item is invalid is a 400. Nothing valid is dropped for a neighbour's fault.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use idgraph_app::access::Principal;
+use idgraph_app::ingest::{self, IngestReport, MessageKind, Prepared};
+use idgraph_app::{AppError, settings};
+use idgraph_core::tenancy::WorkspaceName;
+use idgraph_store::Store;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::extract::{Json, Path, WriteKey};
+use crate::segment::{self, ItemError, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
+use crate::{ApiError, AppState};
+
+fn workspace_of(principal: &Principal) -> WorkspaceName {
+    principal
+        .workspace
+        .clone()
+        .unwrap_or_else(WorkspaceName::default_workspace)
+}
+
+fn count(outcome: &'static str, n: usize) {
+    if n > 0 {
+        metrics::counter!("idgraph_ingest_messages_total", "outcome" => outcome)
+            .increment(n as u64);
+    }
+}
+
+fn record_metrics(report: &IngestReport, rejected: usize) {
+    count("accepted", report.accepted);
+    count("duplicate", report.duplicates);
+    count("rejected", rejected);
+    if report.identifiers_rejected > 0 {
+        metrics::counter!("idgraph_ingest_identifiers_rejected_total")
+            .increment(report.identifiers_rejected as u64);
+    }
+}
+
+pub(crate) async fn single<S: Store>(
+    State(state): State<AppState<S>>,
+    WriteKey(principal): WriteKey,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let kind = MessageKind::parse(&kind).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for POST /v1/{kind}"),
+        )
+    })?;
+    let bytes = segment::read_body(&headers, body, MAX_MESSAGE_BYTES).await?;
+    let raw = std::str::from_utf8(&bytes).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not UTF-8",
+        )
+    })?;
+    let settings = settings::load(&state.store, &principal.tenant_id).await?;
+    let received_at = Timestamp::now();
+    let event_id = state.event_ids.next();
+    let message = segment::parse_message(raw, Some(kind), None, received_at, || {
+        format!("idg-{event_id}")
+    })
+    .map_err(|e| {
+        count("rejected", 1);
+        ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message)
+    })?;
+    let prepared = ingest::prepare(
+        &settings,
+        &workspace_of(&principal),
+        message,
+        event_id,
+        received_at,
+    )
+    .inspect_err(|_| count("rejected", 1))?;
+    let report = ingest::record(
+        &state.store,
+        &principal.tenant_id,
+        &settings,
+        vec![prepared],
+    )
+    .await?;
+    record_metrics(&report, 0);
+    Ok(Json(json!({"success": true})))
+}
+
+pub(crate) async fn batch<S: Store>(
+    State(state): State<AppState<S>>,
+    WriteKey(principal): WriteKey,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = segment::read_body(&headers, body, MAX_BATCH_BYTES).await?;
+    let settings = settings::load(&state.store, &principal.tenant_id).await?;
+    let workspace = workspace_of(&principal);
+    let received_at = Timestamp::now();
+    let event_ids = state.event_ids.clone();
+    let prepare_settings = settings.clone();
+    // Parsing and normalizing (phone numbers especially) is CPU work: keep it off the runtime.
+    let (prepared, errors) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let envelope = segment::parse_batch(&bytes)?;
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(envelope.batch.len());
+        let mut errors: Vec<(usize, ItemError)> = Vec::new();
+        for (index, raw) in envelope.batch.iter().enumerate() {
+            let event_id = event_ids.next();
+            let fresh = || format!("idg-{event_id}");
+            let parsed = segment::parse_message(
+                raw.get(),
+                None,
+                envelope.sent_at.as_ref(),
+                received_at,
+                fresh,
+            );
+            let outcome = parsed.and_then(|message| {
+                ingest::prepare(
+                    &prepare_settings,
+                    &workspace,
+                    message,
+                    event_id.clone(),
+                    received_at,
+                )
+                .map_err(|e: AppError| ItemError {
+                    code: e.code,
+                    message: e.message,
+                })
+            });
+            match outcome {
+                Ok(item) => prepared.push(item),
+                Err(error) => errors.push((index, error)),
+            }
+        }
+        Ok((prepared, errors))
+    })
+    .await
+    .map_err(|e| ApiError::from(AppError::internal(format!("batch parsing failed: {e}"))))??;
+
+    if prepared.is_empty() && !errors.is_empty() {
+        count("rejected", errors.len());
+        let (index, first) = &errors[0];
+        return Err(ApiError::from(
+            AppError::invalid(
+                "invalid_batch",
+                format!(
+                    "no valid message in the batch; item {index}: {}",
+                    first.message
+                ),
+            )
+            .with_detail("rejected", errors.len().to_string()),
+        ));
+    }
+    let report = if prepared.is_empty() {
+        IngestReport::default()
+    } else {
+        ingest::record(&state.store, &principal.tenant_id, &settings, prepared).await?
+    };
+    record_metrics(&report, errors.len());
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .map(|(index, e)| json!({"index": index, "code": e.code, "message": e.message}))
+        .collect();
+    Ok(Json(json!({
+        "success": true,
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "rejected": errors.len(),
+        "identifiers_rejected": report.identifiers_rejected,
+        "errors": errors,
+    })))
+}

@@ -1,0 +1,185 @@
+//! Persons: lookup, profile, timeline, merges; and the tenant's identity settings.
+
+use axum::extract::State;
+use idgraph_app::persons::{self, PersonDetails};
+use idgraph_app::settings::{self, SettingsDoc};
+use idgraph_store::{ConflictRow, MergeRow, Store, TimelineEvent, TraitValueRow};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::extract::{Auth, Json, Path, Query};
+use crate::{ApiError, AppState};
+
+fn json_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+fn traits_json<'a>(traits: impl Iterator<Item = (&'a String, &'a TraitValueRow)>) -> Value {
+    let map: Map<String, Value> = traits
+        .map(|(name, t)| {
+            let entry = json!({
+                "value": json_text(&t.value),
+                "source": t.provenance.class.as_str(),
+                "confidence": t.provenance.confidence,
+                "observed_at": t.provenance.observed_at.to_string(),
+                "set_once": t.set_once,
+            });
+            (name.clone(), entry)
+        })
+        .collect();
+    Value::Object(map)
+}
+
+fn person_json(details: PersonDetails) -> Value {
+    let identifiers: Vec<Value> = details
+        .identifiers
+        .iter()
+        .map(|n| {
+            json!({
+                "kind": n.kind.as_str(),
+                "value": n.value,
+                "source": n.source,
+                "confidence": n.confidence,
+                "first_seen": n.first_seen.to_string(),
+                "last_seen": n.last_seen.to_string(),
+            })
+        })
+        .collect();
+    let workspaces: Vec<Value> = details
+        .workspaces
+        .iter()
+        .map(|(contact, traits)| {
+            json!({
+                "workspace": contact.workspace.as_str(),
+                "first_seen": contact.first_seen.to_string(),
+                "last_seen": contact.last_seen.to_string(),
+                "traits": traits_json(traits.iter()),
+            })
+        })
+        .collect();
+    json!({
+        "id": details.person.person_id,
+        "merged_from": details.merged_from,
+        "created_at": details.person.created_at.to_string(),
+        "updated_at": details.person.updated_at.to_string(),
+        "identifiers": identifiers,
+        "traits": traits_json(details.traits.iter()),
+        "workspaces": workspaces,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LookupQuery {
+    kind: String,
+    value: String,
+}
+
+pub(crate) async fn lookup<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Query(query): Query<LookupQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let details = persons::lookup(&state.store, &principal, &query.kind, &query.value).await?;
+    Ok(Json(person_json(details)))
+}
+
+pub(crate) async fn get<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(person_json(
+        persons::get(&state.store, &principal, &person_id).await?,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TimelineQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    kind: Option<String>,
+}
+
+fn event_json(event: TimelineEvent) -> Value {
+    json!({
+        "id": event.event_id,
+        "kind": event.kind,
+        "name": event.name,
+        "occurred_at": event.occurred_at.to_string(),
+        "ingested_at": event.ingested_at.to_string(),
+        "workspace": event.workspace.as_str(),
+        "person_at_ingest": event.person_id,
+        "properties": json_text(&event.properties),
+    })
+}
+
+pub(crate) async fn timeline<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+    Query(query): Query<TimelineQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let page = crate::extract::page_request(query.limit, query.cursor)?;
+    let kind = query.kind.filter(|k| !k.is_empty());
+    let events =
+        persons::timeline(&state.store, &principal, &person_id, kind.as_deref(), &page).await?;
+    let items: Vec<Value> = events.items.into_iter().map(event_json).collect();
+    Ok(Json(
+        json!({"events": items, "next_cursor": events.next_cursor}),
+    ))
+}
+
+fn merge_json(merge: MergeRow) -> Value {
+    json!({
+        "id": merge.merge_id,
+        "survivor": merge.survivor,
+        "absorbed": merge.absorbed,
+        "reason": {
+            "identifiers": merge.identifiers.iter().map(|i| json!({"kind": i.kind().as_str(), "value": i.value()})).collect::<Vec<_>>(),
+            "signal": merge.signal_id,
+            "rule": merge.rule,
+        },
+        "at": merge.at.to_string(),
+    })
+}
+
+fn conflict_json(conflict: ConflictRow) -> Value {
+    json!({
+        "id": conflict.conflict_id,
+        "person": conflict.person_id,
+        "other_person": conflict.other_person_id,
+        "identifier": {"kind": conflict.identifier.kind().as_str(), "value": conflict.identifier.value()},
+        "rule": conflict.rule,
+        "signal": conflict.signal_id,
+        "at": conflict.at.to_string(),
+    })
+}
+
+pub(crate) async fn merges<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (merges, conflicts) = persons::merges(&state.store, &principal, &person_id).await?;
+    Ok(Json(json!({
+        "merges": merges.into_iter().map(merge_json).collect::<Vec<_>>(),
+        "conflicts": conflicts.into_iter().map(conflict_json).collect::<Vec<_>>(),
+    })))
+}
+
+pub(crate) async fn get_settings<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+) -> Result<Json<SettingsDoc>, ApiError> {
+    Ok(Json(settings::get(&state.store, &principal).await?))
+}
+
+pub(crate) async fn put_settings<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Json(doc): Json<SettingsDoc>,
+) -> Result<Json<SettingsDoc>, ApiError> {
+    Ok(Json(settings::put(&state.store, &principal, &doc).await?))
+}

@@ -1,0 +1,248 @@
+//! Read models of persons on PostgreSQL: profile, timeline, merges.
+
+use std::time::SystemTime;
+
+use idgraph_core::identity::{Identifier, IdentifierKind};
+use idgraph_core::tenancy::WorkspaceName;
+use idgraph_core::traits::{Provenance, SourceClass};
+use idgraph_store::{
+    ConflictRow, MergeRow, Page, PageRequest, PersonProfile, PersonRow, StoreError, StoreResult,
+    TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers, parse_timeline_cursor,
+    timeline_cursor,
+};
+use jiff::Timestamp;
+use tokio_postgres::Row;
+
+use crate::PostgresStore;
+use crate::codec::{self, NODE_COLUMNS, map_error, to_sql_time};
+use crate::resolve::GROUP;
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(format!("unreadable row: {what}"))
+}
+
+fn time(row: &Row, index: usize) -> StoreResult<Timestamp> {
+    let raw: SystemTime = row.try_get(index).map_err(map_error)?;
+    Timestamp::try_from(raw).map_err(corrupt)
+}
+
+fn workspace(row: &Row, index: usize) -> StoreResult<WorkspaceName> {
+    WorkspaceName::parse(row.try_get(index).map_err(map_error)?).map_err(corrupt)
+}
+
+fn person_row(row: &Row) -> StoreResult<PersonRow> {
+    Ok(PersonRow {
+        person_id: row.try_get(0).map_err(map_error)?,
+        merged_into: row.try_get(1).map_err(map_error)?,
+        created_at: time(row, 2)?,
+        updated_at: time(row, 3)?,
+    })
+}
+
+impl PostgresStore {
+    pub(crate) async fn read_person(
+        &self,
+        tenant: &str,
+        person_id: &str,
+    ) -> StoreResult<PersonRow> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT person_id, merged_into, created_at, updated_at FROM persons WHERE tenant_id = $1 AND person_id = $2",
+                &[&tenant, &person_id],
+            )
+            .await
+            .map_err(map_error)?;
+        person_row(&row.ok_or(StoreError::NotFound)?)
+    }
+
+    pub(crate) async fn read_lookup(
+        &self,
+        tenant: &str,
+        identifier: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) AS owner FROM identity_nodes n
+                 JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
+                 WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3 ORDER BY owner LIMIT 1",
+                &[&tenant, &identifier.kind().as_str(), &identifier.value()],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(crate) async fn read_profile(
+        &self,
+        tenant: &str,
+        person_id: &str,
+    ) -> StoreResult<PersonProfile> {
+        let person = self.read_person(tenant, person_id).await?;
+        let client = self.client().await?;
+        let merged_from = client
+            .query("SELECT person_id FROM persons WHERE tenant_id = $1 AND merged_into = $2 ORDER BY person_id", &[&tenant, &person_id])
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let identifiers = client
+            .query(
+                &format!("SELECT {NODE_COLUMNS} FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP}) ORDER BY kind, value"),
+                &[&tenant, &person_id],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(codec::identity_node)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let traits = client
+            .query(
+                &format!(
+                    "SELECT person_id, workspace, name, value, source_class, confidence, observed_at, set_once, signal_id
+                     FROM trait_values WHERE tenant_id = $1 AND person_id IN ({GROUP}) ORDER BY signal_id, name"
+                ),
+                &[&tenant, &person_id],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| {
+                let class: SourceClass = r.get::<_, &str>(4).parse().map_err(|_| corrupt("unknown source class"))?;
+                Ok(TraitValueRow {
+                    person_id: r.get(0),
+                    workspace: workspace(r, 1)?,
+                    name: r.get(2),
+                    value: r.get(3),
+                    provenance: Provenance { class, confidence: r.get(5), observed_at: time(r, 6)? },
+                    set_once: r.get(7),
+                    signal_id: r.get(8),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let workspaces = client
+            .query(
+                &format!(
+                    "SELECT workspace, MIN(first_seen), MAX(last_seen) FROM workspace_contacts
+                     WHERE tenant_id = $1 AND person_id IN ({GROUP}) GROUP BY workspace ORDER BY workspace"
+                ),
+                &[&tenant, &person_id],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| Ok(WorkspaceContactRow { workspace: workspace(r, 0)?, first_seen: time(r, 1)?, last_seen: time(r, 2)? }))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(PersonProfile {
+            person,
+            merged_from,
+            identifiers,
+            traits,
+            workspaces,
+        })
+    }
+
+    pub(crate) async fn read_timeline(
+        &self,
+        tenant: &str,
+        person_id: &str,
+        kind: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<TimelineEvent>> {
+        let (before_at, before_id) = match page.after.as_deref() {
+            Some(cursor) => parse_timeline_cursor(cursor)
+                .ok_or_else(|| StoreError::Conflict("malformed timeline cursor".into()))?,
+            None => (Timestamp::MAX, String::new()),
+        };
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT event_id, workspace, person_id, kind, name, occurred_at, ingested_at, properties FROM events
+                     WHERE tenant_id = $1 AND person_id IN ({GROUP}) AND ($3::text IS NULL OR kind = $3)
+                       AND (occurred_at < $4 OR (occurred_at = $4 AND ($5 = '' OR event_id < $5)))
+                     ORDER BY occurred_at DESC, event_id DESC LIMIT $6"
+                ),
+                &[&tenant, &person_id, &kind, &to_sql_time(before_at), &before_id, &(i64::from(page.limit) + 1)],
+            )
+            .await
+            .map_err(map_error)?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(TimelineEvent {
+                    event_id: r.get(0),
+                    workspace: workspace(r, 1)?,
+                    person_id: r.get(2),
+                    kind: r.get(3),
+                    name: r.get(4),
+                    occurred_at: time(r, 5)?,
+                    ingested_at: time(r, 6)?,
+                    properties: r.get(7),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, page.limit, timeline_cursor))
+    }
+
+    pub(crate) async fn read_merges(
+        &self,
+        tenant: &str,
+        person_id: &str,
+    ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
+        let client = self.client().await?;
+        let merges = client
+            .query(
+                &format!(
+                    "SELECT merge_id, survivor, absorbed, identifiers, signal_id, rule, at FROM merges
+                     WHERE tenant_id = $1 AND (survivor IN ({GROUP}) OR absorbed IN ({GROUP})) ORDER BY at, merge_id"
+                ),
+                &[&tenant, &person_id],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| {
+                Ok(MergeRow {
+                    merge_id: r.get(0),
+                    survivor: r.get(1),
+                    absorbed: r.get(2),
+                    identifiers: decode_identifiers(r.get(3)),
+                    signal_id: r.get(4),
+                    rule: r.get(5),
+                    at: time(r, 6)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let conflicts = client
+            .query(
+                &format!(
+                    "SELECT conflict_id, person_id, other_person_id, kind, value, rule, signal_id, at FROM conflicts
+                     WHERE tenant_id = $1 AND (person_id IN ({GROUP}) OR other_person_id IN ({GROUP})) ORDER BY at, conflict_id"
+                ),
+                &[&tenant, &person_id],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| {
+                let kind = IdentifierKind::parse(r.get::<_, &str>(3)).map_err(corrupt)?;
+                Ok(ConflictRow {
+                    conflict_id: r.get(0),
+                    person_id: r.get(1),
+                    other_person_id: r.get(2),
+                    identifier: Identifier::from_stored(kind, r.get(4)),
+                    rule: r.get(5),
+                    signal_id: r.get(6),
+                    at: time(r, 7)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((merges, conflicts))
+    }
+}

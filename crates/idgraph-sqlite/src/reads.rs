@@ -1,0 +1,234 @@
+//! Read models of persons on the embedded store: profile, timeline, merges.
+
+use idgraph_core::identity::{Identifier, IdentifierKind};
+use idgraph_core::tenancy::WorkspaceName;
+use idgraph_core::traits::{Provenance, SourceClass};
+use idgraph_store::{
+    ConflictRow, MergeRow, Page, PageRequest, PersonProfile, PersonRow, StoreError, StoreResult,
+    TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers, parse_timeline_cursor,
+    timeline_cursor,
+};
+use jiff::Timestamp;
+use rusqlite::{Connection, Row, params};
+
+use crate::codec::{self, NODE_COLUMNS, map_error};
+use crate::resolve::GROUP;
+
+fn time(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
+    Timestamp::from_microsecond(row.get(index)?).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Integer,
+            e.to_string().into(),
+        )
+    })
+}
+
+fn workspace(row: &Row<'_>, index: usize) -> rusqlite::Result<WorkspaceName> {
+    let raw: String = row.get(index)?;
+    WorkspaceName::parse(&raw).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            e.to_string().into(),
+        )
+    })
+}
+
+pub(crate) fn person(conn: &Connection, tenant: &str, person_id: &str) -> StoreResult<PersonRow> {
+    conn.prepare_cached(
+        "SELECT person_id, merged_into, created_at, updated_at FROM persons WHERE tenant_id = ?1 AND person_id = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![tenant, person_id], |r| {
+            Ok(PersonRow { person_id: r.get(0)?, merged_into: r.get(1)?, created_at: time(r, 2)?, updated_at: time(r, 3)? })
+        })
+    })
+    .map_err(map_error)
+}
+
+pub(crate) fn lookup(
+    conn: &Connection,
+    tenant: &str,
+    identifier: &Identifier,
+) -> StoreResult<Option<String>> {
+    let owners: Vec<String> = conn
+        .prepare_cached(
+            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
+             JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
+             WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3 ORDER BY 1",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![tenant, identifier.kind().as_str(), identifier.value()],
+                |r| r.get(0),
+            )?
+            .collect()
+        })
+        .map_err(map_error)?;
+    // A shared identifier may link several persons; the lookup answers with the oldest id.
+    Ok(owners.into_iter().next())
+}
+
+pub(crate) fn profile(
+    conn: &Connection,
+    tenant: &str,
+    person_id: &str,
+) -> StoreResult<PersonProfile> {
+    let person = person(conn, tenant, person_id)?;
+    let merged_from: Vec<String> = conn
+        .prepare_cached("SELECT person_id FROM persons WHERE tenant_id = ?1 AND merged_into = ?2 ORDER BY person_id")
+        .and_then(|mut s| s.query_map(params![tenant, person_id], |r| r.get(0))?.collect())
+        .map_err(map_error)?;
+    let identifiers = conn
+        .prepare_cached(&format!(
+            "SELECT {NODE_COLUMNS} FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})
+             ORDER BY kind, value"
+        ))
+        .and_then(|mut s| s.query_map(params![tenant, person_id], codec::identity_node)?.collect())
+        .map_err(map_error)?;
+    let traits = conn
+        .prepare_cached(&format!(
+            "SELECT person_id, workspace, name, value, source_class, confidence, observed_at, set_once, signal_id
+             FROM trait_values WHERE tenant_id = ?1 AND person_id IN ({GROUP}) ORDER BY signal_id, name"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![tenant, person_id], |r| {
+                let class: String = r.get(4)?;
+                let class: SourceClass = class.parse().map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, "unknown source class".into())
+                })?;
+                Ok(TraitValueRow {
+                    person_id: r.get(0)?,
+                    workspace: workspace(r, 1)?,
+                    name: r.get(2)?,
+                    value: r.get(3)?,
+                    provenance: Provenance { class, confidence: r.get(5)?, observed_at: time(r, 6)? },
+                    set_once: r.get(7)?,
+                    signal_id: r.get(8)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    let workspaces = conn
+        .prepare_cached(&format!(
+            "SELECT workspace, MIN(first_seen), MAX(last_seen) FROM workspace_contacts
+             WHERE tenant_id = ?1 AND person_id IN ({GROUP}) GROUP BY workspace ORDER BY workspace"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![tenant, person_id], |r| {
+                Ok(WorkspaceContactRow {
+                    workspace: workspace(r, 0)?,
+                    first_seen: time(r, 1)?,
+                    last_seen: time(r, 2)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    Ok(PersonProfile {
+        person,
+        merged_from,
+        identifiers,
+        traits,
+        workspaces,
+    })
+}
+
+pub(crate) fn timeline(
+    conn: &Connection,
+    tenant: &str,
+    person_id: &str,
+    kind: Option<&str>,
+    page: &PageRequest,
+) -> StoreResult<Page<TimelineEvent>> {
+    let (before_at, before_id) = match page.after.as_deref() {
+        Some(cursor) => {
+            let (at, id) = parse_timeline_cursor(cursor)
+                .ok_or_else(|| StoreError::Conflict("malformed timeline cursor".into()))?;
+            (at.as_microsecond(), id)
+        }
+        None => (i64::MAX, String::new()),
+    };
+    let rows: Vec<TimelineEvent> = conn
+        .prepare_cached(&format!(
+            "SELECT event_id, workspace, person_id, kind, name, occurred_at, ingested_at, properties FROM events
+             WHERE tenant_id = ?1 AND person_id IN ({GROUP}) AND (?3 IS NULL OR kind = ?3)
+               AND (occurred_at < ?4 OR (occurred_at = ?4 AND (?5 = '' OR event_id < ?5)))
+             ORDER BY occurred_at DESC, event_id DESC LIMIT ?6"
+        ))
+        .and_then(|mut s| {
+            s.query_map(
+                params![tenant, person_id, kind, before_at, before_id, i64::from(page.limit) + 1],
+                |r| {
+                    Ok(TimelineEvent {
+                        event_id: r.get(0)?,
+                        workspace: workspace(r, 1)?,
+                        person_id: r.get(2)?,
+                        kind: r.get(3)?,
+                        name: r.get(4)?,
+                        occurred_at: time(r, 5)?,
+                        ingested_at: time(r, 6)?,
+                        properties: r.get(7)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+        .map_err(map_error)?;
+    Ok(Page::from_overfetch(rows, page.limit, timeline_cursor))
+}
+
+pub(crate) fn merges_of(
+    conn: &Connection,
+    tenant: &str,
+    person_id: &str,
+) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
+    let merges = conn
+        .prepare_cached(&format!(
+            "SELECT merge_id, survivor, absorbed, identifiers, signal_id, rule, at FROM merges
+             WHERE tenant_id = ?1 AND (survivor IN ({GROUP}) OR absorbed IN ({GROUP})) ORDER BY at, merge_id"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![tenant, person_id], |r| {
+                let encoded: String = r.get(3)?;
+                Ok(MergeRow {
+                    merge_id: r.get(0)?,
+                    survivor: r.get(1)?,
+                    absorbed: r.get(2)?,
+                    identifiers: decode_identifiers(&encoded),
+                    signal_id: r.get(4)?,
+                    rule: r.get(5)?,
+                    at: time(r, 6)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    let conflicts = conn
+        .prepare_cached(&format!(
+            "SELECT conflict_id, person_id, other_person_id, kind, value, rule, signal_id, at FROM conflicts
+             WHERE tenant_id = ?1 AND (person_id IN ({GROUP}) OR other_person_id IN ({GROUP})) ORDER BY at, conflict_id"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![tenant, person_id], |r| {
+                let kind: String = r.get(3)?;
+                let kind = IdentifierKind::parse(&kind).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.to_string().into())
+                })?;
+                Ok(ConflictRow {
+                    conflict_id: r.get(0)?,
+                    person_id: r.get(1)?,
+                    other_person_id: r.get(2)?,
+                    identifier: Identifier::from_stored(kind, r.get(4)?),
+                    rule: r.get(5)?,
+                    signal_id: r.get(6)?,
+                    at: time(r, 7)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    Ok((merges, conflicts))
+}

@@ -1,0 +1,288 @@
+//! Resolution on the embedded store: runs on the writer thread, so signals are applied one at a
+//! time in a total order and no two can race for the same identifier.
+
+use std::collections::BTreeSet;
+
+use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
+use idgraph_core::resolve::{Resolution, Signal, resolve};
+use idgraph_core::tenancy::TenantId;
+use idgraph_store::{
+    IngestOutcome, SignalRecord, Snapshot, StoreResult, conflict_rule_text, derived_id,
+    encode_identifiers,
+};
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::codec::{map_error, micros};
+
+/// The persons of a canonical person's group: itself and everyone merged into it.
+pub(crate) const GROUP: &str =
+    "SELECT person_id FROM persons WHERE tenant_id = ?1 AND (person_id = ?2 OR merged_into = ?2)";
+
+pub(crate) fn ingest(
+    tx: &Transaction<'_>,
+    tenant_id: &TenantId,
+    settings: &IdentitySettings,
+    signals: Vec<SignalRecord>,
+) -> StoreResult<Vec<IngestOutcome>> {
+    let tenant = tenant_id.as_str();
+    let mut outcomes = Vec::with_capacity(signals.len());
+    for signal in signals {
+        let event = &signal.event;
+        let seen = tx
+            .prepare_cached(
+                "SELECT 1 FROM events WHERE tenant_id = ?1 AND workspace = ?2 AND message_id = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![tenant, event.workspace.as_str(), event.message_id],
+                    |_| Ok(()),
+                )
+                .optional()
+            })
+            .map_err(map_error)?;
+        if seen.is_some() {
+            outcomes.push(IngestOutcome::Duplicate);
+            continue;
+        }
+        let snapshot = snapshot(tx, tenant, settings, &signal.identifiers)?;
+        let resolution = resolve(
+            settings,
+            &snapshot,
+            &Signal {
+                identifiers: &signal.identifiers,
+                new_person_id: event.event_id.clone(),
+                at: event.ingested_at,
+            },
+        );
+        apply(tx, tenant, &signal, &resolution)?;
+        outcomes.push(IngestOutcome::Recorded {
+            person_id: resolution.person.clone(),
+            created: resolution.created,
+            merges: resolution.merges.len(),
+            conflicts: resolution.conflicts.len(),
+        });
+    }
+    Ok(outcomes)
+}
+
+fn snapshot(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    settings: &IdentitySettings,
+    identifiers: &[Identifier],
+) -> StoreResult<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    let mut owners_stmt = tx
+        .prepare_cached(
+            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
+             JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
+             WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3",
+        )
+        .map_err(map_error)?;
+    let mut canonical = BTreeSet::new();
+    for identifier in identifiers {
+        let owners: Vec<String> = owners_stmt
+            .query_map(
+                params![tenant, identifier.kind().as_str(), identifier.value()],
+                |r| r.get(0),
+            )
+            .and_then(Iterator::collect)
+            .map_err(map_error)?;
+        canonical.extend(owners.iter().cloned());
+        snapshot.owners.insert(identifier.clone(), owners);
+    }
+    let mut person_stmt = tx
+        .prepare_cached("SELECT created_at FROM persons WHERE tenant_id = ?1 AND person_id = ?2")
+        .map_err(map_error)?;
+    let mut nodes_stmt = tx
+        .prepare_cached(&format!(
+            "SELECT kind, value FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+        ))
+        .map_err(map_error)?;
+    for person_id in canonical {
+        let created_at: i64 = person_stmt
+            .query_row(params![tenant, person_id], |r| r.get(0))
+            .map_err(map_error)?;
+        let nodes: Vec<(String, String)> = nodes_stmt
+            .query_map(params![tenant, person_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(map_error)?;
+        let limited = nodes.into_iter().filter_map(|(kind, value)| {
+            let kind = IdentifierKind::parse(&kind).ok()?;
+            settings
+                .rule(&kind)
+                .is_some_and(|rule| rule.limit.is_some())
+                .then_some((kind, value))
+        });
+        let created_at = Timestamp::from_microsecond(created_at)
+            .map_err(|e| idgraph_store::StoreError::Other(e.to_string()))?;
+        snapshot.add_person(person_id, created_at, limited);
+    }
+    Ok(snapshot)
+}
+
+fn apply(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    signal: &SignalRecord,
+    resolution: &Resolution,
+) -> StoreResult<()> {
+    let event = &signal.event;
+    let signal_id = event.event_id.as_str();
+    let now = micros(event.ingested_at);
+    let seen = micros(event.occurred_at);
+    let person = resolution.person.as_str();
+    if resolution.created {
+        tx.prepare_cached("INSERT INTO persons (tenant_id, person_id, merged_into, created_at, updated_at) VALUES (?1, ?2, NULL, ?3, ?3)")
+            .and_then(|mut s| s.execute(params![tenant, person, now]))
+            .map_err(map_error)?;
+    } else {
+        tx.prepare_cached(
+            "UPDATE persons SET updated_at = ?3 WHERE tenant_id = ?1 AND person_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, person, now]))
+        .map_err(map_error)?;
+    }
+    for (index, merge) in resolution.merges.iter().enumerate() {
+        // merged_into always names the final survivor, so the group is one indexed lookup.
+        tx.prepare_cached(
+            "UPDATE persons SET merged_into = ?3, updated_at = ?4
+             WHERE tenant_id = ?1 AND (person_id = ?2 OR merged_into = ?2)",
+        )
+        .and_then(|mut s| s.execute(params![tenant, merge.absorbed, merge.survivor, now]))
+        .map_err(map_error)?;
+        tx.prepare_cached(
+            "INSERT INTO merges (tenant_id, merge_id, survivor, absorbed, identifiers, signal_id, rule, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                tenant,
+                derived_id(signal_id, 'm', index),
+                merge.survivor,
+                merge.absorbed,
+                encode_identifiers(&merge.identifiers),
+                signal_id,
+                merge.rule,
+                now
+            ])
+        })
+        .map_err(map_error)?;
+    }
+    {
+        let mut attach = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO identity_nodes
+                 (tenant_id, kind, value, person_id, source, confidence, first_seen, last_seen, signal_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1.0, ?6, ?6, ?7)",
+            )
+            .map_err(map_error)?;
+        for identifier in &resolution.attach {
+            attach
+                .execute(params![
+                    tenant,
+                    identifier.kind().as_str(),
+                    identifier.value(),
+                    person,
+                    signal.source,
+                    seen,
+                    signal_id
+                ])
+                .map_err(map_error)?;
+        }
+        let mut touch = tx
+            .prepare_cached(&format!(
+                "UPDATE identity_nodes SET last_seen = MAX(last_seen, ?5)
+                 WHERE tenant_id = ?1 AND kind = ?3 AND value = ?4 AND person_id IN ({GROUP})"
+            ))
+            .map_err(map_error)?;
+        for identifier in &resolution.touch {
+            touch
+                .execute(params![
+                    tenant,
+                    person,
+                    identifier.kind().as_str(),
+                    identifier.value(),
+                    seen
+                ])
+                .map_err(map_error)?;
+        }
+    }
+    for (index, conflict) in resolution.conflicts.iter().enumerate() {
+        tx.prepare_cached(
+            "INSERT INTO conflicts (tenant_id, conflict_id, person_id, other_person_id, kind, value, rule, signal_id, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                tenant,
+                derived_id(signal_id, 'c', index),
+                conflict.person,
+                conflict.other_person,
+                conflict.identifier.kind().as_str(),
+                conflict.identifier.value(),
+                conflict_rule_text(&conflict.rule),
+                signal_id,
+                now
+            ])
+        })
+        .map_err(map_error)?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO events (tenant_id, event_id, workspace, person_id, kind, name, occurred_at, ingested_at,
+                             schema_version, message_id, properties, context)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant,
+            signal_id,
+            event.workspace.as_str(),
+            person,
+            event.kind,
+            event.name,
+            seen,
+            now,
+            event.schema_version,
+            event.message_id,
+            event.properties,
+            event.context
+        ])
+    })
+    .map_err(map_error)?;
+    {
+        let mut traits = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO trait_values
+                 (tenant_id, person_id, workspace, name, value, source_class, confidence, observed_at, set_once, signal_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(map_error)?;
+        for observed in &signal.traits {
+            traits
+                .execute(params![
+                    tenant,
+                    person,
+                    event.workspace.as_str(),
+                    observed.name,
+                    observed.value,
+                    observed.provenance.class.as_str(),
+                    observed.provenance.confidence,
+                    micros(observed.provenance.observed_at),
+                    observed.set_once,
+                    signal_id
+                ])
+                .map_err(map_error)?;
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO workspace_contacts (tenant_id, person_id, workspace, first_seen, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (tenant_id, person_id, workspace) DO UPDATE SET
+            first_seen = MIN(first_seen, excluded.first_seen), last_seen = MAX(last_seen, excluded.last_seen)",
+    )
+    .and_then(|mut s| s.execute(params![tenant, person, event.workspace.as_str(), seen]))
+    .map_err(map_error)?;
+    Ok(())
+}

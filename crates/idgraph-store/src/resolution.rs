@@ -1,0 +1,221 @@
+//! What the store needs to resolve signals: the rows of an ingested signal, a snapshot of the
+//! graph around it (fed to the pure resolver in `idgraph-core`), and the read models of persons.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use idgraph_core::identity::{Identifier, IdentifierKind};
+use idgraph_core::resolve::{GraphView, PersonId, PersonView};
+use idgraph_core::tenancy::WorkspaceName;
+use idgraph_core::traits::Provenance;
+use jiff::Timestamp;
+
+/// The timeline entry a signal becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// A ULID; also the signal id everything the signal causes is recorded with.
+    pub event_id: String,
+    pub workspace: WorkspaceName,
+    pub kind: String,
+    pub name: Option<String>,
+    pub occurred_at: Timestamp,
+    pub ingested_at: Timestamp,
+    pub schema_version: u32,
+    pub message_id: String,
+    /// JSON text.
+    pub properties: String,
+    /// JSON text.
+    pub context: String,
+}
+
+/// One observed trait value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraitObservation {
+    pub name: String,
+    /// JSON text.
+    pub value: String,
+    pub provenance: Provenance,
+    pub set_once: bool,
+}
+
+/// A signal ready to be resolved and recorded: normalized identifiers, its event, its traits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalRecord {
+    pub event: EventRow,
+    pub identifiers: Vec<Identifier>,
+    pub traits: Vec<TraitObservation>,
+    /// Where the identifiers came from, recorded on the nodes it attaches (e.g. `segment:identify`).
+    pub source: String,
+}
+
+/// What became of one signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Its message id was already stored in the workspace: acknowledged, nothing changed.
+    Duplicate,
+    Recorded {
+        person_id: String,
+        created: bool,
+        merges: usize,
+        conflicts: usize,
+    },
+}
+
+/// A person row; `merged_into` is the final survivor when the person was absorbed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonRow {
+    pub person_id: String,
+    pub merged_into: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraitValueRow {
+    pub person_id: String,
+    pub workspace: WorkspaceName,
+    pub name: String,
+    pub value: String,
+    pub provenance: Provenance,
+    pub set_once: bool,
+    pub signal_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceContactRow {
+    pub workspace: WorkspaceName,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// Everything needed to render a person: the survivor and what its absorbed persons carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonProfile {
+    pub person: PersonRow,
+    pub merged_from: Vec<String>,
+    pub identifiers: Vec<crate::IdentityNodeRow>,
+    /// Every observation, oldest first; the current value is derived by precedence.
+    pub traits: Vec<TraitValueRow>,
+    pub workspaces: Vec<WorkspaceContactRow>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEvent {
+    pub event_id: String,
+    pub workspace: WorkspaceName,
+    pub person_id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub occurred_at: Timestamp,
+    pub ingested_at: Timestamp,
+    pub properties: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeRow {
+    pub merge_id: String,
+    pub survivor: String,
+    pub absorbed: String,
+    pub identifiers: Vec<Identifier>,
+    pub signal_id: String,
+    pub rule: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConflictRow {
+    pub conflict_id: String,
+    pub person_id: String,
+    pub other_person_id: Option<String>,
+    pub identifier: Identifier,
+    pub rule: String,
+    pub signal_id: String,
+    pub at: Timestamp,
+}
+
+/// The part of the graph one signal can touch, read inside the writing transaction.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub owners: HashMap<Identifier, Vec<PersonId>>,
+    pub persons: HashMap<PersonId, PersonView>,
+}
+
+impl GraphView for Snapshot {
+    fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
+        self.owners.get(identifier).cloned().unwrap_or_default()
+    }
+
+    fn person(&self, id: &PersonId) -> Option<PersonView> {
+        self.persons.get(id).cloned()
+    }
+}
+
+impl Snapshot {
+    /// Adds a canonical person with its identifiers of limited kinds.
+    pub fn add_person(
+        &mut self,
+        id: PersonId,
+        created_at: Timestamp,
+        identifiers: impl IntoIterator<Item = (IdentifierKind, String)>,
+    ) {
+        let mut by_kind: BTreeMap<IdentifierKind, BTreeSet<String>> = BTreeMap::new();
+        for (kind, value) in identifiers {
+            by_kind.entry(kind).or_default().insert(value);
+        }
+        self.persons.insert(
+            id.clone(),
+            PersonView {
+                id,
+                created_at,
+                identifiers: by_kind,
+            },
+        );
+    }
+}
+
+/// Merge and conflict ids are derived from the signal id, so replaying a log reproduces them.
+pub fn derived_id(signal_id: &str, what: char, index: usize) -> String {
+    format!("{signal_id}{what}{index}")
+}
+
+/// Encodes a merge's identifiers as `kind<TAB>value` lines. Normalized values never contain
+/// control characters, so the encoding is unambiguous.
+pub fn encode_identifiers(identifiers: &[Identifier]) -> String {
+    identifiers
+        .iter()
+        .map(|i| format!("{}\t{}", i.kind(), i.value()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn decode_identifiers(encoded: &str) -> Vec<Identifier> {
+    encoded
+        .lines()
+        .filter_map(|line| {
+            let (kind, value) = line.split_once('\t')?;
+            Some(Identifier::from_stored(
+                IdentifierKind::parse(kind).ok()?,
+                value.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Keyset cursor of the timeline: `<occurred_at µs>:<event id>`.
+pub fn timeline_cursor(event: &TimelineEvent) -> String {
+    format!("{}:{}", event.occurred_at.as_microsecond(), event.event_id)
+}
+
+pub fn parse_timeline_cursor(cursor: &str) -> Option<(Timestamp, String)> {
+    let (micros, event_id) = cursor.split_once(':')?;
+    let at = Timestamp::from_microsecond(micros.parse().ok()?).ok()?;
+    Some((at, event_id.to_owned()))
+}
+
+/// How a conflict's rule is recorded and shown.
+pub fn conflict_rule_text(rule: &idgraph_core::resolve::ConflictRule) -> String {
+    match rule {
+        idgraph_core::resolve::ConflictRule::LimitExceeded { kind, limit } => {
+            format!("limit: a person holds at most {limit} {kind} value(s)")
+        }
+    }
+}

@@ -1,0 +1,762 @@
+//! Segment-compatible ingestion and the persons API, through a real server on both backends.
+
+mod common;
+
+use std::io::Write;
+
+use common::{MASTER_KEY, TestApp, error_code};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    identify_creates_a_person_with_normalized_identifiers_and_traits,
+    anonymous_activity_is_linked_when_the_visitor_identifies,
+    two_user_ids_never_merge,
+    a_repeated_message_id_is_stored_once,
+    batches_accept_valid_items_and_report_invalid_ones,
+    gzip_bodies_and_size_limits,
+    bad_messages_get_clear_errors,
+    the_recorded_client_payloads_are_accepted,
+    timelines_page_newest_first_and_filter_by_kind,
+    identity_settings_change_how_new_signals_resolve,
+    client_clock_skew_is_corrected,
+    persons_are_not_visible_across_tenants,
+    concurrent_signals_sharing_an_identifier_make_one_person,
+);
+
+async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
+    let path = format!(
+        "/api/v1/persons/lookup?kind={kind}&value={}",
+        urlencode(value)
+    );
+    app.get(&path, MASTER_KEY).await
+}
+
+fn urlencode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn identifier_values(person: &Value, kind: &str) -> Vec<String> {
+    person["identifiers"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .filter(|i| i["kind"] == kind)
+        .map(|i| i["value"].as_str().expect("value").to_owned())
+        .collect()
+}
+
+async fn timeline(app: &TestApp, person_id: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/persons/{person_id}/timeline?limit=1000"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["events"].as_array().expect("events").clone()
+}
+
+async fn identify_creates_a_person_with_normalized_identifiers_and_traits(app: &TestApp) {
+    let key = app.write_key().await;
+    let (status, body) = app
+        .track(
+            "/v1/identify",
+            &key,
+            json!({
+                "userId": "user-1", "anonymousId": "anon-1", "messageId": "m-1",
+                "traits": {"email": "  Ann.Lee@Example.COM ", "phone": "(415) 555-2671", "firstName": "Ann", "plan": null}
+            }),
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"success": true})));
+    let (status, person) = lookup(app, "email", "ANN.LEE@example.com").await;
+    assert_eq!(status, StatusCode::OK, "{person}");
+    assert_eq!(identifier_values(&person, "email"), ["ann.lee@example.com"]);
+    assert_eq!(identifier_values(&person, "phone"), ["+14155552671"]);
+    assert_eq!(identifier_values(&person, "external_id"), ["user-1"]);
+    assert_eq!(identifier_values(&person, "anonymous_id"), ["anon-1"]);
+    assert_eq!(person["traits"]["firstName"]["value"], "Ann");
+    assert_eq!(person["traits"]["firstName"]["source"], "user");
+    assert!(
+        person["traits"].get("plan").is_none(),
+        "a null trait is absence"
+    );
+    assert_eq!(person["workspaces"][0]["workspace"], "default");
+    assert_eq!(
+        person["workspaces"][0]["traits"]["firstName"]["value"],
+        "Ann"
+    );
+    let source = person["identifiers"][0]["source"].as_str().expect("source");
+    assert_eq!(source, "segment:identify");
+    // The same person by every identifier, and by id.
+    let id = person["id"].as_str().expect("id");
+    for (kind, value) in [
+        ("phone", "+1 415-555-2671"),
+        ("external_id", "user-1"),
+        ("anonymous_id", "anon-1"),
+    ] {
+        assert_eq!(lookup(app, kind, value).await.1["id"], id, "{kind}");
+    }
+    assert_eq!(
+        app.get(&format!("/api/v1/persons/{id}"), MASTER_KEY)
+            .await
+            .1["id"],
+        id
+    );
+    let (status, body) = lookup(app, "email", "nobody@example.com").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, body) = lookup(app, "email", "not-an-email").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_identifier")
+    );
+}
+
+async fn anonymous_activity_is_linked_when_the_visitor_identifies(app: &TestApp) {
+    let key = app.write_key().await;
+    // A known customer...
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "u-42", "traits": {"email": "bo@example.com"}}),
+    )
+    .await;
+    let (_, known) = lookup(app, "external_id", "u-42").await;
+    let known_id = known["id"].as_str().expect("id").to_owned();
+    // ...browses anonymously on a new device: a second person, for now.
+    app.track(
+        "/v1/track",
+        &key,
+        json!({"anonymousId": "device-9", "event": "Viewed Pricing"}),
+    )
+    .await;
+    app.track(
+        "/v1/page",
+        &key,
+        json!({"anonymousId": "device-9", "name": "Pricing"}),
+    )
+    .await;
+    let (_, visitor) = lookup(app, "anonymous_id", "device-9").await;
+    let visitor_id = visitor["id"].as_str().expect("id").to_owned();
+    assert_ne!(visitor_id, known_id);
+    // ...then logs in on that device with the same email: one person, the known one survives.
+    let (status, _) = app
+        .track(
+            "/v1/identify",
+            &key,
+            json!({"anonymousId": "device-9", "traits": {"email": "BO@example.com"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, merged) = lookup(app, "anonymous_id", "device-9").await;
+    assert_eq!(merged["id"], known_id.as_str());
+    assert_eq!(merged["merged_from"], json!([visitor_id]));
+    // The absorbed id answers with its survivor, and the timeline holds both persons' events.
+    let (status, via_absorbed) = app
+        .get(&format!("/api/v1/persons/{visitor_id}"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(via_absorbed["id"], known_id.as_str());
+    let events = timeline(app, &known_id).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert!(kinds.contains(&"track") && kinds.contains(&"page"));
+    assert_eq!(
+        timeline(app, &visitor_id).await.len(),
+        4,
+        "the absorbed id reads the survivor's timeline"
+    );
+    // The merge is recorded with the identifier and the signal that caused it.
+    let (_, merges) = app
+        .get(&format!("/api/v1/persons/{known_id}/merges"), MASTER_KEY)
+        .await;
+    let merge = &merges["merges"][0];
+    assert_eq!(merge["survivor"], known_id.as_str());
+    assert_eq!(merge["absorbed"], visitor_id.as_str());
+    // The signal's identifiers that tied the two: the email found the survivor, the device the visitor.
+    let mut tied = merge["reason"]["identifiers"]
+        .as_array()
+        .expect("identifiers")
+        .clone();
+    tied.sort_by_key(|i| i["kind"].to_string());
+    assert_eq!(
+        tied,
+        [
+            json!({"kind": "anonymous_id", "value": "device-9"}),
+            json!({"kind": "email", "value": "bo@example.com"})
+        ]
+    );
+    let signal = merge["reason"]["signal"].as_str().expect("signal");
+    assert!(
+        events.iter().any(|e| e["id"] == signal),
+        "the merge names the event that caused it"
+    );
+}
+
+async fn two_user_ids_never_merge(app: &TestApp) {
+    let key = app.write_key().await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "alice", "traits": {"email": "shared@example.com"}}),
+    )
+    .await;
+    let (status, _) = app
+        .track(
+            "/v1/identify",
+            &key,
+            json!({"userId": "bob", "traits": {"email": "shared@example.com"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, alice) = lookup(app, "external_id", "alice").await;
+    let (_, bob) = lookup(app, "external_id", "bob").await;
+    assert_ne!(
+        alice["id"], bob["id"],
+        "two external ids must never be merged"
+    );
+    assert_eq!(
+        lookup(app, "email", "shared@example.com").await.1["id"],
+        alice["id"],
+        "the email stays where it was"
+    );
+    assert!(identifier_values(&bob, "email").is_empty());
+    let (_, merges) = app
+        .get(
+            &format!("/api/v1/persons/{}/merges", bob["id"].as_str().expect("id")),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(merges["merges"], json!([]));
+    let conflict = &merges["conflicts"][0];
+    assert_eq!(
+        conflict["identifier"],
+        json!({"kind": "email", "value": "shared@example.com"})
+    );
+    assert_eq!(conflict["other_person"], alice["id"]);
+    assert!(
+        conflict["rule"]
+            .as_str()
+            .expect("rule")
+            .contains("external_id")
+    );
+}
+
+async fn a_repeated_message_id_is_stored_once(app: &TestApp) {
+    let key = app.write_key().await;
+    let message = json!({"userId": "dup", "event": "Paid", "messageId": "same-id", "properties": {"amount": 10}});
+    for _ in 0..3 {
+        assert_eq!(
+            app.track("/v1/track", &key, message.clone()).await.0,
+            StatusCode::OK
+        );
+    }
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "dup", "event": "Paid", "messageId": "same-id"},
+        {"type": "track", "userId": "dup", "event": "Paid", "messageId": "other-id"},
+        {"type": "track", "userId": "dup", "event": "Paid", "messageId": "other-id"},
+    ]});
+    let (status, body) = app.track("/v1/batch", &key, batch).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (body["accepted"].clone(), body["duplicates"].clone()),
+        (json!(1), json!(2)),
+        "{body}"
+    );
+    let (_, person) = lookup(app, "external_id", "dup").await;
+    let events = timeline(app, person["id"].as_str().expect("id")).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events
+            .iter()
+            .find(|e| e["properties"]["amount"] == 10)
+            .map(|e| e["name"].clone()),
+        Some(json!("Paid"))
+    );
+}
+
+async fn batches_accept_valid_items_and_report_invalid_ones(app: &TestApp) {
+    let key = app.write_key().await;
+    let batch = json!({"sentAt": "2026-11-22T11:51:44Z", "batch": [
+        {"type": "identify", "userId": "b-1", "traits": {"email": "b1@example.com"}},
+        {"type": "teleport", "userId": "b-2"},
+        {"type": "track", "userId": "b-3"},
+        {"type": "track", "anonymousId": "a-4", "event": "Clicked"},
+        {"type": "identify"},
+        {"type": "identify", "userId": "null"},
+        {"type": "identify", "userId": "b-7", "traits": {"email": "not an email"}},
+    ]});
+    let (status, body) = app.track("/v1/batch", &key, batch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 3, "{body}");
+    assert_eq!(body["rejected"], 4, "{body}");
+    assert_eq!(body["identifiers_rejected"], 1, "the invalid email of b-7");
+    let errors: Vec<(u64, &str)> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().expect("index"),
+                e["code"].as_str().expect("code"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (1, "unknown_type"),
+            (2, "missing_field"),
+            (4, "missing_field"),
+            (5, "no_identifier")
+        ]
+    );
+    assert_eq!(lookup(app, "external_id", "b-1").await.0, StatusCode::OK);
+    assert_eq!(lookup(app, "anonymous_id", "a-4").await.0, StatusCode::OK);
+    let (_, b7) = lookup(app, "external_id", "b-7").await;
+    assert_eq!(
+        b7["traits"]["email"]["value"], "not an email",
+        "the trait is kept as given"
+    );
+    assert!(identifier_values(&b7, "email").is_empty());
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let rejected = metrics
+        .lines()
+        .find(|l| l.starts_with("idgraph_ingest_messages_total{outcome=\"rejected\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .expect("a rejected counter");
+    assert!(rejected >= 4.0, "{rejected}");
+
+    let all_bad = json!({"batch": [{"type": "track"}, {"type": "nope"}]});
+    let (status, body) = app.track("/v1/batch", &key, all_bad).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_batch"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["details"]["rejected"], "2");
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+async fn gzip_bodies_and_size_limits(app: &TestApp) {
+    let key = app.write_key().await;
+    let batch = json!({"batch": [{"type": "identify", "userId": "gz-1", "traits": {"email": "gz@example.com"}}]});
+    let (status, body) = app
+        .track_raw("/v1/batch", &key, gzip(batch.to_string().as_bytes()), true)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        lookup(app, "email", "gz@example.com").await.0,
+        StatusCode::OK
+    );
+    let (status, body) = app
+        .track_raw("/v1/batch", &key, b"not gzip".to_vec(), true)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_body")
+    );
+
+    let big = "x".repeat(33 * 1024);
+    let (status, body) = app
+        .track(
+            "/v1/track",
+            &key,
+            json!({"userId": "big", "event": "e", "properties": {"p": big}}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "payload_too_large"),
+        "{body}"
+    );
+    // A batch over 500 KB is refused whole, even when it compresses well.
+    let items: Vec<Value> = (0..40)
+        .map(|i| json!({"type": "track", "userId": format!("big-{i}"), "event": "e", "properties": {"p": "y".repeat(15_000)}}))
+        .collect();
+    let huge = json!({"batch": items}).to_string();
+    assert!(huge.len() > 500 * 1024);
+    let (status, body) = app
+        .track_raw("/v1/batch", &key, gzip(huge.as_bytes()), true)
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "payload_too_large"),
+        "{body}"
+    );
+    assert_eq!(
+        lookup(app, "external_id", "big-0").await.0,
+        StatusCode::NOT_FOUND,
+        "nothing of it was stored"
+    );
+}
+
+async fn bad_messages_get_clear_errors(app: &TestApp) {
+    let key = app.write_key().await;
+    let cases = [
+        ("/v1/identify", b"{not json".to_vec(), "invalid_json"),
+        (
+            "/v1/identify",
+            br#"{"traits": {"email": "x@example.com"}}"#.to_vec(),
+            "missing_field",
+        ),
+        (
+            "/v1/identify",
+            br#"{"userId": "undefined"}"#.to_vec(),
+            "no_identifier",
+        ),
+        (
+            "/v1/identify",
+            br#"{"userId": ["a"]}"#.to_vec(),
+            "invalid_field",
+        ),
+        ("/v1/track", br#"{"userId": "u"}"#.to_vec(), "missing_field"),
+        ("/v1/alias", br#"{"userId": "u"}"#.to_vec(), "missing_field"),
+        (
+            "/v1/batch",
+            br#"{"batch": "nope"}"#.to_vec(),
+            "invalid_json",
+        ),
+    ];
+    for (path, body, code) in cases {
+        let (status, response) = app.track_raw(path, &key, body, false).await;
+        assert_eq!(
+            (status, error_code(&response)),
+            (StatusCode::BAD_REQUEST, code),
+            "{path} {response}"
+        );
+        assert!(
+            !response["error"]["message"]
+                .as_str()
+                .expect("message")
+                .is_empty()
+        );
+    }
+    let (status, _) = app
+        .track("/v1/teleport", &key, json!({"userId": "u"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // No write key, or a management-only key: never accepted.
+    let response = app
+        .client
+        .post(app.url("/v1/track"))
+        .json(&json!({"userId": "u", "event": "e"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn the_recorded_client_payloads_are_accepted(app: &TestApp) {
+    let key = app.write_key().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/segment");
+    let mut sent = 0;
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let capture: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let mut body = capture.get("body").cloned().unwrap_or(capture.clone());
+        let endpoint = if body.get("batch").is_some() {
+            "/v1/batch".to_owned()
+        } else {
+            format!("/v1/{}", body["type"].as_str().expect("type"))
+        };
+        if let Some(object) = body.as_object_mut() {
+            object.remove("_stub_note");
+        }
+        let (status, response) = app.track(&endpoint, &key, body).await;
+        assert_eq!(status, StatusCode::OK, "{}: {response}", path.display());
+        if endpoint == "/v1/batch" {
+            assert_eq!(response["rejected"], 0, "{}: {response}", path.display());
+        }
+        sent += 1;
+    }
+    assert!(sent >= 15, "expected the recorded payloads, found {sent}");
+    let (status, person) = lookup(app, "email", "jane.doe+bench@example.com").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the Node client's identify carried this email"
+    );
+    assert_eq!(identifier_values(&person, "phone"), ["+14155552671"]);
+}
+
+async fn timelines_page_newest_first_and_filter_by_kind(app: &TestApp) {
+    let key = app.write_key().await;
+    let items: Vec<Value> = (0..7)
+        .map(|i| {
+            let kind = if i % 2 == 0 { "track" } else { "page" };
+            json!({"type": kind, "userId": "pager", "event": format!("E{i}"), "name": format!("P{i}"),
+                   "timestamp": format!("2026-01-01T00:00:0{i}Z"), "messageId": format!("t-{i}")})
+        })
+        .collect();
+    assert_eq!(
+        app.track("/v1/batch", &key, json!({"batch": items}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (_, person) = lookup(app, "external_id", "pager").await;
+    let id = person["id"].as_str().expect("id");
+    let mut seen = Vec::new();
+    let mut path = format!("/api/v1/persons/{id}/timeline?limit=3");
+    loop {
+        let (status, page) = app.get(&path, MASTER_KEY).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for event in page["events"].as_array().expect("events") {
+            seen.push(event["occurred_at"].as_str().expect("time").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                path = format!(
+                    "/api/v1/persons/{id}/timeline?limit=3&cursor={}",
+                    urlencode(cursor)
+                )
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..7)
+        .rev()
+        .map(|i| format!("2026-01-01T00:00:0{i}Z"))
+        .collect();
+    assert_eq!(seen, expected);
+    let (_, tracks) = app
+        .get(
+            &format!("/api/v1/persons/{id}/timeline?kind=track"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(tracks["events"].as_array().expect("events").len(), 4);
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/persons/{id}/timeline?cursor=garbage"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_cursor")
+    );
+    assert_eq!(
+        app.get("/api/v1/persons/nobody-here/timeline", MASTER_KEY)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn identity_settings_change_how_new_signals_resolve(app: &TestApp) {
+    let (status, settings) = app.get("/api/v1/settings/identity", MASTER_KEY).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings["default_region"], "US");
+    assert_eq!(
+        settings["kinds"]["external_id"],
+        json!({"priority": 1, "policy": "unique", "limit": 1})
+    );
+    assert_eq!(settings["kinds"]["anonymous_id"]["limit"], Value::Null);
+
+    let update = json!({"default_region": "GB", "kinds": {"device_id": {"priority": 5, "policy": "shared"}},
+                        "blocked_values": {"*": ["N/A-CUSTOMER"]}});
+    let (status, updated) = app
+        .call("PUT", "/api/v1/settings/identity", MASTER_KEY, Some(update))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["default_region"], "GB");
+    assert_eq!(
+        updated["kinds"]["email"]["limit"], 5,
+        "fields left out keep their value"
+    );
+    assert_eq!(
+        app.get("/api/v1/settings/identity", MASTER_KEY).await.1,
+        updated
+    );
+
+    let key = app.write_key().await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "uk-1", "traits": {"phone": "020 7946 0958"}}),
+    )
+    .await;
+    let (_, person) = lookup(app, "external_id", "uk-1").await;
+    assert_eq!(
+        identifier_values(&person, "phone"),
+        ["+442079460958"],
+        "the new default region applies"
+    );
+    let (status, body) = app
+        .track("/v1/identify", &key, json!({"userId": "n/a-customer"}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "no_identifier")
+    );
+    // A shared custom kind links two persons without merging them.
+    for user in ["fam-1", "fam-2"] {
+        app.track("/v1/identify", &key, json!({"userId": user, "context": {"idgraph": {"identifiers": {"device_id": "tablet-1"}}}})).await;
+    }
+    let (_, one) = lookup(app, "external_id", "fam-1").await;
+    let (_, two) = lookup(app, "external_id", "fam-2").await;
+    assert_ne!(one["id"], two["id"]);
+    assert_eq!(identifier_values(&two, "device_id"), ["tablet-1"]);
+
+    for bad in [
+        json!({"default_region": "XX"}),
+        json!({"kinds": {"email": {"policy": "sometimes"}}}),
+        json!({"kinds": {"brand_new": {"policy": "unique"}}}),
+        json!({"kinds": {"email": {"limit": 0}}}),
+        json!({"unknown_field": 1}),
+    ] {
+        let (status, body) = app
+            .call(
+                "PUT",
+                "/api/v1/settings/identity",
+                MASTER_KEY,
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} → {body}");
+    }
+    assert_eq!(
+        app.get("/api/v1/settings/identity", MASTER_KEY).await.1,
+        updated,
+        "refused changes changed nothing"
+    );
+    let (_, reader) = app.key_for("default", &["persons:read"]).await;
+    assert_eq!(
+        app.call("PUT", "/api/v1/settings/identity", &reader, Some(json!({})))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+async fn client_clock_skew_is_corrected(app: &TestApp) {
+    let key = app.write_key().await;
+    // The client's clock is a year behind; it stamped the event 2 seconds before sending.
+    let (status, _) = app
+        .track(
+            "/v1/track",
+            &key,
+            json!({"userId": "skewed", "event": "e", "timestamp": "2025-06-01T12:00:00Z", "sentAt": "2025-06-01T12:00:02Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, person) = lookup(app, "external_id", "skewed").await;
+    let event = &timeline(app, person["id"].as_str().expect("id")).await[0];
+    let occurred: jiff::Timestamp = event["occurred_at"]
+        .as_str()
+        .expect("time")
+        .parse()
+        .expect("rfc3339");
+    let ingested: jiff::Timestamp = event["ingested_at"]
+        .as_str()
+        .expect("time")
+        .parse()
+        .expect("rfc3339");
+    let lag = ingested.duration_since(occurred).as_secs_f64();
+    assert!(
+        (1.0..=60.0).contains(&lag),
+        "occurred {occurred}, ingested {ingested}"
+    );
+}
+
+async fn persons_are_not_visible_across_tenants(app: &TestApp) {
+    let key = app.write_key().await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "secret-person", "traits": {"email": "secret@example.com"}}),
+    )
+    .await;
+    let (_, person) = lookup(app, "email", "secret@example.com").await;
+    let id = person["id"].as_str().expect("id");
+    app.post(
+        "/api/v1/tenants",
+        MASTER_KEY,
+        json!({"id": "other", "name": "Other"}),
+    )
+    .await;
+    let (_, other_admin) = app.key_for("other", &["admin"]).await;
+    for path in [
+        format!("/api/v1/persons/{id}"),
+        format!("/api/v1/persons/{id}/timeline"),
+        format!("/api/v1/persons/{id}/merges"),
+        "/api/v1/persons/lookup?kind=email&value=secret%40example.com".to_owned(),
+    ] {
+        let (status, body) = app.get(&path, &other_admin).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!body.to_string().contains("secret"), "{path} leaked {body}");
+    }
+    // The other tenant's write key lands in the other tenant.
+    let (_, other_writer) = app.key_for("other", &["events:write"]).await;
+    app.track(
+        "/v1/identify",
+        &other_writer,
+        json!({"userId": "secret-person"}),
+    )
+    .await;
+    let (_, mine) = lookup(app, "external_id", "secret-person").await;
+    assert_eq!(
+        mine["id"], id,
+        "the same user id in another tenant is another person"
+    );
+}
+
+async fn concurrent_signals_sharing_an_identifier_make_one_person(app: &TestApp) {
+    let key = app.write_key().await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (client, url, key) = (app.client.clone(), app.url("/v1/identify"), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"anonymousId": format!("c-anon-{i}"), "traits": {"email": "crowd@example.com"}});
+            client.post(url).basic_auth(key, Some("")).json(&body).send().await.expect("request").status()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("join"), StatusCode::OK);
+    }
+    let (_, person) = lookup(app, "email", "crowd@example.com").await;
+    let id = person["id"].as_str().expect("id");
+    for i in 0..40 {
+        assert_eq!(
+            lookup(app, "anonymous_id", &format!("c-anon-{i}")).await.1["id"],
+            id,
+            "c-anon-{i}"
+        );
+    }
+    assert_eq!(identifier_values(&person, "anonymous_id").len(), 40);
+}
