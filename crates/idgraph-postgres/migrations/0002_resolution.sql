@@ -27,8 +27,15 @@ CREATE TABLE events (
     message_id     text COLLATE "C"    NOT NULL,
     properties     text COLLATE "C"    NOT NULL,
     context        text COLLATE "C"    NOT NULL,
+    -- The signal as resolution saw it, so the log can be replayed and explained:
+    -- its position in the tenant's log, its normalized identifiers and where they came from.
+    seq            bigint NOT NULL,
+    identifiers    text COLLATE "C"    NOT NULL,
+    source         text COLLATE "C"    NOT NULL,
     PRIMARY KEY (tenant_id, event_id)
 );
+
+CREATE UNIQUE INDEX events_by_seq ON events (tenant_id, seq);
 
 CREATE UNIQUE INDEX events_by_message ON events (tenant_id, workspace, message_id);
 CREATE INDEX events_by_person ON events (tenant_id, person_id, occurred_at, event_id);

@@ -4,9 +4,9 @@ use idgraph_core::auth::KeyHash;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
-    ApiKeyRecord, ConflictRow, IdentityNodeRow, IngestOutcome, MergeRow, Page, PageRequest,
-    PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, Tenant, TimelineEvent,
-    Workspace,
+    ApiKeyRecord, ConflictRow, IdentityNodeRow, IngestOutcome, LoggedSignal, MergeRow, Page,
+    PageRequest, PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, Tenant,
+    TimelineEvent, Workspace,
 };
 use jiff::Timestamp;
 
@@ -386,6 +386,15 @@ impl Store for PostgresStore {
         person_id: &str,
     ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
         self.read_merges(tenant_id.as_str(), person_id).await
+    }
+
+    async fn signal_log(
+        &self,
+        tenant_id: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LoggedSignal>> {
+        self.read_signal_log(tenant_id.as_str(), after, limit).await
     }
 
     async fn identity_settings(&self, tenant_id: &TenantId) -> StoreResult<Option<String>> {

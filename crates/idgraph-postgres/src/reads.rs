@@ -6,9 +6,9 @@ use idgraph_core::identity::{Identifier, IdentifierKind};
 use idgraph_core::tenancy::WorkspaceName;
 use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
-    ConflictRow, MergeRow, Page, PageRequest, PersonProfile, PersonRow, StoreError, StoreResult,
-    TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers, parse_timeline_cursor,
-    timeline_cursor,
+    ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
+    StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers,
+    parse_timeline_cursor, timeline_cursor,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
@@ -188,6 +188,47 @@ impl PostgresStore {
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_overfetch(items, page.limit, timeline_cursor))
+    }
+
+    pub(crate) async fn read_signal_log(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LoggedSignal>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, event_id, workspace, kind, name, occurred_at, ingested_at, schema_version,
+                        message_id, properties, context, identifiers, source FROM events
+                 WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&tenant, &after, &i64::from(limit)],
+            )
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|r| {
+                let schema_version: i32 = r.get(7);
+                Ok(LoggedSignal {
+                    seq: r.get(0),
+                    event: EventRow {
+                        event_id: r.get(1),
+                        workspace: workspace(r, 2)?,
+                        kind: r.get(3),
+                        name: r.get(4),
+                        occurred_at: time(r, 5)?,
+                        ingested_at: time(r, 6)?,
+                        schema_version: u32::try_from(schema_version).map_err(corrupt)?,
+                        message_id: r.get(8),
+                        properties: r.get(9),
+                        context: r.get(10),
+                    },
+                    identifiers: decode_identifiers(r.get(11)),
+                    source: r.get(12),
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn read_merges(

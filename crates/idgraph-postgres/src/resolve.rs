@@ -38,6 +38,15 @@ impl PostgresStore {
         .await
         .map_err(map_error)?;
         let tenant = tenant_id.as_str();
+        // Under the tenant's lock, so the next position in the log is the last one plus one.
+        let mut seq: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = $1",
+                &[&tenant],
+            )
+            .await
+            .map_err(map_error)?
+            .get(0);
         let mut outcomes = Vec::with_capacity(signals.len());
         for signal in signals {
             let event = &signal.event;
@@ -62,7 +71,8 @@ impl PostgresStore {
                     at: event.ingested_at,
                 },
             );
-            apply(&tx, tenant, &signal, &resolution).await?;
+            seq += 1;
+            apply(&tx, tenant, seq, &signal, &resolution).await?;
             outcomes.push(IngestOutcome::Recorded {
                 person_id: resolution.person.clone(),
                 created: resolution.created,
@@ -136,6 +146,7 @@ async fn snapshot(
 async fn apply(
     tx: &Transaction<'_>,
     tenant: &str,
+    seq: i64,
     signal: &SignalRecord,
     resolution: &Resolution,
 ) -> StoreResult<()> {
@@ -233,8 +244,8 @@ async fn apply(
     let schema_version = i32::try_from(event.schema_version).unwrap_or(i32::MAX);
     tx.execute(
         "INSERT INTO events (tenant_id, event_id, workspace, person_id, kind, name, occurred_at, ingested_at,
-                             schema_version, message_id, properties, context)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                             schema_version, message_id, properties, context, seq, identifiers, source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         &[
             &tenant,
             &signal_id,
@@ -248,6 +259,9 @@ async fn apply(
             &event.message_id,
             &event.properties,
             &event.context,
+            &seq,
+            &encode_identifiers(&signal.identifiers),
+            &signal.source,
         ],
     )
     .await

@@ -27,8 +27,15 @@ CREATE TABLE events (
     message_id     TEXT    NOT NULL,
     properties     TEXT    NOT NULL,
     context        TEXT    NOT NULL,
+    -- The signal as resolution saw it, so the log can be replayed and explained:
+    -- its position in the tenant's log, its normalized identifiers and where they came from.
+    seq            INTEGER NOT NULL,
+    identifiers    TEXT    NOT NULL,
+    source         TEXT    NOT NULL,
     PRIMARY KEY (tenant_id, event_id)
 ) WITHOUT ROWID;
+
+CREATE UNIQUE INDEX events_by_seq ON events (tenant_id, seq);
 
 CREATE UNIQUE INDEX events_by_message ON events (tenant_id, workspace, message_id);
 CREATE INDEX events_by_person ON events (tenant_id, person_id, occurred_at, event_id);

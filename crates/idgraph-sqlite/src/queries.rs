@@ -4,9 +4,9 @@ use idgraph_core::auth::KeyHash;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
-    ApiKeyRecord, ConflictRow, IdentityNodeRow, IngestOutcome, MergeRow, Page, PageRequest,
-    PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, Tenant, TimelineEvent,
-    Workspace,
+    ApiKeyRecord, ConflictRow, IdentityNodeRow, IngestOutcome, LoggedSignal, MergeRow, Page,
+    PageRequest, PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, Tenant,
+    TimelineEvent, Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -377,6 +377,17 @@ impl Store for SqliteStore {
     ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
         let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
         self.read(move |conn| reads::merges_of(conn, tenant_id.as_str(), &person_id))
+            .await
+    }
+
+    async fn signal_log(
+        &self,
+        tenant_id: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LoggedSignal>> {
+        let tenant_id = tenant_id.clone();
+        self.read(move |conn| reads::signal_log(conn, tenant_id.as_str(), after, limit))
             .await
     }
 

@@ -4,9 +4,9 @@ use idgraph_core::identity::{Identifier, IdentifierKind};
 use idgraph_core::tenancy::WorkspaceName;
 use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
-    ConflictRow, MergeRow, Page, PageRequest, PersonProfile, PersonRow, StoreError, StoreResult,
-    TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers, parse_timeline_cursor,
-    timeline_cursor,
+    ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
+    StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers,
+    parse_timeline_cursor, timeline_cursor,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, Row, params};
@@ -231,4 +231,41 @@ pub(crate) fn merges_of(
         })
         .map_err(map_error)?;
     Ok((merges, conflicts))
+}
+
+pub(crate) fn signal_log(
+    conn: &Connection,
+    tenant: &str,
+    after: i64,
+    limit: u32,
+) -> StoreResult<Vec<LoggedSignal>> {
+    conn.prepare_cached(
+        "SELECT seq, event_id, workspace, kind, name, occurred_at, ingested_at, schema_version,
+                message_id, properties, context, identifiers, source FROM events
+         WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![tenant, after, limit], |r| {
+            let identifiers: String = r.get(11)?;
+            Ok(LoggedSignal {
+                seq: r.get(0)?,
+                event: EventRow {
+                    event_id: r.get(1)?,
+                    workspace: workspace(r, 2)?,
+                    kind: r.get(3)?,
+                    name: r.get(4)?,
+                    occurred_at: time(r, 5)?,
+                    ingested_at: time(r, 6)?,
+                    schema_version: r.get(7)?,
+                    message_id: r.get(8)?,
+                    properties: r.get(9)?,
+                    context: r.get(10)?,
+                },
+                identifiers: decode_identifiers(&identifiers),
+                source: r.get(12)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(map_error)
 }

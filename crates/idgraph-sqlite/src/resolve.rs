@@ -26,6 +26,12 @@ pub(crate) fn ingest(
     signals: Vec<SignalRecord>,
 ) -> StoreResult<Vec<IngestOutcome>> {
     let tenant = tenant_id.as_str();
+    // The writer thread is the only writer, so the next position in the log is simply the last
+    // one plus one.
+    let mut seq: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ?1")
+        .and_then(|mut s| s.query_row(params![tenant], |r| r.get(0)))
+        .map_err(map_error)?;
     let mut outcomes = Vec::with_capacity(signals.len());
     for signal in signals {
         let event = &signal.event;
@@ -55,7 +61,8 @@ pub(crate) fn ingest(
                 at: event.ingested_at,
             },
         );
-        apply(tx, tenant, &signal, &resolution)?;
+        seq += 1;
+        apply(tx, tenant, seq, &signal, &resolution)?;
         outcomes.push(IngestOutcome::Recorded {
             person_id: resolution.person.clone(),
             created: resolution.created,
@@ -125,6 +132,7 @@ fn snapshot(
 fn apply(
     tx: &Transaction<'_>,
     tenant: &str,
+    seq: i64,
     signal: &SignalRecord,
     resolution: &Resolution,
 ) -> StoreResult<()> {
@@ -231,8 +239,8 @@ fn apply(
     }
     tx.prepare_cached(
         "INSERT INTO events (tenant_id, event_id, workspace, person_id, kind, name, occurred_at, ingested_at,
-                             schema_version, message_id, properties, context)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                             schema_version, message_id, properties, context, seq, identifiers, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -247,7 +255,10 @@ fn apply(
             event.schema_version,
             event.message_id,
             event.properties,
-            event.context
+            event.context,
+            seq,
+            encode_identifiers(&signal.identifiers),
+            signal.source,
         ])
     })
     .map_err(map_error)?;

@@ -20,8 +20,8 @@ use jiff::Timestamp;
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
 pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
 pub use resolution::{
-    ConflictRow, EventRow, IngestOutcome, MergeRow, PersonProfile, PersonRow, SignalRecord,
-    Snapshot, TimelineEvent, TraitObservation, TraitValueRow, WorkspaceContactRow,
+    ConflictRow, EventRow, IngestOutcome, LoggedSignal, MergeRow, PersonProfile, PersonRow,
+    SignalRecord, Snapshot, TimelineEvent, TraitObservation, TraitValueRow, WorkspaceContactRow,
     conflict_rule_text, decode_identifiers, derived_id, encode_identifiers, parse_timeline_cursor,
     timeline_cursor,
 };
@@ -187,6 +187,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         tenant_id: &TenantId,
         person_id: &str,
     ) -> impl Future<Output = StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)>> + Send;
+
+    /// The tenant's signals in the order they were resolved: those after position `after`
+    /// (0 = from the start), at most `limit`.
+    fn signal_log(
+        &self,
+        tenant_id: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<LoggedSignal>>> + Send;
 
     /// A tenant's identity settings as stored (JSON text), if it ever changed them.
     fn identity_settings(

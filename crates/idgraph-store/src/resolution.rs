@@ -47,6 +47,30 @@ pub struct SignalRecord {
     pub source: String,
 }
 
+/// A signal as the tenant's log holds it: what resolution saw, in the order it saw it.
+/// Replaying these in `seq` order into an empty tenant rebuilds the same graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedSignal {
+    /// Position in the tenant's log, from 1, without gaps.
+    pub seq: i64,
+    pub event: EventRow,
+    pub identifiers: Vec<Identifier>,
+    pub source: String,
+}
+
+impl LoggedSignal {
+    /// The signal to resolve again. Trait observations are not part of the log's resolution
+    /// record (they live in `trait_values`), so the record carries none.
+    pub fn into_record(self) -> SignalRecord {
+        SignalRecord {
+            event: self.event,
+            identifiers: self.identifiers,
+            traits: Vec::new(),
+            source: self.source,
+        }
+    }
+}
+
 /// What became of one signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {

@@ -11,6 +11,13 @@ use idgraph_core::identity::IdentifierKind;
 use idgraph_core::tenancy::{Environment, TenantId, WorkspaceName};
 use jiff::Timestamp;
 
+mod resolution;
+
+pub use resolution::{
+    a_repeated_message_id_changes_nothing, ingest_keeps_tenants_apart,
+    replaying_the_signal_log_rebuilds_the_graph,
+};
+
 use crate::{ApiKeyRecord, IdentityNodeRow, PageRequest, Store, StoreError, Tenant, Workspace};
 
 /// Instantiates every conformance case as a `#[tokio::test]`. `$make` is an async expression
@@ -31,6 +38,9 @@ macro_rules! store_conformance_suite {
             identity_nodes_do_not_cross_tenants,
             duplicate_identity_node_is_a_conflict_and_changes_nothing,
             timestamps_keep_microseconds,
+            replaying_the_signal_log_rebuilds_the_graph,
+            ingest_keeps_tenants_apart,
+            a_repeated_message_id_changes_nothing,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
