@@ -2,11 +2,9 @@
 //! hash map doing one look-up (or insert) per identifier over the same stream, measured in the
 //! same run. Run with `cargo bench -p idgraph-core --bench resolve`.
 //!
-//! The stream: 1M signals over 200k persons picked uniformly at random. Each person goes
-//! anonymous → anonymous + email → email + user id, then mostly returns with its user id;
-//! now and then it shows up on a new device, anonymously (a new person), and logs in on the next
-//! signal, which merges that anonymous person into the identified one. Values are normalized
-//! before timing starts.
+//! The stream is `idgraph_workload::StreamConfig::standard()`: 1M signals over 200k persons with
+//! identity churn (anonymous → email → user id, new devices that merge on login, ~5% merging).
+//! Values are normalized before timing starts.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -15,26 +13,12 @@ use std::time::{Duration, Instant};
 use idgraph_core::identity::{Identifier, IdentitySettings};
 use idgraph_core::resolve::memory::MemoryGraph;
 use idgraph_core::resolve::{Signal, resolve};
+use idgraph_workload::{SignalStream, StreamConfig};
 use jiff::Timestamp;
 
-const PERSONS: u64 = 200_000;
-const SIGNALS: usize = 1_000_000;
-/// Chance that a returning, identified person shows up on a new device (tuned for ~5% merges).
-const NEW_DEVICE_PERCENT: u64 = 19;
 const RUNS: usize = 3;
-
-/// SplitMix64: a deterministic generator, so every run measures the same stream.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+const SIGNALS: usize = StreamConfig::standard().signals;
+const PERSONS: u64 = StreamConfig::standard().persons;
 
 /// All signals' identifiers back to back; signal `i` is `identifiers[ends[i - 1]..ends[i]]`.
 struct Stream {
@@ -51,48 +35,19 @@ impl Stream {
     }
 }
 
-#[derive(Clone, Copy, Default)]
-struct PersonState {
-    stage: u8,
-    devices: u32,
-    pending_login: bool,
-}
-
 fn generate(settings: &IdentitySettings) -> Stream {
-    let mut rng = Rng(42);
-    let mut persons = vec![PersonState::default(); PERSONS as usize];
+    let config = StreamConfig::standard();
     let mut stream = Stream {
-        identifiers: Vec::with_capacity(SIGNALS * 2),
-        ends: Vec::with_capacity(SIGNALS),
+        identifiers: Vec::with_capacity(config.signals * 2),
+        ends: Vec::with_capacity(config.signals),
     };
-    let id = |kind: &str, raw: String| {
-        settings
-            .normalize(kind, &raw)
-            .expect("generated values are valid")
-    };
-    for _ in 0..SIGNALS {
-        let p = rng.next() % PERSONS;
-        let state = &mut persons[p as usize];
-        let anon = |device: u32| id("anonymous_id", format!("anon-{p}-{device}"));
-        let email = || id("email", format!("person{p}@example.com"));
-        let user = || id("external_id", format!("user-{p}"));
-        let signal: Vec<Identifier> = match state.stage {
-            0 => vec![anon(0)],
-            1 => vec![anon(0), email()],
-            2 => vec![email(), user()],
-            _ if state.pending_login => {
-                state.pending_login = false;
-                vec![anon(state.devices), user()]
-            }
-            _ if rng.next() % 100 < NEW_DEVICE_PERCENT => {
-                state.devices += 1;
-                state.pending_login = true;
-                vec![anon(state.devices)]
-            }
-            _ => vec![user(), anon(state.devices)],
-        };
-        state.stage = state.stage.saturating_add(1);
-        stream.identifiers.extend(signal);
+    for signal in SignalStream::new(config) {
+        for (kind, raw) in signal.identifiers() {
+            let identifier = settings
+                .normalize(kind, raw)
+                .expect("generated values are valid");
+            stream.identifiers.push(identifier);
+        }
         stream.ends.push(stream.identifiers.len());
     }
     stream
@@ -109,7 +64,8 @@ struct Outcome {
 
 fn run_resolve(settings: &IdentitySettings, stream: &Stream) -> Outcome {
     // Callers derive new person ids from signal ids; derive them before the clock starts.
-    let mut new_ids: Vec<String> = (0..SIGNALS).map(|i| format!("p{i:07}")).collect();
+    let signals = stream.ends.len();
+    let mut new_ids: Vec<String> = (0..signals).map(|i| format!("p{i:07}")).collect();
     let mut graph = MemoryGraph::for_settings(settings);
     let (mut conflicts, mut created) = (0, 0);
     let start = Instant::now();

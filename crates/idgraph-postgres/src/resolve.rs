@@ -10,17 +10,17 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::resolve::{Resolution, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    IngestOutcome, SignalRecord, Snapshot, StoreError, StoreResult, conflict_rule_text, derived_id,
-    encode_identifiers,
+    IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, Snapshot, StoreError, StoreResult,
+    conflict_rule_text, derived_id, encode_identifiers,
 };
 use jiff::Timestamp;
 
 use crate::PostgresStore;
 use crate::codec::{map_error, to_sql_time};
 
-/// The persons of a canonical person's group: itself and everyone merged into it.
-pub(crate) const GROUP: &str =
-    "SELECT person_id FROM persons WHERE tenant_id = $1 AND (person_id = $2 OR merged_into = $2)";
+/// The persons of a canonical person's group: itself and everyone merged into it. A UNION, so
+/// that each branch is one index look-up.
+pub(crate) const GROUP: &str = "SELECT $2::text UNION ALL SELECT person_id FROM persons WHERE tenant_id = $1 AND merged_into = $2";
 
 impl PostgresStore {
     pub(crate) async fn ingest_signals(
@@ -162,7 +162,7 @@ async fn apply(
         )
         .await
         .map_err(map_error)?;
-    } else {
+    } else if signal.changes_person(resolution) {
         tx.execute(
             "UPDATE persons SET updated_at = $3 WHERE tenant_id = $1 AND person_id = $2",
             &[&tenant, &person, &now],
@@ -172,8 +172,10 @@ async fn apply(
     }
     for (index, merge) in resolution.merges.iter().enumerate() {
         tx.execute(
-            "UPDATE persons SET merged_into = $3, updated_at = $4
-             WHERE tenant_id = $1 AND (person_id = $2 OR merged_into = $2)",
+            &format!(
+                "UPDATE persons SET merged_into = $3, updated_at = $4
+                 WHERE tenant_id = $1 AND person_id IN ({GROUP})"
+            ),
             &[&tenant, &merge.absorbed, &merge.survivor, &now],
         )
         .await
@@ -208,8 +210,9 @@ async fn apply(
     for identifier in &resolution.touch {
         tx.execute(
             &format!(
-                "UPDATE identity_nodes SET last_seen = GREATEST(last_seen, $5)
-                 WHERE tenant_id = $1 AND kind = $3 AND value = $4 AND person_id IN ({GROUP})"
+                "UPDATE identity_nodes SET last_seen = $5
+                 WHERE tenant_id = $1 AND kind = $3 AND value = $4 AND person_id IN ({GROUP})
+                   AND last_seen < $5::timestamptz - interval '{LAST_SEEN_RESOLUTION_SECONDS} seconds'"
             ),
             &[
                 &tenant,
@@ -288,11 +291,16 @@ async fn apply(
         .map_err(map_error)?;
     }
     tx.execute(
-        "INSERT INTO workspace_contacts (tenant_id, person_id, workspace, first_seen, last_seen)
-         VALUES ($1, $2, $3, $4, $4)
-         ON CONFLICT (tenant_id, person_id, workspace) DO UPDATE SET
-            first_seen = LEAST(workspace_contacts.first_seen, EXCLUDED.first_seen),
-            last_seen = GREATEST(workspace_contacts.last_seen, EXCLUDED.last_seen)",
+        &format!(
+            "INSERT INTO workspace_contacts (tenant_id, person_id, workspace, first_seen, last_seen)
+             VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (tenant_id, person_id, workspace) DO UPDATE SET
+                first_seen = LEAST(workspace_contacts.first_seen, EXCLUDED.first_seen),
+                last_seen = GREATEST(workspace_contacts.last_seen, EXCLUDED.last_seen)
+             WHERE EXCLUDED.first_seen < workspace_contacts.first_seen
+                OR EXCLUDED.last_seen >= workspace_contacts.last_seen
+                                         + interval '{LAST_SEEN_RESOLUTION_SECONDS} seconds'"
+        ),
         &[&tenant, &person, &event.workspace.as_str(), &seen],
     )
     .await

@@ -1,23 +1,27 @@
 //! Resolution on the embedded store: runs on the writer thread, so signals are applied one at a
 //! time in a total order and no two can race for the same identifier.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
-use idgraph_core::resolve::{Resolution, Signal, resolve};
+use idgraph_core::resolve::{GraphView, PersonId, PersonView, Resolution, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    IngestOutcome, SignalRecord, Snapshot, StoreResult, conflict_rule_text, derived_id,
-    encode_identifiers,
+    IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, StoreError, StoreResult,
+    conflict_rule_text, derived_id, encode_identifiers,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::codec::{map_error, micros};
 
-/// The persons of a canonical person's group: itself and everyone merged into it.
+const RESOLUTION_MICROS: i64 = LAST_SEEN_RESOLUTION_SECONDS * 1_000_000;
+
+/// The persons of a canonical person's group: itself and everyone merged into it. A UNION, not
+/// `person_id = ?2 OR merged_into = ?2`, which SQLite answers by scanning the tenant's persons.
 pub(crate) const GROUP: &str =
-    "SELECT person_id FROM persons WHERE tenant_id = ?1 AND (person_id = ?2 OR merged_into = ?2)";
+    "SELECT ?2 UNION ALL SELECT person_id FROM persons WHERE tenant_id = ?1 AND merged_into = ?2";
 
 pub(crate) fn ingest(
     tx: &Transaction<'_>,
@@ -51,16 +55,24 @@ pub(crate) fn ingest(
             outcomes.push(IngestOutcome::Duplicate);
             continue;
         }
-        let snapshot = snapshot(tx, tenant, settings, &signal.identifiers)?;
+        let graph = TxGraph {
+            tx,
+            tenant,
+            settings,
+            error: RefCell::new(None),
+        };
         let resolution = resolve(
             settings,
-            &snapshot,
+            &graph,
             &Signal {
                 identifiers: &signal.identifiers,
                 new_person_id: event.event_id.clone(),
                 at: event.ingested_at,
             },
         );
+        if let Some(error) = graph.error.into_inner() {
+            return Err(error);
+        }
         seq += 1;
         apply(tx, tenant, seq, &signal, &resolution)?;
         outcomes.push(IngestOutcome::Recorded {
@@ -73,60 +85,104 @@ pub(crate) fn ingest(
     Ok(outcomes)
 }
 
-fn snapshot(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    settings: &IdentitySettings,
-    identifiers: &[Identifier],
-) -> StoreResult<Snapshot> {
-    let mut snapshot = Snapshot::default();
-    let mut owners_stmt = tx
-        .prepare_cached(
-            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
-             JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
-             WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3",
-        )
-        .map_err(map_error)?;
-    let mut canonical = BTreeSet::new();
-    for identifier in identifiers {
-        let owners: Vec<String> = owners_stmt
-            .query_map(
-                params![tenant, identifier.kind().as_str(), identifier.value()],
-                |r| r.get(0),
+/// The graph as the writer's transaction sees it, read on demand: the resolver asks for a
+/// person's identifiers only when a limit must be checked, which the common signal (a known
+/// person's known identifiers) never needs.
+struct TxGraph<'a, 'conn> {
+    tx: &'a Transaction<'conn>,
+    tenant: &'a str,
+    settings: &'a IdentitySettings,
+    /// The first error a read met; `GraphView` cannot return one, so `ingest` checks it after
+    /// resolving and discards the resolution.
+    error: RefCell<Option<StoreError>>,
+}
+
+impl TxGraph<'_, '_> {
+    fn failed(&self, error: StoreError) {
+        self.error.borrow_mut().get_or_insert(error);
+    }
+
+    fn read_person(&self, id: &PersonId) -> StoreResult<Option<PersonView>> {
+        let created_at: Option<i64> = self
+            .tx
+            .prepare_cached(
+                "SELECT created_at FROM persons WHERE tenant_id = ?1 AND person_id = ?2",
             )
-            .and_then(Iterator::collect)
+            .and_then(|mut s| {
+                s.query_row(params![self.tenant, id], |r| r.get(0))
+                    .optional()
+            })
             .map_err(map_error)?;
-        canonical.extend(owners.iter().cloned());
-        snapshot.owners.insert(identifier.clone(), owners);
-    }
-    let mut person_stmt = tx
-        .prepare_cached("SELECT created_at FROM persons WHERE tenant_id = ?1 AND person_id = ?2")
-        .map_err(map_error)?;
-    let mut nodes_stmt = tx
-        .prepare_cached(&format!(
-            "SELECT kind, value FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
-        ))
-        .map_err(map_error)?;
-    for person_id in canonical {
-        let created_at: i64 = person_stmt
-            .query_row(params![tenant, person_id], |r| r.get(0))
+        let Some(created_at) = created_at else {
+            return Ok(None);
+        };
+        let mut identifiers: BTreeMap<IdentifierKind, BTreeSet<String>> = BTreeMap::new();
+        let mut nodes = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT kind, value FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+            ))
             .map_err(map_error)?;
-        let nodes: Vec<(String, String)> = nodes_stmt
-            .query_map(params![tenant, person_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(Iterator::collect)
-            .map_err(map_error)?;
-        let limited = nodes.into_iter().filter_map(|(kind, value)| {
-            let kind = IdentifierKind::parse(&kind).ok()?;
-            settings
-                .rule(&kind)
-                .is_some_and(|rule| rule.limit.is_some())
-                .then_some((kind, value))
-        });
+        let mut rows = nodes.query(params![self.tenant, id]).map_err(map_error)?;
+        while let Some(row) = rows.next().map_err(map_error)? {
+            let kind: String = row.get(0).map_err(map_error)?;
+            // Only limited kinds matter to the resolver; skipping the rest keeps persons with
+            // thousands of anonymous ids cheap.
+            let Some((kind, rule)) = self.settings.kinds.get_key_value(kind.as_str()) else {
+                continue;
+            };
+            if rule.limit.is_some() {
+                let value: String = row.get(1).map_err(map_error)?;
+                identifiers.entry(kind.clone()).or_default().insert(value);
+            }
+        }
         let created_at = Timestamp::from_microsecond(created_at)
-            .map_err(|e| idgraph_store::StoreError::Other(e.to_string()))?;
-        snapshot.add_person(person_id, created_at, limited);
+            .map_err(|e| StoreError::Other(format!("unreadable person row: {e}")))?;
+        Ok(Some(PersonView {
+            id: id.clone(),
+            created_at,
+            identifiers,
+        }))
     }
-    Ok(snapshot)
+}
+
+impl GraphView for TxGraph<'_, '_> {
+    fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
+        let owners = self
+            .tx
+            .prepare_cached(
+                "SELECT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
+                 JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
+                 WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    params![self.tenant, identifier.kind().as_str(), identifier.value()],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<Vec<PersonId>>>()
+            })
+            // Persons sharing a value may have merged since; DISTINCT in SQL would build a temp
+            // B-tree on every call for what is nearly always one row.
+            .map(|mut owners| {
+                if owners.len() > 1 {
+                    owners.sort_unstable();
+                    owners.dedup();
+                }
+                owners
+            });
+        owners.unwrap_or_else(|e| {
+            self.failed(map_error(e));
+            Vec::new()
+        })
+    }
+
+    fn person(&self, id: &PersonId) -> Option<PersonView> {
+        self.read_person(id).unwrap_or_else(|e| {
+            self.failed(e);
+            None
+        })
+    }
 }
 
 fn apply(
@@ -145,7 +201,7 @@ fn apply(
         tx.prepare_cached("INSERT INTO persons (tenant_id, person_id, merged_into, created_at, updated_at) VALUES (?1, ?2, NULL, ?3, ?3)")
             .and_then(|mut s| s.execute(params![tenant, person, now]))
             .map_err(map_error)?;
-    } else {
+    } else if signal.changes_person(resolution) {
         tx.prepare_cached(
             "UPDATE persons SET updated_at = ?3 WHERE tenant_id = ?1 AND person_id = ?2",
         )
@@ -154,10 +210,10 @@ fn apply(
     }
     for (index, merge) in resolution.merges.iter().enumerate() {
         // merged_into always names the final survivor, so the group is one indexed lookup.
-        tx.prepare_cached(
+        tx.prepare_cached(&format!(
             "UPDATE persons SET merged_into = ?3, updated_at = ?4
-             WHERE tenant_id = ?1 AND (person_id = ?2 OR merged_into = ?2)",
-        )
+             WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+        ))
         .and_then(|mut s| s.execute(params![tenant, merge.absorbed, merge.survivor, now]))
         .map_err(map_error)?;
         tx.prepare_cached(
@@ -201,8 +257,9 @@ fn apply(
         }
         let mut touch = tx
             .prepare_cached(&format!(
-                "UPDATE identity_nodes SET last_seen = MAX(last_seen, ?5)
-                 WHERE tenant_id = ?1 AND kind = ?3 AND value = ?4 AND person_id IN ({GROUP})"
+                "UPDATE identity_nodes SET last_seen = ?5
+                 WHERE tenant_id = ?1 AND kind = ?3 AND value = ?4 AND person_id IN ({GROUP})
+                   AND last_seen < ?5 - {RESOLUTION_MICROS}"
             ))
             .map_err(map_error)?;
         for identifier in &resolution.touch {
@@ -287,12 +344,13 @@ fn apply(
                 .map_err(map_error)?;
         }
     }
-    tx.prepare_cached(
+    tx.prepare_cached(&format!(
         "INSERT INTO workspace_contacts (tenant_id, person_id, workspace, first_seen, last_seen)
          VALUES (?1, ?2, ?3, ?4, ?4)
          ON CONFLICT (tenant_id, person_id, workspace) DO UPDATE SET
-            first_seen = MIN(first_seen, excluded.first_seen), last_seen = MAX(last_seen, excluded.last_seen)",
-    )
+            first_seen = MIN(first_seen, excluded.first_seen), last_seen = MAX(last_seen, excluded.last_seen)
+         WHERE excluded.first_seen < first_seen OR excluded.last_seen >= last_seen + {RESOLUTION_MICROS}"
+    ))
     .and_then(|mut s| s.execute(params![tenant, person, event.workspace.as_str(), seen]))
     .map_err(map_error)?;
     Ok(())

@@ -71,6 +71,13 @@ impl LoggedSignal {
     }
 }
 
+impl SignalRecord {
+    /// Whether resolving it changes what the person's profile shows, so its `updated_at` moves.
+    pub fn changes_person(&self, resolution: &idgraph_core::resolve::Resolution) -> bool {
+        !resolution.merges.is_empty() || !resolution.attach.is_empty() || !self.traits.is_empty()
+    }
+}
+
 /// What became of one signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
@@ -195,6 +202,11 @@ impl Snapshot {
         );
     }
 }
+
+/// `last_seen` of identity nodes and workspace contacts is kept to this resolution: a signal
+/// within it of the stored value writes nothing. A returning visitor's burst of events then
+/// costs no random page writes in the identity tables, which is what limits ingest rates.
+pub const LAST_SEEN_RESOLUTION_SECONDS: i64 = 60;
 
 /// Merge and conflict ids are derived from the signal id, so replaying a log reproduces them.
 pub fn derived_id(signal_id: &str, what: char, index: usize) -> String {

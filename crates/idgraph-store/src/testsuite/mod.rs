@@ -38,6 +38,7 @@ macro_rules! store_conformance_suite {
             identity_nodes_do_not_cross_tenants,
             duplicate_identity_node_is_a_conflict_and_changes_nothing,
             timestamps_keep_microseconds,
+            concurrent_writes_fail_alone,
             replaying_the_signal_log_rebuilds_the_graph,
             ingest_keeps_tenants_apart,
             a_repeated_message_id_changes_nothing,
@@ -389,4 +390,43 @@ pub async fn timestamps_keep_microseconds<S: Store>(store: &S) {
             .expect("find"),
         vec![row]
     );
+}
+
+/// Writes that run at the same time stay atomic one by one: a failing write leaves nothing
+/// behind and takes no other write down with it (SQLite commits concurrent writes together).
+pub async fn concurrent_writes_fail_alone<S: Store>(store: &S) {
+    let ids = with_tenants(store, &["together"]).await;
+    store
+        .insert_identity_nodes(&ids[0], vec![node("email", "taken@example.com", "p0")])
+        .await
+        .expect("insert");
+    let writes = (0..24).map(|n| {
+        let (store, tenant) = (store.clone(), ids[0].clone());
+        tokio::spawn(async move {
+            let mut rows = vec![node("email", &format!("w{n}@example.com"), &format!("p{n}"))];
+            if n % 3 == 0 {
+                // Every third write also repeats a stored node, so the whole write must fail.
+                rows.push(node("email", "taken@example.com", "p0"));
+            }
+            store.insert_identity_nodes(&tenant, rows).await
+        })
+    });
+    let mut failed = 0;
+    for (n, write) in writes.collect::<Vec<_>>().into_iter().enumerate() {
+        let result = write.await.expect("task");
+        if n % 3 == 0 {
+            assert!(matches!(result, Err(StoreError::Conflict(_))), "{n}: {result:?}");
+            failed += 1;
+        } else {
+            assert_eq!(result, Ok(()), "{n}");
+        }
+    }
+    assert_eq!(failed, 8);
+    assert_eq!(store.count_identity_nodes(&ids[0]).await, Ok(1 + 16));
+    let email = IdentifierKind::parse("email").expect("valid");
+    let left = store
+        .find_identity_nodes(&ids[0], &email, "w0@example.com")
+        .await
+        .expect("find");
+    assert!(left.is_empty(), "a failed write left a row behind");
 }
