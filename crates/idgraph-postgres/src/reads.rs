@@ -8,7 +8,7 @@ use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
     ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
     StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers,
-    parse_timeline_cursor, timeline_cursor,
+    newest_first_page, parse_timeline_cursor,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
@@ -158,24 +158,43 @@ impl PostgresStore {
                 .ok_or_else(|| StoreError::Conflict("malformed timeline cursor".into()))?,
             None => (Timestamp::MAX, String::new()),
         };
-        let rows = self
-            .client()
-            .await?
-            .query(
-                &format!(
-                    "SELECT event_id, workspace, person_id, kind, name, occurred_at, ingested_at, properties FROM events
-                     WHERE tenant_id = $1 AND person_id IN ({GROUP}) AND ($3::text IS NULL OR kind = $3)
-                       AND (occurred_at < $4 OR (occurred_at = $4 AND ($5 = '' OR event_id < $5)))
-                     ORDER BY occurred_at DESC, event_id DESC LIMIT $6"
-                ),
-                &[&tenant, &person_id, &kind, &to_sql_time(before_at), &before_id, &(i64::from(page.limit) + 1)],
+        let client = self.client().await?;
+        let members: Vec<String> = client
+            .query(GROUP, &[&tenant, &person_id])
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // Each member's newest events straight off events_by_person, merged in Rust: one query
+        // over the whole group would sort the group's entire history for every page.
+        let statement = client
+            .prepare_cached(
+                "SELECT event_id, workspace, person_id, kind, name, occurred_at, ingested_at, properties FROM events
+                 WHERE tenant_id = $1 AND person_id = $2 AND (occurred_at, event_id) < ($3, $4)
+                   AND ($5::text IS NULL OR kind = $5)
+                 ORDER BY occurred_at DESC, event_id DESC LIMIT $6",
             )
             .await
             .map_err(map_error)?;
-        let items = rows
-            .iter()
-            .map(|r| {
-                Ok(TimelineEvent {
+        let mut items = Vec::new();
+        for member in &members {
+            let rows = client
+                .query(
+                    &statement,
+                    &[
+                        &tenant,
+                        member,
+                        &to_sql_time(before_at),
+                        &before_id,
+                        &kind,
+                        &(i64::from(page.limit) + 1),
+                    ],
+                )
+                .await
+                .map_err(map_error)?;
+            for r in &rows {
+                items.push(TimelineEvent {
                     event_id: r.get(0),
                     workspace: workspace(r, 1)?,
                     person_id: r.get(2),
@@ -184,10 +203,10 @@ impl PostgresStore {
                     occurred_at: time(r, 5)?,
                     ingested_at: time(r, 6)?,
                     properties: r.get(7),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_overfetch(items, page.limit, timeline_cursor))
+                });
+            }
+        }
+        Ok(newest_first_page(items, page.limit))
     }
 
     pub(crate) async fn read_signal_log(

@@ -236,6 +236,15 @@ pub fn decode_identifiers(encoded: &str) -> Vec<Identifier> {
         .collect()
 }
 
+/// A page of a group's timeline from each member's newest events: backends read at most
+/// `limit + 1` events per member straight off their (person, time) index and this picks the
+/// newest across members, so a person with many absorbed persons and many events never sorts
+/// its whole history.
+pub fn newest_first_page(mut rows: Vec<TimelineEvent>, limit: u32) -> crate::Page<TimelineEvent> {
+    rows.sort_unstable_by(|a, b| (b.occurred_at, &b.event_id).cmp(&(a.occurred_at, &a.event_id)));
+    crate::Page::from_overfetch(rows, limit, timeline_cursor)
+}
+
 /// Keyset cursor of the timeline: `<occurred_at µs>:<event id>`.
 pub fn timeline_cursor(event: &TimelineEvent) -> String {
     format!("{}:{}", event.occurred_at.as_microsecond(), event.event_id)

@@ -15,7 +15,7 @@ mod resolution;
 
 pub use resolution::{
     a_repeated_message_id_changes_nothing, ingest_keeps_tenants_apart,
-    replaying_the_signal_log_rebuilds_the_graph,
+    replaying_the_signal_log_rebuilds_the_graph, timelines_page_across_merged_persons,
 };
 
 use crate::{ApiKeyRecord, IdentityNodeRow, PageRequest, Store, StoreError, Tenant, Workspace};
@@ -42,6 +42,7 @@ macro_rules! store_conformance_suite {
             replaying_the_signal_log_rebuilds_the_graph,
             ingest_keeps_tenants_apart,
             a_repeated_message_id_changes_nothing,
+            timelines_page_across_merged_persons,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -403,7 +404,11 @@ pub async fn concurrent_writes_fail_alone<S: Store>(store: &S) {
     let writes = (0..24).map(|n| {
         let (store, tenant) = (store.clone(), ids[0].clone());
         tokio::spawn(async move {
-            let mut rows = vec![node("email", &format!("w{n}@example.com"), &format!("p{n}"))];
+            let mut rows = vec![node(
+                "email",
+                &format!("w{n}@example.com"),
+                &format!("p{n}"),
+            )];
             if n % 3 == 0 {
                 // Every third write also repeats a stored node, so the whole write must fail.
                 rows.push(node("email", "taken@example.com", "p0"));
@@ -415,7 +420,10 @@ pub async fn concurrent_writes_fail_alone<S: Store>(store: &S) {
     for (n, write) in writes.collect::<Vec<_>>().into_iter().enumerate() {
         let result = write.await.expect("task");
         if n % 3 == 0 {
-            assert!(matches!(result, Err(StoreError::Conflict(_))), "{n}: {result:?}");
+            assert!(
+                matches!(result, Err(StoreError::Conflict(_))),
+                "{n}: {result:?}"
+            );
             failed += 1;
         } else {
             assert_eq!(result, Ok(()), "{n}");

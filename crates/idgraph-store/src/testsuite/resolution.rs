@@ -7,6 +7,7 @@ use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
 use idgraph_core::resolve::memory::MemoryGraph;
 use idgraph_core::resolve::{Signal, resolve};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use jiff::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -307,4 +308,72 @@ pub async fn a_repeated_message_id_changes_nothing<S: Store>(store: &S) {
         .await
         .expect("ingest");
     assert!(matches!(outcomes[0], IngestOutcome::Recorded { .. }));
+}
+
+/// A group's timeline pages newest first across all its members, with ties on time broken by
+/// event id, and the kind filter applies before paging.
+pub async fn timelines_page_across_merged_persons<S: Store>(store: &S) {
+    let ids = with_tenants(store, &["pages"]).await;
+    let tenant = &ids[0];
+    let settings = IdentitySettings::default();
+    let id = |kind: &str, raw: &str| settings.normalize(kind, raw).expect("valid");
+    let (user, a1, a2) = (
+        id("external_id", "u"),
+        id("anonymous_id", "a1"),
+        id("anonymous_id", "a2"),
+    );
+    // Three persons with interleaved events, some at the same instant.
+    let mut signals = Vec::new();
+    for n in 0..30 {
+        let who = [&user, &a1, &a2][n % 3].clone();
+        let mut record = signal(n, "default", vec![who]);
+        record.event.occurred_at = ts(i64::try_from(n / 2).expect("small"));
+        record.event.kind = if n % 4 == 0 { "page" } else { "track" }.into();
+        signals.push(record);
+    }
+    signals.push(signal(30, "default", vec![user.clone(), a1.clone()]));
+    signals.push(signal(31, "default", vec![user.clone(), a2.clone()]));
+    store
+        .ingest(tenant, &settings, signals)
+        .await
+        .expect("ingest");
+    let person = store
+        .lookup_person(tenant, &a2)
+        .await
+        .expect("lookup")
+        .expect("exists");
+
+    for kind in [None, Some("page")] {
+        let mut seen = Vec::new();
+        let mut page = PageRequest::first(7);
+        loop {
+            let got = store
+                .timeline(tenant, &person, kind, &page)
+                .await
+                .expect("timeline");
+            assert!(got.items.len() <= 7);
+            seen.extend(got.items);
+            match got.next_cursor {
+                Some(cursor) => page.after = Some(cursor),
+                None => break,
+            }
+        }
+        let expected = if kind.is_some() { 8 } else { 32 };
+        assert_eq!(seen.len(), expected, "{kind:?}");
+        assert!(kind.is_none_or(|k| seen.iter().all(|e| e.kind == k)));
+        let keys: Vec<(Timestamp, &str)> = seen
+            .iter()
+            .map(|e| (e.occurred_at, e.event_id.as_str()))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(keys, sorted, "newest first, each event once");
+        let members: BTreeSet<&str> = seen.iter().map(|e| e.person_id.as_str()).collect();
+        assert_eq!(
+            members.len(),
+            3,
+            "every member's events are on the timeline"
+        );
+    }
 }
