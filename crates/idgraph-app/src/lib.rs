@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod bootstrap;
+pub mod compliance;
 mod error;
 mod ids;
 pub mod ingest;

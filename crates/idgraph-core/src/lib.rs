@@ -1,10 +1,11 @@
 //! The pure domain of idgraph: tenancy names, API key scopes and formats, identifier
-//! normalization, identity resolution and trait precedence.
+//! normalization, identity resolution, trait precedence and the compliance gate.
 //!
 //! Nothing here does IO, spawns tasks, or knows about SQL or HTTP; every function is a plain
 //! transformation of plain data, so it can be tested exhaustively.
 
 pub mod auth;
+pub mod compliance;
 pub mod identity;
 pub mod resolve;
 pub mod tenancy;

@@ -2,6 +2,7 @@
 //! implementation. Many idgraph processes may share one database.
 
 mod codec;
+mod compliance;
 mod queries;
 mod reads;
 mod resolve;
@@ -25,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "resolution",
         sql: include_str!("../migrations/0002_resolution.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "compliance",
+        sql: include_str!("../migrations/0003_compliance.sql"),
     },
 ];
 

@@ -4,9 +4,10 @@ use idgraph_core::auth::KeyHash;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
-    ApiKeyRecord, ConflictRow, IdentityNodeRow, IngestOutcome, LoggedSignal, MergeRow, Page,
-    PageRequest, PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, Tenant,
-    TimelineEvent, Workspace,
+    AddressFacts, ApiKeyRecord, ComplianceWrites, ConflictRow, ConsentEventRow, FactsQuery,
+    IdentityNodeRow, IngestOutcome, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile,
+    PersonRow, SignalRecord, Store, StoreError, StoreResult, SuppressionRow, Tenant, TimelineEvent,
+    Workspace,
 };
 use jiff::Timestamp;
 
@@ -395,6 +396,61 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> StoreResult<Vec<LoggedSignal>> {
         self.read_signal_log(tenant_id.as_str(), after, limit).await
+    }
+
+    async fn record_compliance(
+        &self,
+        tenant_id: &TenantId,
+        writes: ComplianceWrites,
+    ) -> StoreResult<()> {
+        self.write_compliance(tenant_id, writes).await
+    }
+
+    async fn compliance_facts(
+        &self,
+        tenant_id: &TenantId,
+        workspace: &WorkspaceName,
+        queries: Vec<FactsQuery>,
+    ) -> StoreResult<Vec<AddressFacts>> {
+        self.read_facts(tenant_id.as_str(), workspace, queries)
+            .await
+    }
+
+    async fn person_consent(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> StoreResult<Vec<ConsentEventRow>> {
+        self.read_person_consent(tenant_id.as_str(), person_id)
+            .await
+    }
+
+    async fn suppression_history(
+        &self,
+        tenant_id: &TenantId,
+        address: &Identifier,
+    ) -> StoreResult<Vec<SuppressionRow>> {
+        self.read_suppression_history(tenant_id.as_str(), address)
+            .await
+    }
+
+    async fn tenant_setting(
+        &self,
+        tenant_id: &TenantId,
+        name: &str,
+    ) -> StoreResult<Option<String>> {
+        self.read_tenant_setting(tenant_id.as_str(), name).await
+    }
+
+    async fn put_tenant_setting(
+        &self,
+        tenant_id: &TenantId,
+        name: &str,
+        settings: String,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.write_tenant_setting(tenant_id.as_str(), name, &settings, at)
+            .await
     }
 
     async fn identity_settings(&self, tenant_id: &TenantId) -> StoreResult<Option<String>> {

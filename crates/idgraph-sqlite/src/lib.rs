@@ -5,6 +5,7 @@
 //! explicit, keeps prepared statements hot, and turns "concurrent signals" into an ordered log.
 
 mod codec;
+mod compliance;
 mod queries;
 mod reads;
 mod resolve;
@@ -31,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "resolution",
         sql: include_str!("../migrations/0002_resolution.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "compliance",
+        sql: include_str!("../migrations/0003_compliance.sql"),
     },
 ];
 

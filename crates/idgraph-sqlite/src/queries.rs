@@ -4,15 +4,16 @@ use idgraph_core::auth::KeyHash;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
-    ApiKeyRecord, ConflictRow, IdentityNodeRow, IngestOutcome, LoggedSignal, MergeRow, Page,
-    PageRequest, PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, Tenant,
-    TimelineEvent, Workspace,
+    AddressFacts, ApiKeyRecord, ComplianceWrites, ConflictRow, ConsentEventRow, FactsQuery,
+    IdentityNodeRow, IngestOutcome, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile,
+    PersonRow, SignalRecord, Store, StoreError, StoreResult, SuppressionRow, Tenant, TimelineEvent,
+    Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
-use crate::{SqliteStore, reads, resolve};
+use crate::{SqliteStore, compliance, reads, resolve};
 
 /// Turns a unique-constraint failure into a conflict message a user can read.
 fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
@@ -389,6 +390,71 @@ impl Store for SqliteStore {
         let tenant_id = tenant_id.clone();
         self.read(move |conn| reads::signal_log(conn, tenant_id.as_str(), after, limit))
             .await
+    }
+
+    async fn record_compliance(
+        &self,
+        tenant_id: &TenantId,
+        writes: ComplianceWrites,
+    ) -> StoreResult<()> {
+        let tenant_id = tenant_id.clone();
+        self.write(move |tx| compliance::record(tx, &tenant_id, writes))
+            .await
+    }
+
+    async fn compliance_facts(
+        &self,
+        tenant_id: &TenantId,
+        workspace: &WorkspaceName,
+        queries: Vec<FactsQuery>,
+    ) -> StoreResult<Vec<AddressFacts>> {
+        let (tenant_id, workspace) = (tenant_id.clone(), workspace.clone());
+        self.read(move |conn| compliance::facts(conn, tenant_id.as_str(), &workspace, &queries))
+            .await
+    }
+
+    async fn person_consent(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> StoreResult<Vec<ConsentEventRow>> {
+        let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
+        self.read(move |conn| compliance::person_consent(conn, tenant_id.as_str(), &person_id))
+            .await
+    }
+
+    async fn suppression_history(
+        &self,
+        tenant_id: &TenantId,
+        address: &Identifier,
+    ) -> StoreResult<Vec<SuppressionRow>> {
+        let (tenant_id, address) = (tenant_id.clone(), address.clone());
+        self.read(move |conn| compliance::suppression_history(conn, tenant_id.as_str(), &address))
+            .await
+    }
+
+    async fn tenant_setting(
+        &self,
+        tenant_id: &TenantId,
+        name: &str,
+    ) -> StoreResult<Option<String>> {
+        let (tenant_id, name) = (tenant_id.clone(), name.to_owned());
+        self.read(move |conn| compliance::tenant_setting(conn, tenant_id.as_str(), &name))
+            .await
+    }
+
+    async fn put_tenant_setting(
+        &self,
+        tenant_id: &TenantId,
+        name: &str,
+        settings: String,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (tenant_id, name) = (tenant_id.clone(), name.to_owned());
+        self.write(move |tx| {
+            compliance::put_tenant_setting(tx, tenant_id.as_str(), &name, &settings, at)
+        })
+        .await
     }
 
     async fn identity_settings(&self, tenant_id: &TenantId) -> StoreResult<Option<String>> {

@@ -4,6 +4,7 @@
 //! them (use cases, HTTP) sees only these types. Every method takes the tenant explicitly and
 //! every backend query filters on it: no read or write crosses tenants.
 
+mod compliance;
 mod migrations;
 mod model;
 mod resolution;
@@ -17,6 +18,11 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use jiff::Timestamp;
 
+pub use compliance::{
+    AddressFacts, ComplianceWrites, ConsentEventRow, ConsentSubject, ConsentWrite, ContactRow,
+    FactsQuery, GLOBAL_TENANT, SuppressionRow, scope_applies, scope_columns, scope_from_columns,
+    suppression_action_from, suppression_action_name, suppression_tenant,
+};
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
 pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
 pub use resolution::{
@@ -196,6 +202,53 @@ pub trait Store: Clone + Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> impl Future<Output = StoreResult<Vec<LoggedSignal>>> + Send;
+
+    /// Records consent events, suppression entries and contact records in one transaction.
+    /// A consent event on a person is recorded for every person merged into it as well;
+    /// `NotFound` when the person does not exist.
+    fn record_compliance(
+        &self,
+        tenant_id: &TenantId,
+        writes: ComplianceWrites,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// What bears on checking each address in `workspace`, all read from one snapshot: once a
+    /// write is acknowledged, every later call sees it.
+    fn compliance_facts(
+        &self,
+        tenant_id: &TenantId,
+        workspace: &WorkspaceName,
+        queries: Vec<FactsQuery>,
+    ) -> impl Future<Output = StoreResult<Vec<AddressFacts>>> + Send;
+
+    /// Consent events of a person's group: every member and every identifier of it.
+    fn person_consent(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ConsentEventRow>>> + Send;
+
+    /// Every suppression add and lift of an address, in the tenant and the global list.
+    fn suppression_history(
+        &self,
+        tenant_id: &TenantId,
+        address: &Identifier,
+    ) -> impl Future<Output = StoreResult<Vec<SuppressionRow>>> + Send;
+
+    /// A named settings document of the tenant (JSON text), if it was ever set.
+    fn tenant_setting(
+        &self,
+        tenant_id: &TenantId,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<String>>> + Send;
+
+    fn put_tenant_setting(
+        &self,
+        tenant_id: &TenantId,
+        name: &str,
+        settings: String,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// A tenant's identity settings as stored (JSON text), if it ever changed them.
     fn identity_settings(

@@ -1,5 +1,6 @@
 //! The route table. Every route is listed here, so the table can be walked by tests.
 
+mod compliance;
 mod ingest;
 mod keys;
 mod persons;
@@ -7,10 +8,14 @@ mod system;
 mod tenancy;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use idgraph_store::Store;
 
 use crate::AppState;
+
+/// Largest `check-batch` body.
+const CHECK_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
     Router::new()
@@ -38,4 +43,29 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
             "/api/v1/settings/identity",
             get(persons::get_settings::<S>).put(persons::put_settings::<S>),
         )
+        .route("/api/v1/consent", post(compliance::record_consent::<S>))
+        .route(
+            "/api/v1/persons/{id}/consent",
+            get(compliance::person_consent::<S>),
+        )
+        .route(
+            "/api/v1/suppressions",
+            get(compliance::suppression_history::<S>).post(compliance::add_suppression::<S>),
+        )
+        .route(
+            "/api/v1/suppressions/lift",
+            post(compliance::lift_suppression::<S>),
+        )
+        .route("/api/v1/compliance/check", post(compliance::check::<S>))
+        .route(
+            "/api/v1/compliance/check-batch",
+            // 100,000 checks of ~150 bytes each; the default 2 MB would stop at ~13,000.
+            post(compliance::check_batch::<S>).layer(DefaultBodyLimit::max(CHECK_BATCH_BYTES)),
+        )
+        .route("/api/v1/contacts", post(compliance::record_contact::<S>))
+        .route(
+            "/api/v1/settings/compliance",
+            get(compliance::get_settings::<S>).put(compliance::put_settings::<S>),
+        )
+        .route("/v1/messages/inbound", post(compliance::inbound::<S>))
 }

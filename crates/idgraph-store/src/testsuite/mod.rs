@@ -11,8 +11,12 @@ use idgraph_core::identity::IdentifierKind;
 use idgraph_core::tenancy::{Environment, TenantId, WorkspaceName};
 use jiff::Timestamp;
 
+mod compliance;
 mod resolution;
 
+pub use compliance::{
+    compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
+};
 pub use resolution::{
     a_repeated_message_id_changes_nothing, ingest_keeps_tenants_apart,
     replaying_the_signal_log_rebuilds_the_graph, timelines_page_across_merged_persons,
@@ -43,6 +47,8 @@ macro_rules! store_conformance_suite {
             ingest_keeps_tenants_apart,
             a_repeated_message_id_changes_nothing,
             timelines_page_across_merged_persons,
+            compliance_records_are_what_checks_read,
+            the_gate_agrees_with_a_reference_evaluator,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

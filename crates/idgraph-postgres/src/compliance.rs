@@ -1,0 +1,421 @@
+//! Consent, suppression and contact records on PostgreSQL, and the facts a compliance check
+//! reads. A check reads in one REPEATABLE READ snapshot; every write is committed before it is
+//! acknowledged, so a check that starts afterwards, in any process, sees it.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use deadpool_postgres::{GenericClient, Transaction};
+use idgraph_core::compliance::{Channel, ConsentAction, Purpose};
+use idgraph_core::identity::{Identifier, IdentifierKind};
+use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use idgraph_store::{
+    AddressFacts, ComplianceWrites, ConsentEventRow, ConsentSubject, ContactRow, FactsQuery,
+    GLOBAL_TENANT, StoreError, StoreResult, SuppressionRow, scope_applies, scope_columns,
+    scope_from_columns, suppression_action_from, suppression_action_name, suppression_tenant,
+};
+use jiff::Timestamp;
+use tokio_postgres::Row;
+
+use crate::PostgresStore;
+use crate::codec::{map_error, to_sql_time};
+use crate::resolve::GROUP;
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(format!("unreadable compliance row: {what}"))
+}
+
+fn time(row: &Row, index: usize) -> StoreResult<Timestamp> {
+    let raw: SystemTime = row.try_get(index).map_err(map_error)?;
+    Timestamp::try_from(raw).map_err(corrupt)
+}
+
+fn text(row: &Row, index: usize) -> StoreResult<String> {
+    row.try_get(index).map_err(map_error)
+}
+
+fn identifier(row: &Row, kind: usize, value: usize) -> StoreResult<Identifier> {
+    let kind = IdentifierKind::parse(&text(row, kind)?).map_err(corrupt)?;
+    let value = text(row, value)?;
+    if value.is_empty() {
+        return Err(corrupt("empty identifier value"));
+    }
+    Ok(Identifier::from_stored(kind, value))
+}
+
+async fn members(
+    client: &impl GenericClient,
+    tenant: &str,
+    canonical: &str,
+) -> StoreResult<Vec<String>> {
+    Ok(client
+        .query(GROUP, &[&tenant, &canonical])
+        .await
+        .map_err(map_error)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+async fn canonical(
+    client: &impl GenericClient,
+    tenant: &str,
+    person_id: &str,
+) -> StoreResult<String> {
+    let row = client
+        .query_opt(
+            "SELECT merged_into FROM persons WHERE tenant_id = $1 AND person_id = $2",
+            &[&tenant, &person_id],
+        )
+        .await
+        .map_err(map_error)?
+        .ok_or(StoreError::NotFound)?;
+    let merged_into: Option<String> = row.get(0);
+    Ok(merged_into.unwrap_or_else(|| person_id.to_owned()))
+}
+
+pub(crate) async fn record(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    writes: ComplianceWrites,
+) -> StoreResult<()> {
+    let t = tenant.as_str();
+    for write in &writes.consent {
+        let subjects: Vec<String> = match &write.subject {
+            ConsentSubject::Person(person_id) => {
+                let canonical = canonical(tx, t, person_id).await?;
+                members(tx, t, &canonical)
+                    .await?
+                    .iter()
+                    .map(|m| ConsentSubject::key_of_person(m))
+                    .collect()
+            }
+            ConsentSubject::Identifier(identifier) => {
+                vec![ConsentSubject::key_of_identifier(identifier)]
+            }
+        };
+        for subject in subjects {
+            tx.execute(
+                "INSERT INTO consent_events (tenant_id, event_id, subject, purpose, action, source, evidence,
+                                             workspace, occurred_at, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &t,
+                    &write.event_id,
+                    &subject,
+                    &write.purpose.as_str(),
+                    &write.action.as_str(),
+                    &write.source,
+                    &write.evidence,
+                    &write.workspace.as_str(),
+                    &to_sql_time(write.occurred_at),
+                    &to_sql_time(write.recorded_at),
+                ],
+            )
+            .await
+            .map_err(map_error)?;
+        }
+    }
+    for row in &writes.suppressions {
+        let (scope, workspace) = scope_columns(&row.scope);
+        tx.execute(
+            "INSERT INTO suppression_entries (tenant_id, entry_id, scope, workspace, kind, value, reason,
+                                              action, note, actor, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &suppression_tenant(tenant, &row.scope),
+                &row.entry_id,
+                &scope,
+                &workspace,
+                &row.identifier.kind().as_str(),
+                &row.identifier.value(),
+                &row.reason.as_str(),
+                &suppression_action_name(row.action),
+                &row.note,
+                &row.actor,
+                &to_sql_time(row.at),
+            ],
+        )
+        .await
+        .map_err(map_error)?;
+    }
+    for contact in &writes.contacts {
+        tx.execute(
+            "INSERT INTO contacts (tenant_id, contact_id, workspace, channel, from_addr, kind, value,
+                                   vertical, campaign, at, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &t,
+                &contact.contact_id,
+                &contact.workspace.as_str(),
+                &contact.channel.as_str(),
+                &contact.from,
+                &contact.to.kind().as_str(),
+                &contact.to.value(),
+                &contact.vertical,
+                &contact.campaign,
+                &to_sql_time(contact.at),
+                &to_sql_time(contact.recorded_at),
+            ],
+        )
+        .await
+        .map_err(map_error)?;
+    }
+    Ok(())
+}
+
+const CONSENT_COLUMNS: &str = "event_id, subject, purpose, action, source, evidence, workspace, occurred_at, recorded_at, recorded";
+
+fn consent_row(row: &Row) -> StoreResult<ConsentEventRow> {
+    Ok(ConsentEventRow {
+        event_id: text(row, 0)?,
+        subject: text(row, 1)?,
+        purpose: Purpose::parse(&text(row, 2)?).map_err(corrupt)?,
+        action: text(row, 3)?.parse::<ConsentAction>().map_err(corrupt)?,
+        source: text(row, 4)?,
+        evidence: row.try_get(5).map_err(map_error)?,
+        workspace: WorkspaceName::parse(&text(row, 6)?).map_err(corrupt)?,
+        occurred_at: time(row, 7)?,
+        recorded_at: time(row, 8)?,
+        recorded: row.try_get(9).map_err(map_error)?,
+    })
+}
+
+const SUPPRESSION_COLUMNS: &str =
+    "entry_id, scope, workspace, kind, value, reason, action, note, actor, at, recorded";
+
+fn suppression_row(row: &Row) -> StoreResult<SuppressionRow> {
+    let (scope, workspace) = (text(row, 1)?, text(row, 2)?);
+    Ok(SuppressionRow {
+        entry_id: text(row, 0)?,
+        scope: scope_from_columns(&scope, &workspace).ok_or_else(|| corrupt("unknown scope"))?,
+        identifier: identifier(row, 3, 4)?,
+        reason: text(row, 5)?.parse().map_err(corrupt)?,
+        action: suppression_action_from(&text(row, 6)?).ok_or_else(|| corrupt("unknown action"))?,
+        note: row.try_get(7).map_err(map_error)?,
+        actor: text(row, 8)?,
+        at: time(row, 9)?,
+        recorded: row.try_get(10).map_err(map_error)?,
+    })
+}
+
+async fn person_subjects(
+    client: &impl GenericClient,
+    tenant: &str,
+    persons: &[String],
+    subjects: &mut BTreeSet<String>,
+) -> StoreResult<()> {
+    for person in persons {
+        for member in members(client, tenant, person).await? {
+            subjects.insert(ConsentSubject::key_of_person(&member));
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT kind, value FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP})"
+                ),
+                &[&tenant, person],
+            )
+            .await
+            .map_err(map_error)?;
+        for row in &rows {
+            subjects.insert(ConsentSubject::key_of_identifier(&identifier(row, 0, 1)?));
+        }
+    }
+    Ok(())
+}
+
+async fn consent_of(
+    client: &impl GenericClient,
+    tenant: &str,
+    subjects: &BTreeSet<String>,
+) -> StoreResult<Vec<ConsentEventRow>> {
+    let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {CONSENT_COLUMNS} FROM consent_events
+                 WHERE tenant_id = $1 AND subject = ANY($2) ORDER BY recorded"
+            ),
+            &[&tenant, &subjects],
+        )
+        .await
+        .map_err(map_error)?;
+    rows.iter().map(consent_row).collect()
+}
+
+async fn suppressions_of(
+    client: &impl GenericClient,
+    tenant: &str,
+    address: &Identifier,
+) -> StoreResult<Vec<SuppressionRow>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {SUPPRESSION_COLUMNS} FROM suppression_entries
+                 WHERE tenant_id IN ($1, '{GLOBAL_TENANT}') AND kind = $2 AND value = $3
+                 ORDER BY at, recorded"
+            ),
+            &[&tenant, &address.kind().as_str(), &address.value()],
+        )
+        .await
+        .map_err(map_error)?;
+    rows.iter().map(suppression_row).collect()
+}
+
+impl PostgresStore {
+    pub(crate) async fn write_compliance(
+        &self,
+        tenant: &TenantId,
+        writes: ComplianceWrites,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_error)?;
+        record(&tx, tenant, writes).await?;
+        tx.commit().await.map_err(map_error)
+    }
+
+    pub(crate) async fn read_facts(
+        &self,
+        tenant: &str,
+        workspace: &WorkspaceName,
+        queries: Vec<FactsQuery>,
+    ) -> StoreResult<Vec<AddressFacts>> {
+        let mut client = self.client().await?;
+        // One snapshot for every address of the call.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(map_error)?;
+        let mut all = Vec::with_capacity(queries.len());
+        for query in &queries {
+            let address = &query.address;
+            let persons: Vec<String> = tx
+                .query(
+                    "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
+                     JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
+                     WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3 ORDER BY 1",
+                    &[&tenant, &address.kind().as_str(), &address.value()],
+                )
+                .await
+                .map_err(map_error)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut subjects = BTreeSet::from([ConsentSubject::key_of_identifier(address)]);
+            person_subjects(&tx, tenant, &persons, &mut subjects).await?;
+            let consent = consent_of(&tx, tenant, &subjects).await?;
+            let suppressions = suppressions_of(&tx, tenant, address)
+                .await?
+                .into_iter()
+                .filter(|row| scope_applies(&row.scope, workspace))
+                .collect();
+            let contacts = tx
+                .query(
+                    "SELECT contact_id, workspace, channel, from_addr, kind, value, vertical, campaign, at, recorded_at
+                     FROM contacts WHERE tenant_id = $1 AND kind = $2 AND value = $3 AND at BETWEEN $4 AND $5",
+                    &[
+                        &tenant,
+                        &address.kind().as_str(),
+                        &address.value(),
+                        &to_sql_time(query.contacts_from),
+                        &to_sql_time(query.contacts_to),
+                    ],
+                )
+                .await
+                .map_err(map_error)?
+                .iter()
+                .map(|r| {
+                    Ok(ContactRow {
+                        contact_id: text(r, 0)?,
+                        workspace: WorkspaceName::parse(&text(r, 1)?).map_err(corrupt)?,
+                        channel: text(r, 2)?.parse::<Channel>().map_err(corrupt)?,
+                        from: text(r, 3)?,
+                        to: identifier(r, 4, 5)?,
+                        vertical: r.try_get(6).map_err(map_error)?,
+                        campaign: r.try_get(7).map_err(map_error)?,
+                        at: time(r, 8)?,
+                        recorded_at: time(r, 9)?,
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            all.push(AddressFacts {
+                persons,
+                suppressions,
+                consent,
+                contacts,
+            });
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(all)
+    }
+
+    pub(crate) async fn read_person_consent(
+        &self,
+        tenant: &str,
+        person_id: &str,
+    ) -> StoreResult<Vec<ConsentEventRow>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(map_error)?;
+        let canonical = canonical(&tx, tenant, person_id).await?;
+        let mut subjects = BTreeSet::new();
+        person_subjects(&tx, tenant, &[canonical], &mut subjects).await?;
+        let events = consent_of(&tx, tenant, &subjects).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(events)
+    }
+
+    pub(crate) async fn read_suppression_history(
+        &self,
+        tenant: &str,
+        address: &Identifier,
+    ) -> StoreResult<Vec<SuppressionRow>> {
+        let client = self.client().await?;
+        suppressions_of(&client, tenant, address).await
+    }
+
+    pub(crate) async fn read_tenant_setting(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> StoreResult<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT settings FROM tenant_settings WHERE tenant_id = $1 AND name = $2",
+                &[&tenant, &name],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(crate) async fn write_tenant_setting(
+        &self,
+        tenant: &str,
+        name: &str,
+        settings: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO tenant_settings (tenant_id, name, settings, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET settings = EXCLUDED.settings, updated_at = EXCLUDED.updated_at",
+                &[&tenant, &name, &settings, &to_sql_time(at)],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+}
