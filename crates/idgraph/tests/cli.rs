@@ -884,3 +884,93 @@ async fn processes_sharing_postgres_never_split_a_person() {
     a.stop();
     b.stop();
 }
+
+/// The cardinal rule across processes: an opt-out acknowledged by one process is denied by
+/// every check that starts afterwards in the other, while both are busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_through_one_process_is_seen_by_the_other_at_once() {
+    let Some(db) = idgraph_testpg::test_database().await else {
+        return;
+    };
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--master-key",
+        CHOSEN_KEY,
+    ];
+    let (a, b) = tokio::join!(start(&args), start(&args));
+    let (status, created) = call(
+        reqwest::Method::POST,
+        &a.url("/api/v1/keys"),
+        CHOSEN_KEY,
+        Some(json!({"name": "sms webhook", "scopes": ["events:write"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let write_key = created["key"].as_str().unwrap().to_owned();
+    let client = http();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        // Opt-outs alternate between the processes; each is then checked on the other one.
+        let (stop_url, check_url) = if i % 2 == 0 {
+            (
+                a.url("/v1/messages/inbound"),
+                b.url("/api/v1/compliance/check"),
+            )
+        } else {
+            (
+                b.url("/v1/messages/inbound"),
+                a.url("/api/v1/compliance/check"),
+            )
+        };
+        let number = format!("+1415555{:04}", 4000 + i);
+        let (client, key) = (client.clone(), write_key.clone());
+        tasks.push(tokio::spawn(async move {
+            let check = json!({"channel": "sms", "to": number, "purpose": "sms:marketing"});
+            let before: Value = client
+                .post(&check_url)
+                .bearer_auth(CHOSEN_KEY)
+                .json(&check)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(before["allowed"], true, "{number} before STOP: {before}");
+            let stop = client
+                .post(&stop_url)
+                .basic_auth(&key, Some(""))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "From={}&To=%2B18005550100&Body=STOP&MessageSid=SM{i}",
+                    number.replace('+', "%2B")
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stop.status(), 200);
+            for _ in 0..3 {
+                let after: Value = client
+                    .post(&check_url)
+                    .bearer_auth(CHOSEN_KEY)
+                    .json(&check)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    after["allowed"], false,
+                    "{number} allowed after an acknowledged STOP"
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    a.stop();
+    b.stop();
+}
