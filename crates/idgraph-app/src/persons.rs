@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use idgraph_core::auth::Scope;
 use idgraph_core::traits::replaces;
 use idgraph_store::{
-    ConflictRow, IdentityNodeRow, MergeRow, Page, PageRequest, PersonRow, Store, StoreError,
-    TimelineEvent, TraitValueRow, WorkspaceContactRow,
+    ConflictRow, IdentityNodeRow, LoggedSignal, MergeRow, Page, PageRequest, PersonRow, Store,
+    StoreError, TimelineEvent, TraitValueRow, WorkspaceContactRow,
 };
 
 use crate::access::Principal;
@@ -149,4 +149,86 @@ pub async fn merges<S: Store>(
         .merges_of(&principal.tenant_id, &person_id)
         .await
         .map_err(AppError::from_store("person"))
+}
+
+/// How an identifier came to belong to a person: the signal that attached it to the person it
+/// was first seen on, then each merge that carried that person into the one asked about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub person_id: String,
+    pub node: IdentityNodeRow,
+    /// The signal that attached the identifier, when it is still in the log.
+    pub attached_by: Option<LoggedSignal>,
+    /// Whether that signal created the person (rather than finding it).
+    pub created_person: bool,
+    /// The merges from the node's person to `person_id`, oldest first.
+    pub merges: Vec<MergeRow>,
+    /// Conflicts recorded for this identifier: merges or attachments refused because of it.
+    pub conflicts: Vec<ConflictRow>,
+}
+
+pub async fn explain<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+    kind: &str,
+    value: &str,
+) -> Result<Explanation, AppError> {
+    principal.require(Scope::PersonsRead)?;
+    let person_id = canonical(store, principal, person_id).await?;
+    let settings = settings::load(store, &principal.tenant_id).await?;
+    let identifier = settings
+        .normalize(kind, value)
+        .map_err(|rejection| AppError::invalid("invalid_identifier", rejection.to_string()))?;
+    let tenant = &principal.tenant_id;
+    let nodes = store
+        .find_identity_nodes(tenant, identifier.kind(), identifier.value())
+        .await
+        .map_err(AppError::from_store("identifier"))?;
+    let mut held = None;
+    for node in nodes {
+        if canonical(store, principal, &node.person_id).await? == person_id {
+            held = Some(node);
+            break;
+        }
+    }
+    let node = held.ok_or_else(|| {
+        AppError::not_found("identifier").with_detail("reason", "the person does not hold it")
+    })?;
+    let (merges, conflicts) = store
+        .merges_of(tenant, &person_id)
+        .await
+        .map_err(AppError::from_store("person"))?;
+    // merged_into names the final survivor, but each merge record names the survivor of its
+    // day: walk them from the node's person up to the person asked about.
+    let mut path = Vec::new();
+    let mut current = node.person_id.clone();
+    while current != person_id && path.len() <= merges.len() {
+        let Some(step) = merges.iter().find(|m| m.absorbed == current) else {
+            break;
+        };
+        current = step.survivor.clone();
+        path.push(step.clone());
+    }
+    let attached_by = match &node.signal_id {
+        Some(signal) => match store.get_signal(tenant, signal).await {
+            Ok(logged) => Some(logged),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(AppError::from_store("signal")(e)),
+        },
+        None => None,
+    };
+    let created_person = node.signal_id.as_deref() == Some(node.person_id.as_str());
+    let conflicts = conflicts
+        .into_iter()
+        .filter(|c| c.identifier == identifier)
+        .collect();
+    Ok(Explanation {
+        person_id,
+        node,
+        attached_by,
+        created_person,
+        merges: path,
+        conflicts,
+    })
 }

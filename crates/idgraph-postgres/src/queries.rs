@@ -453,6 +453,10 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {
+        self.read_signal(tenant_id.as_str(), event_id).await
+    }
+
     async fn identity_settings(&self, tenant_id: &TenantId) -> StoreResult<Option<String>> {
         let row = self
             .client()

@@ -219,35 +219,34 @@ impl PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT seq, event_id, workspace, kind, name, occurred_at, ingested_at, schema_version,
-                        message_id, properties, context, identifiers, source FROM events
-                 WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &format!(
+                    "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                ),
                 &[&tenant, &after, &i64::from(limit)],
             )
             .await
             .map_err(map_error)?;
-        rows.iter()
-            .map(|r| {
-                let schema_version: i32 = r.get(7);
-                Ok(LoggedSignal {
-                    seq: r.get(0),
-                    event: EventRow {
-                        event_id: r.get(1),
-                        workspace: workspace(r, 2)?,
-                        kind: r.get(3),
-                        name: r.get(4),
-                        occurred_at: time(r, 5)?,
-                        ingested_at: time(r, 6)?,
-                        schema_version: u32::try_from(schema_version).map_err(corrupt)?,
-                        message_id: r.get(8),
-                        properties: r.get(9),
-                        context: r.get(10),
-                    },
-                    identifiers: decode_identifiers(r.get(11)),
-                    source: r.get(12),
-                })
-            })
-            .collect()
+        rows.iter().map(logged_signal).collect()
+    }
+
+    pub(crate) async fn read_signal(
+        &self,
+        tenant: &str,
+        event_id: &str,
+    ) -> StoreResult<LoggedSignal> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = $1 AND event_id = $2"
+                ),
+                &[&tenant, &event_id],
+            )
+            .await
+            .map_err(map_error)?
+            .ok_or(StoreError::NotFound)?;
+        logged_signal(&row)
     }
 
     pub(crate) async fn read_merges(
@@ -305,4 +304,28 @@ impl PostgresStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((merges, conflicts))
     }
+}
+
+const LOGGED_COLUMNS: &str = "seq, event_id, workspace, kind, name, occurred_at, ingested_at, \
+    schema_version, message_id, properties, context, identifiers, source";
+
+fn logged_signal(r: &Row) -> StoreResult<LoggedSignal> {
+    let schema_version: i32 = r.get(7);
+    Ok(LoggedSignal {
+        seq: r.get(0),
+        event: EventRow {
+            event_id: r.get(1),
+            workspace: workspace(r, 2)?,
+            kind: r.get(3),
+            name: r.get(4),
+            occurred_at: time(r, 5)?,
+            ingested_at: time(r, 6)?,
+            schema_version: u32::try_from(schema_version).map_err(corrupt)?,
+            message_id: r.get(8),
+            properties: r.get(9),
+            context: r.get(10),
+        },
+        identifiers: decode_identifiers(r.get(11)),
+        source: r.get(12),
+    })
 }

@@ -457,6 +457,12 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {
+        let (tenant_id, event_id) = (tenant_id.clone(), event_id.to_owned());
+        self.read(move |conn| reads::get_signal(conn, tenant_id.as_str(), &event_id))
+            .await
+    }
+
     async fn identity_settings(&self, tenant_id: &TenantId) -> StoreResult<Option<String>> {
         let tenant_id = tenant_id.clone();
         self.read(move |conn| {

@@ -254,39 +254,51 @@ pub(crate) fn merges_of(
     Ok((merges, conflicts))
 }
 
+const LOGGED_COLUMNS: &str = "seq, event_id, workspace, kind, name, occurred_at, ingested_at, \
+    schema_version, message_id, properties, context, identifiers, source";
+
+pub(crate) fn get_signal(
+    conn: &Connection,
+    tenant: &str,
+    event_id: &str,
+) -> StoreResult<LoggedSignal> {
+    conn.prepare_cached(&format!(
+        "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = ?1 AND event_id = ?2"
+    ))
+    .and_then(|mut s| s.query_row(params![tenant, event_id], logged_signal))
+    .map_err(map_error)
+}
+
 pub(crate) fn signal_log(
     conn: &Connection,
     tenant: &str,
     after: i64,
     limit: u32,
 ) -> StoreResult<Vec<LoggedSignal>> {
-    conn.prepare_cached(
-        "SELECT seq, event_id, workspace, kind, name, occurred_at, ingested_at, schema_version,
-                message_id, properties, context, identifiers, source FROM events
-         WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )
-    .and_then(|mut s| {
-        s.query_map(params![tenant, after, limit], |r| {
-            let identifiers: String = r.get(11)?;
-            Ok(LoggedSignal {
-                seq: r.get(0)?,
-                event: EventRow {
-                    event_id: r.get(1)?,
-                    workspace: workspace(r, 2)?,
-                    kind: r.get(3)?,
-                    name: r.get(4)?,
-                    occurred_at: time(r, 5)?,
-                    ingested_at: time(r, 6)?,
-                    schema_version: r.get(7)?,
-                    message_id: r.get(8)?,
-                    properties: r.get(9)?,
-                    context: r.get(10)?,
-                },
-                identifiers: decode_identifiers(&identifiers),
-                source: r.get(12)?,
-            })
-        })?
-        .collect()
-    })
+    conn.prepare_cached(&format!(
+        "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))
+    .and_then(|mut s| s.query_map(params![tenant, after, limit], logged_signal)?.collect())
     .map_err(map_error)
+}
+
+fn logged_signal(r: &Row<'_>) -> rusqlite::Result<LoggedSignal> {
+    let identifiers: String = r.get(11)?;
+    Ok(LoggedSignal {
+        seq: r.get(0)?,
+        event: EventRow {
+            event_id: r.get(1)?,
+            workspace: workspace(r, 2)?,
+            kind: r.get(3)?,
+            name: r.get(4)?,
+            occurred_at: time(r, 5)?,
+            ingested_at: time(r, 6)?,
+            schema_version: r.get(7)?,
+            message_id: r.get(8)?,
+            properties: r.get(9)?,
+            context: r.get(10)?,
+        },
+        identifiers: decode_identifiers(&identifiers),
+        source: r.get(12)?,
+    })
 }

@@ -250,6 +250,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         at: Timestamp,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// One logged signal by its event id.
+    fn get_signal(
+        &self,
+        tenant_id: &TenantId,
+        event_id: &str,
+    ) -> impl Future<Output = StoreResult<LoggedSignal>> + Send;
+
     /// A tenant's identity settings as stored (JSON text), if it ever changed them.
     fn identity_settings(
         &self,

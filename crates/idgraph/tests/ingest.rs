@@ -22,6 +22,7 @@ on_both_backends!(
     client_clock_skew_is_corrected,
     persons_are_not_visible_across_tenants,
     concurrent_signals_sharing_an_identifier_make_one_person,
+    explain_shows_the_path_of_links_and_merges,
 );
 
 async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
@@ -759,4 +760,95 @@ async fn concurrent_signals_sharing_an_identifier_make_one_person(app: &TestApp)
         );
     }
     assert_eq!(identifier_values(&person, "anonymous_id").len(), 40);
+}
+
+async fn explain_shows_the_path_of_links_and_merges(app: &TestApp) {
+    let key = app.write_key().await;
+    // device-9 is first seen anonymously and leaves an email; the customer "lee" later shows up
+    // with that email, which merges the visitor into lee.
+    app.track(
+        "/v1/track",
+        &key,
+        json!({"anonymousId": "device-9", "event": "Visit"}),
+    )
+    .await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"anonymousId": "device-9", "traits": {"email": "lee@example.com"}}),
+    )
+    .await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "lee", "traits": {"phone": "+14155550150"}}),
+    )
+    .await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "lee", "traits": {"email": "LEE@example.com"}}),
+    )
+    .await;
+    let (_, person) = lookup(app, "external_id", "lee").await;
+    let id = person["id"].as_str().expect("id");
+    let (status, explained) = app
+        .get(
+            &format!("/api/v1/persons/{id}/explain?kind=anonymous_id&value=device-9"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{explained}");
+    let path = explained["path"].as_array().expect("path");
+    assert_eq!(path.len(), 2, "{explained}");
+    assert_eq!(path[0]["step"], "attached");
+    assert!(
+        path[0]["rule"]
+            .as_str()
+            .expect("rule")
+            .starts_with("created")
+    );
+    assert_eq!(path[0]["signal_kind"], "track");
+    assert_eq!(path[1]["step"], "merged");
+    assert_eq!(path[1]["survivor"], id);
+    assert_eq!(path[1]["absorbed"], path[0]["person"]);
+    assert!(
+        path[1]["rule"]
+            .as_str()
+            .expect("rule")
+            .contains("external_id found the survivor")
+    );
+    // The phone was attached to the known person directly.
+    let (_, phone) = app
+        .get(
+            &format!("/api/v1/persons/{id}/explain?kind=phone&value=%2B1%20415%20555%200150"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(phone["path"].as_array().expect("path").len(), 1);
+    assert_eq!(
+        phone["path"][0]["signal_identifiers"][0],
+        json!({"kind": "external_id", "value": "lee"})
+    );
+    // Not held, or not an identifier at all.
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/persons/{id}/explain?kind=email&value=nobody%40example.com"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/persons/{id}/explain?kind=email&value=nope"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_identifier")
+    );
 }

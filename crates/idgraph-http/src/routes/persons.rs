@@ -183,3 +183,62 @@ pub(crate) async fn put_settings<S: Store>(
 ) -> Result<Json<SettingsDoc>, ApiError> {
     Ok(Json(settings::put(&state.store, &principal, &doc).await?))
 }
+
+fn identifiers_json<'a>(
+    identifiers: impl Iterator<Item = &'a idgraph_core::identity::Identifier>,
+) -> Vec<Value> {
+    identifiers
+        .map(|i| json!({"kind": i.kind().as_str(), "value": i.value()}))
+        .collect()
+}
+
+pub(crate) async fn explain<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+    Query(query): Query<LookupQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let explanation = persons::explain(
+        &state.store,
+        &principal,
+        &person_id,
+        &query.kind,
+        &query.value,
+    )
+    .await?;
+    let node = &explanation.node;
+    let signal = explanation.attached_by.as_ref();
+    let attach_rule = if explanation.created_person {
+        "created: none of the signal's identifiers belonged to a person, so the signal made this person"
+    } else {
+        "attached: the signal's other identifiers led to this person and the kind was within its limit"
+    };
+    let mut path = vec![json!({
+        "step": "attached",
+        "person": node.person_id,
+        "signal": node.signal_id,
+        "signal_kind": signal.map(|s| s.event.kind.clone()),
+        "signal_identifiers": signal.map(|s| identifiers_json(s.identifiers.iter())),
+        "at": node.first_seen.to_string(),
+        "source": node.source,
+        "rule": attach_rule,
+    })];
+    for merge in &explanation.merges {
+        path.push(json!({
+            "step": "merged",
+            "merge_id": merge.merge_id,
+            "survivor": merge.survivor,
+            "absorbed": merge.absorbed,
+            "signal": merge.signal_id,
+            "identifiers": identifiers_json(merge.identifiers.iter()),
+            "at": merge.at.to_string(),
+            "rule": merge.rule,
+        }));
+    }
+    Ok(Json(json!({
+        "person_id": explanation.person_id,
+        "identifier": {"kind": node.kind.as_str(), "value": node.value},
+        "path": path,
+        "conflicts": explanation.conflicts.into_iter().map(conflict_json).collect::<Vec<_>>(),
+    })))
+}
