@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use idgraph_core::auth::Scope;
 use idgraph_core::traits::replaces;
 use idgraph_store::{
-    ConflictRow, IdentityNodeRow, LoggedSignal, MergeRow, Page, PageRequest, PersonRow, Store,
-    StoreError, TimelineEvent, TraitValueRow, WorkspaceContactRow,
+    ConflictRow, IdentityNodeRow, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
+    PersonRow, Store, StoreError, TimelineEvent, TraitValueRow, WorkspaceContactRow,
 };
 
 use crate::access::Principal;
@@ -231,4 +231,43 @@ pub async fn explain<S: Store>(
         merges: path,
         conflicts,
     })
+}
+
+/// Merges `absorbed` into `survivor` on an operator's word. The same limits apply as to any
+/// merge (a refusal is a 409 naming the limit), and it is recorded like any merge, with the
+/// reason given and the key that asked.
+pub async fn merge<S: Store>(
+    store: &S,
+    principal: &Principal,
+    survivor: &str,
+    absorbed: &str,
+    reason: &str,
+) -> Result<(MergeRow, PersonDetails), AppError> {
+    principal.require(Scope::PersonsWrite)?;
+    if reason.trim().is_empty() {
+        return Err(AppError::invalid("invalid_input", "a merge needs a reason")
+            .with_detail("field", "reason"));
+    }
+    let survivor = canonical(store, principal, survivor).await?;
+    let absorbed = canonical(store, principal, absorbed).await?;
+    let settings = settings::load(store, &principal.tenant_id).await?;
+    let request = ManualMerge {
+        merge_id: crate::new_id(),
+        survivor,
+        absorbed,
+        reason: reason.trim().to_owned(),
+        actor: principal.key_id.clone(),
+        at: jiff::Timestamp::now(),
+    };
+    let row = store
+        .merge_persons(&principal.tenant_id, &settings, request)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => {
+                AppError::new(crate::ErrorKind::Conflict, "merge_refused", message)
+            }
+            other => AppError::from_store("person")(other),
+        })?;
+    let details = details(store, principal, &row.survivor).await?;
+    Ok((row, details))
 }

@@ -646,3 +646,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_operator_merge_obeys_the_same_limits() {
+    use idgraph_core::resolve::merge_breaks_limit;
+    let mut world = World::new();
+    world.signal(&[("external_id", "u1"), ("email", "a@x.com")]); // p1
+    world.signal(&[("external_id", "u2")]); // p2
+    world.signal(&[("email", "b@x.com")]); // p3
+    let view = |id: &str| world.graph.person(&id.to_owned()).expect("exists");
+    let settings = IdentitySettings::default();
+    assert_eq!(
+        merge_breaks_limit(&settings, view("p1"), view("p2")),
+        Some((IdentifierKind::external_id(), 1))
+    );
+    assert_eq!(merge_breaks_limit(&settings, view("p1"), view("p3")), None);
+}

@@ -5,9 +5,9 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, ComplianceWrites, ConflictRow, ConsentEventRow, FactsQuery,
-    IdentityNodeRow, IngestOutcome, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile,
-    PersonRow, SignalRecord, Store, StoreError, StoreResult, SuppressionRow, Tenant, TimelineEvent,
-    Workspace,
+    IdentityNodeRow, IngestOutcome, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
+    PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, SuppressionRow, Tenant,
+    TimelineEvent, Workspace,
 };
 use jiff::Timestamp;
 
@@ -451,6 +451,15 @@ impl Store for PostgresStore {
     ) -> StoreResult<()> {
         self.write_tenant_setting(tenant_id.as_str(), name, &settings, at)
             .await
+    }
+
+    async fn merge_persons(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        merge: ManualMerge,
+    ) -> StoreResult<MergeRow> {
+        self.manual_merge(tenant_id, settings, merge).await
     }
 
     async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {

@@ -5,15 +5,15 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, ComplianceWrites, ConflictRow, ConsentEventRow, FactsQuery,
-    IdentityNodeRow, IngestOutcome, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile,
-    PersonRow, SignalRecord, Store, StoreError, StoreResult, SuppressionRow, Tenant, TimelineEvent,
-    Workspace,
+    IdentityNodeRow, IngestOutcome, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
+    PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, SuppressionRow, Tenant,
+    TimelineEvent, Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
-use crate::{SqliteStore, compliance, reads, resolve};
+use crate::{SqliteStore, compliance, merges, reads, resolve};
 
 /// Turns a unique-constraint failure into a conflict message a user can read.
 fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
@@ -455,6 +455,17 @@ impl Store for SqliteStore {
             compliance::put_tenant_setting(tx, tenant_id.as_str(), &name, &settings, at)
         })
         .await
+    }
+
+    async fn merge_persons(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        merge: ManualMerge,
+    ) -> StoreResult<MergeRow> {
+        let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
+        self.write(move |tx| merges::merge(tx, tenant_id.as_str(), &settings, &merge))
+            .await
     }
 
     async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {

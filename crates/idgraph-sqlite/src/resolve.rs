@@ -88,7 +88,7 @@ pub(crate) fn ingest(
 /// The graph as the writer's transaction sees it, read on demand: the resolver asks for a
 /// person's identifiers only when a limit must be checked, which the common signal (a known
 /// person's known identifiers) never needs.
-struct TxGraph<'a, 'conn> {
+pub(crate) struct TxGraph<'a, 'conn> {
     tx: &'a Transaction<'conn>,
     tenant: &'a str,
     settings: &'a IdentitySettings,
@@ -97,12 +97,25 @@ struct TxGraph<'a, 'conn> {
     error: RefCell<Option<StoreError>>,
 }
 
-impl TxGraph<'_, '_> {
+impl<'a, 'conn> TxGraph<'a, 'conn> {
+    pub(crate) fn new(
+        tx: &'a Transaction<'conn>,
+        tenant: &'a str,
+        settings: &'a IdentitySettings,
+    ) -> Self {
+        Self {
+            tx,
+            tenant,
+            settings,
+            error: RefCell::new(None),
+        }
+    }
+
     fn failed(&self, error: StoreError) {
         self.error.borrow_mut().get_or_insert(error);
     }
 
-    fn read_person(&self, id: &PersonId) -> StoreResult<Option<PersonView>> {
+    pub(crate) fn read_person(&self, id: &PersonId) -> StoreResult<Option<PersonView>> {
         let created_at: Option<i64> = self
             .tx
             .prepare_cached(

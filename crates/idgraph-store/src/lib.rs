@@ -26,10 +26,10 @@ pub use compliance::{
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
 pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
 pub use resolution::{
-    ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, MergeRow,
-    PersonProfile, PersonRow, SignalRecord, Snapshot, TimelineEvent, TraitObservation,
+    ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, ManualMerge,
+    MergeRow, PersonProfile, PersonRow, SignalRecord, Snapshot, TimelineEvent, TraitObservation,
     TraitValueRow, WorkspaceContactRow, conflict_rule_text, decode_identifiers, derived_id,
-    encode_identifiers, newest_first_page, parse_timeline_cursor, timeline_cursor,
+    encode_identifiers, limit_refusal, newest_first_page, parse_timeline_cursor, timeline_cursor,
 };
 
 /// What can go wrong in a store, without driver types leaking out.
@@ -155,6 +155,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         settings: &IdentitySettings,
         signals: Vec<SignalRecord>,
     ) -> impl Future<Output = StoreResult<Vec<IngestOutcome>>> + Send;
+
+    /// Merges `absorbed`'s group into `survivor`'s group, under the same limits as any merge:
+    /// `Conflict` (naming the limit) when the union would break one, or when both are already
+    /// one person; `NotFound` for an unknown person. Serialized with resolution.
+    fn merge_persons(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        merge: ManualMerge,
+    ) -> impl Future<Output = StoreResult<MergeRow>> + Send;
 
     /// The canonical person owning an identifier, if any.
     fn lookup_person(

@@ -47,6 +47,18 @@ pub struct SignalRecord {
     pub source: String,
 }
 
+/// A merge an operator asks for (`POST /api/v1/persons/merge`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManualMerge {
+    pub merge_id: String,
+    pub survivor: String,
+    pub absorbed: String,
+    pub reason: String,
+    /// The key that asked, recorded as the merge's signal (`manual:<key id>`).
+    pub actor: String,
+    pub at: Timestamp,
+}
+
 /// A signal as the tenant's log holds it: what resolution saw, in the order it saw it.
 /// Replaying these in `seq` order into an empty tenant rebuilds the same graph.
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +266,13 @@ pub fn parse_timeline_cursor(cursor: &str) -> Option<(Timestamp, String)> {
     let (micros, event_id) = cursor.split_once(':')?;
     let at = Timestamp::from_microsecond(micros.parse().ok()?).ok()?;
     Some((at, event_id.to_owned()))
+}
+
+/// The refusal of a merge that would break a limit, as the store reports it.
+pub fn limit_refusal(kind: &IdentifierKind, limit: u32) -> crate::StoreError {
+    crate::StoreError::Conflict(format!(
+        "the merged person would hold more than {limit} {kind} value(s); merge refused"
+    ))
 }
 
 /// How a conflict's rule is recorded and shown.

@@ -23,6 +23,7 @@ on_both_backends!(
     persons_are_not_visible_across_tenants,
     concurrent_signals_sharing_an_identifier_make_one_person,
     explain_shows_the_path_of_links_and_merges,
+    operators_merge_persons_within_the_limits,
 );
 
 async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
@@ -851,4 +852,115 @@ async fn explain_shows_the_path_of_links_and_merges(app: &TestApp) {
         (status, error_code(&body)),
         (StatusCode::BAD_REQUEST, "invalid_identifier")
     );
+}
+
+async fn operators_merge_persons_within_the_limits(app: &TestApp) {
+    let key = app.write_key().await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "ops-1", "traits": {"email": "ops1@example.com"}}),
+    )
+    .await;
+    app.track("/v1/identify", &key, json!({"userId": "ops-2"}))
+        .await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"anonymousId": "kiosk-5", "traits": {"phone": "+14155550160"}}),
+    )
+    .await;
+    let id = |kind: &'static str, value: &'static str| async move {
+        lookup(app, kind, value).await.1["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let (one, two, kiosk) = (
+        id("external_id", "ops-1").await,
+        id("external_id", "ops-2").await,
+        id("anonymous_id", "kiosk-5").await,
+    );
+    let merge = |survivor: &str, absorbed: &str, reason: &str| json!({"survivor": survivor, "absorbed": absorbed, "reason": reason});
+    // Two external ids: refused, and nothing changes.
+    let (status, body) = app
+        .post(
+            "/api/v1/persons/merge",
+            MASTER_KEY,
+            merge(&one, &two, "same customer"),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "merge_refused"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("external_id")
+    );
+    assert_eq!(
+        lookup(app, "external_id", "ops-2").await.1["id"],
+        two.as_str()
+    );
+    // Within the limits: merged, recorded with the reason, and the absorbed id answers with
+    // the survivor.
+    let (status, body) = app
+        .post(
+            "/api/v1/persons/merge",
+            MASTER_KEY,
+            merge(&one, &kiosk, "verified at the desk"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["person"]["id"], one.as_str());
+    assert_eq!(
+        body["merge"]["reason"]["rule"],
+        "manual: verified at the desk"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/persons/{kiosk}"), MASTER_KEY)
+            .await
+            .1["id"],
+        one.as_str()
+    );
+    let (_, explained) = app
+        .get(
+            &format!("/api/v1/persons/{one}/explain?kind=phone&value=%2B14155550160"),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(explained["path"][1]["rule"], "manual: verified at the desk");
+    // Again: already one person.
+    let (status, _) = app
+        .post(
+            "/api/v1/persons/merge",
+            MASTER_KEY,
+            merge(&kiosk, &one, "again"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = app
+        .post(
+            "/api/v1/persons/merge",
+            MASTER_KEY,
+            merge(&one, "nobody", "x"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = app
+        .post("/api/v1/persons/merge", MASTER_KEY, merge(&one, &two, " "))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_input")
+    );
+    // A read-only key may not merge.
+    let (_, reader) = app.key_for("default", &["persons:read"]).await;
+    let (status, _) = app
+        .post("/api/v1/persons/merge", &reader, merge(&one, &two, "x"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -209,6 +209,17 @@ pub fn resolve(
     resolution
 }
 
+/// Whether merging two persons would break a limit: the strongest kind whose limit the union of
+/// their identifiers would exceed, with that limit. The same rule a signal's merges obey, for
+/// merges an operator asks for.
+pub fn merge_breaks_limit(
+    settings: &IdentitySettings,
+    survivor: PersonView,
+    absorbed: PersonView,
+) -> Option<(IdentifierKind, u32)> {
+    Held::of(settings, Some(survivor)).breaks(settings, &Held::of(settings, Some(absorbed)))
+}
+
 /// The person a signal is being resolved to, built up strongest first.
 #[derive(Debug, Default)]
 struct Group {

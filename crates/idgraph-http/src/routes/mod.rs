@@ -36,6 +36,7 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/v1/batch", post(ingest::batch::<S>))
         .route("/v1/{kind}", post(ingest::single::<S>))
         .route("/api/v1/persons/lookup", get(persons::lookup::<S>))
+        .route("/api/v1/persons/merge", post(persons::merge::<S>))
         .route("/api/v1/persons/{id}", get(persons::get::<S>))
         .route("/api/v1/persons/{id}/timeline", get(persons::timeline::<S>))
         .route("/api/v1/persons/{id}/merges", get(persons::merges::<S>))

@@ -242,3 +242,30 @@ pub(crate) async fn explain<S: Store>(
         "conflicts": explanation.conflicts.into_iter().map(conflict_json).collect::<Vec<_>>(),
     })))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MergeDto {
+    survivor: String,
+    absorbed: String,
+    reason: String,
+}
+
+pub(crate) async fn merge<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Json(dto): Json<MergeDto>,
+) -> Result<Json<Value>, ApiError> {
+    let (merge, details) = persons::merge(
+        &state.store,
+        &principal,
+        &dto.survivor,
+        &dto.absorbed,
+        &dto.reason,
+    )
+    .await?;
+    Ok(Json(json!({
+        "merge": merge_json(merge),
+        "person": person_json(details),
+    })))
+}
