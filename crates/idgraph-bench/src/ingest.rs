@@ -1,0 +1,191 @@
+//! The `ingest` workload: a realistic Segment message stream into `POST /v1/batch` of a real
+//! idgraph, and the same requests into a trivial handler on the same HTTP stack.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::api::Api;
+use crate::baseline::TrivialServer;
+use crate::load::{self, LoadFigures, LoadOptions, Target};
+use crate::progress;
+use crate::report::{self, Table};
+use crate::server::{Backend, ServerFigures, ServerOptions, ServerProcess};
+use crate::stream::{StreamSpec, StreamStats};
+
+#[derive(Debug)]
+pub(crate) struct IngestConfig {
+    pub(crate) server: ServerOptions,
+    pub(crate) load: LoadOptions,
+    pub(crate) events: u64,
+    pub(crate) seed: u64,
+    pub(crate) json: Option<PathBuf>,
+}
+
+/// Everything the run found, as written to `--json`.
+#[derive(Debug, Serialize)]
+struct IngestResults {
+    workload: &'static str,
+    idgraph_version: String,
+    backend: Backend,
+    events: u64,
+    batch_size: usize,
+    concurrency: usize,
+    seed: u64,
+    stream: StreamStats,
+    expected_persons: u64,
+    idgraph: LoadFigures,
+    baseline: LoadFigures,
+    /// idgraph's events/s divided by the baseline's.
+    ratio: Option<f64>,
+    merge_check: MergeCheck,
+    server: ServerFigures,
+}
+
+/// Spot check that second devices really merged into their persons.
+#[derive(Debug, Serialize)]
+struct MergeCheck {
+    sampled: usize,
+    merged: usize,
+}
+
+pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<()> {
+    let client = load::client(config.load.concurrency)?;
+    progress(&format!(
+        "starting {} on {}",
+        config.server.binary.display(),
+        config.server.backend.as_str()
+    ));
+    let mut server = ServerProcess::start(&config.server, &client).await?;
+    let memory_after_start = server.memory()?;
+    let api = Api::new(client.clone(), server.base_url(), server.master_key())?;
+    let write_key = api.create_write_key_on_fresh_store().await?;
+    let spec = StreamSpec {
+        events: config.events,
+        seed: config.seed,
+        big_persons: 0,
+        big_events_each: 0,
+    };
+
+    // idgraph was started first so that a server that cannot start fails the run at once; the
+    // baseline runs while it idles, and stops before idgraph is measured.
+    let baseline = {
+        let trivial = TrivialServer::start()?;
+        let target = Target {
+            batch_url: batch_url_of(&trivial.base_url())?,
+            write_key: write_key.clone(),
+        };
+        load::run(&client, &target, &spec, config.load, "baseline").await?
+    };
+
+    let target = Target {
+        batch_url: api.url("/v1/batch")?,
+        write_key,
+    };
+    let measured = load::run(&client, &target, &spec, config.load, "idgraph").await?;
+    server.check_running()?;
+
+    let merge_check = check_merges(&api, &measured.merge_emails).await?;
+    let server_figures = server.finish(memory_after_start)?;
+
+    let results = IngestResults {
+        workload: "ingest",
+        idgraph_version: server.version().to_owned(),
+        backend: config.server.backend,
+        events: config.events,
+        batch_size: config.load.batch_size,
+        concurrency: config.load.concurrency,
+        seed: config.seed,
+        expected_persons: measured.stream.expected_persons(0),
+        stream: measured.stream,
+        ratio: report::ratio_value(
+            measured.figures.events_per_second,
+            baseline.figures.events_per_second,
+        ),
+        idgraph: measured.figures,
+        baseline: baseline.figures,
+        merge_check,
+        server: server_figures,
+    };
+    print!("{}", render(&results));
+    if let Some(path) = &config.json {
+        report::write_json(path, &results)?;
+        progress(&format!("results written to {}", path.display()));
+    }
+    Ok(())
+}
+
+fn batch_url_of(base: &str) -> anyhow::Result<reqwest::Url> {
+    reqwest::Url::parse(base)
+        .and_then(|u| u.join("/v1/batch"))
+        .with_context(|| format!("bad baseline URL {base}"))
+}
+
+async fn check_merges(api: &Api, emails: &[String]) -> anyhow::Result<MergeCheck> {
+    let mut merged = 0;
+    for email in emails {
+        if let Some(person) = api.lookup("email", email).await?
+            && !person.merged_from.is_empty()
+        {
+            merged += 1;
+        }
+    }
+    Ok(MergeCheck {
+        sampled: emails.len(),
+        merged,
+    })
+}
+
+fn render(results: &IngestResults) -> String {
+    let stream = &results.stream;
+    let mut out = format!(
+        "{}, ingest: {} messages in batches of {}, {} in flight, seed {}: {} visitors, {} second \
+         devices, {} merging identifies ({:.1}%), {} persons expected\n\n",
+        results.idgraph_version,
+        report::thousands(results.events),
+        results.batch_size,
+        results.concurrency,
+        results.seed,
+        report::thousands(stream.visitors),
+        report::thousands(stream.second_devices),
+        report::thousands(stream.merge_signals),
+        100.0 * stream.merge_signals as f64 / stream.messages.max(1) as f64,
+        report::thousands(results.expected_persons),
+    );
+    let mut table = Table::new("trivial handler");
+    table.row(
+        format!("ingest {}", results.backend.as_str()),
+        report::per_second(results.idgraph.events_per_second, "events"),
+        report::per_second(results.baseline.events_per_second, "events"),
+        report::ratio(
+            results.idgraph.events_per_second,
+            results.baseline.events_per_second,
+        ),
+    );
+    report::load_rows(&mut table, &results.idgraph, Some(&results.baseline));
+    table.row(
+        "  merges spot-checked",
+        format!(
+            "{} of {} merged",
+            results.merge_check.merged, results.merge_check.sampled
+        ),
+        "",
+        "",
+    );
+    report::server_rows(&mut table, &results.server);
+    out.push_str(&table.render());
+    let check = &results.merge_check;
+    if check.merged < check.sampled {
+        out.push_str(&format!(
+            "only {} of {} sampled second devices were merged into their person: with more \
+             messages in flight than the stream spaces a device's messages, batches processed out \
+             of order can attach a device before it was a person of its own\n",
+            check.merged, check.sampled
+        ));
+    }
+    report::problem_lines(&mut out, "idgraph", &results.idgraph);
+    report::problem_lines(&mut out, "the baseline", &results.baseline);
+    report::log_lines(&mut out, &results.server.log);
+    out
+}

@@ -1,0 +1,494 @@
+//! The idgraph server under test: a child process on a free loopback port with a fresh store,
+//! stopped with SIGTERM on every way out of the benchmark (including errors and Ctrl-C).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+use serde::Serialize;
+
+use crate::progress;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// idgraph's own shutdown grace is 30 s by default; past that it is stuck, not draining.
+const STOP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Which store the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ServerOptions {
+    pub(crate) binary: PathBuf,
+    pub(crate) backend: Backend,
+    pub(crate) database_url: Option<String>,
+}
+
+/// Memory of the server process, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Memory {
+    /// VmHWM: the peak resident set since the process started.
+    pub(crate) peak_rss_bytes: u64,
+    /// VmRSS at the time of reading.
+    pub(crate) rss_bytes: u64,
+}
+
+/// The server process over a run: memory, footprint, log and shutdown.
+#[derive(Debug, Serialize)]
+pub(crate) struct ServerFigures {
+    pub(crate) memory_after_start: Memory,
+    pub(crate) memory_at_end: Memory,
+    /// Files in the SQLite data dir at the end; absent for PostgreSQL.
+    pub(crate) store_bytes: Option<u64>,
+    pub(crate) log: LogProblems,
+    pub(crate) stopped: Stopped,
+}
+
+/// How the server ended when asked to.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Stopped {
+    pub(crate) exit: String,
+    pub(crate) clean: bool,
+    pub(crate) seconds: f64,
+}
+
+/// A running idgraph. Dropping it stops the process and then removes its data directory.
+#[derive(Debug)]
+pub(crate) struct ServerProcess {
+    child: Option<Child>,
+    pid: u32,
+    backend: Backend,
+    version: String,
+    base_url: String,
+    master_key: String,
+    log_path: PathBuf,
+    // Dropped after `Drop::drop` has stopped the process that writes into it.
+    dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts the server and waits until `GET /healthz` answers 200.
+    pub(crate) async fn start(
+        options: &ServerOptions,
+        client: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("idgraph-bench-")
+            .tempdir()
+            .context("cannot create a temporary directory for the server")?;
+        let data_dir = dir.path().join("data");
+        let log_path = dir.path().join("server.log");
+        let log = File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let version = version_of(&options.binary)?;
+        let port = free_port()?;
+        let master_key = random_master_key();
+
+        let mut command = Command::new(&options.binary);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--master-key")
+            .arg(&master_key)
+            .arg("--log-format")
+            .arg("json");
+        match options.backend {
+            Backend::Sqlite => {
+                command.arg("--data-dir").arg(&data_dir);
+            }
+            Backend::Postgres => {
+                let url = options
+                    .database_url
+                    .as_deref()
+                    .context("--backend postgres needs --database-url")?;
+                command.arg("--database-url").arg(url);
+            }
+        }
+        // Settings from the caller's environment would change what is measured (an
+        // IDGRAPH_DATABASE_URL would even switch the backend): only the flags above count.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("IDGRAPH_") {
+                command.env_remove(name);
+            }
+        }
+        // stderr goes to a file: a pipe nobody drains would stall the server once its
+        // per-request log lines filled it.
+        command
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", options.binary.display()))?;
+        let pid = child.id();
+        let mut server = Self {
+            child: Some(child),
+            pid,
+            backend: options.backend,
+            version,
+            base_url: format!("http://127.0.0.1:{port}"),
+            master_key,
+            log_path,
+            dir,
+        };
+        server.wait_ready(client).await?;
+        Ok(server)
+    }
+
+    pub(crate) fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// What `idgraph --version` printed.
+    pub(crate) fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub(crate) fn master_key(&self) -> &str {
+        &self.master_key
+    }
+
+    async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let url = format!("{}/healthz", self.base_url);
+        loop {
+            self.check_running()?;
+            let answer = client
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(response) = answer
+                && response.status() == reqwest::StatusCode::OK
+            {
+                return Ok(());
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "idgraph did not answer GET /healthz with 200 within {} s; from its log:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    self.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// An error with the server's last log lines if the process has exited.
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("idgraph was already stopped");
+        };
+        if let Some(status) = child
+            .try_wait()
+            .context("cannot poll the idgraph process")?
+        {
+            self.child = None;
+            bail!(
+                "idgraph exited ({status}); from its log:\n{}",
+                self.log_tail(20)
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
+        let path = format!("/proc/{}/status", self.pid);
+        let status =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        parse_memory(&status).with_context(|| format!("no VmHWM/VmRSS in {path}"))
+    }
+
+    /// SIGTERM, then wait for the exit (SIGKILL if it does not come).
+    pub(crate) fn stop(&mut self) -> anyhow::Result<Stopped> {
+        let Some(mut child) = self.child.take() else {
+            bail!("idgraph was already stopped");
+        };
+        let started = Instant::now();
+        let pid = i32::try_from(self.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .context("the idgraph process id is not a valid pid")?;
+        if child.try_wait()?.is_none() {
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+                .context("cannot send SIGTERM to idgraph")?;
+        }
+        loop {
+            if let Some(status) = child.try_wait().context("cannot wait for idgraph")? {
+                return Ok(Stopped {
+                    exit: describe_exit(status),
+                    clean: status.success(),
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+            if started.elapsed() > STOP_TIMEOUT {
+                let _ = child.kill();
+                let status = child.wait().context("cannot wait for idgraph")?;
+                bail!(
+                    "idgraph did not exit within {} s of SIGTERM and was killed ({status})",
+                    STOP_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The end of what the server wrote to stderr, for error messages: its last lines other than
+    /// routine INFO lines (per-request lines would bury a panic or an error), or the last few
+    /// lines if there is nothing else.
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        match std::fs::read_to_string(&self.log_path) {
+            Ok(text) => log_excerpt(&text, lines),
+            Err(e) => format!("(cannot read the server log: {e})"),
+        }
+    }
+
+    /// Log lines at WARN or ERROR: a benchmark run should not produce any.
+    pub(crate) fn log_problems(&self) -> anyhow::Result<LogProblems> {
+        log_problems(&self.log_path)
+    }
+
+    /// Stops the server and collects its memory (read just before), log and store size.
+    pub(crate) fn finish(&mut self, memory_after_start: Memory) -> anyhow::Result<ServerFigures> {
+        let memory_at_end = self.memory()?;
+        progress("stopping idgraph");
+        let stopped = self.stop()?;
+        // Read after the stop so that complaints during shutdown count too.
+        let log = self.log_problems()?;
+        // Measured after the stop, when SQLite has checkpointed its WAL into the database file.
+        let store_bytes = match self.backend {
+            Backend::Sqlite => Some(directory_bytes(&self.dir.path().join("data"))?),
+            Backend::Postgres => None,
+        };
+        Ok(ServerFigures {
+            memory_after_start,
+            memory_at_end,
+            store_bytes,
+            log,
+            stopped,
+        })
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.is_some()
+            && let Err(e) = self.stop()
+        {
+            progress(&format!("stopping idgraph: {e:#}"));
+        }
+    }
+}
+
+/// Warnings and errors from the server's JSON log lines.
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct LogProblems {
+    pub(crate) warnings: u64,
+    pub(crate) errors: u64,
+    /// The first few, as logged.
+    pub(crate) first: Vec<String>,
+}
+
+fn log_problems(path: &Path) -> anyhow::Result<LogProblems> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut problems = LogProblems::default();
+    for line in BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        let level = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("level").and_then(|l| l.as_str()).map(str::to_owned));
+        let is_problem = match level.as_deref() {
+            Some("WARN") => {
+                problems.warnings += 1;
+                true
+            }
+            Some("ERROR") => {
+                problems.errors += 1;
+                true
+            }
+            Some(_) => false,
+            // Not a log line (a panic message, say): worth showing.
+            None => {
+                problems.errors += 1;
+                true
+            }
+        };
+        if is_problem && problems.first.len() < 5 {
+            problems.first.push(line);
+        }
+    }
+    Ok(problems)
+}
+
+/// Total size of the files under `dir`, for the store's footprint on disk.
+fn directory_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("cannot stat {}", entry.path().display()))?;
+        total += if meta.is_dir() {
+            directory_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+fn log_excerpt(text: &str, lines: usize) -> String {
+    let is_routine = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("level").and_then(|l| l.as_str()).map(|l| l == "INFO"))
+            .unwrap_or(false)
+    };
+    let notable: Vec<&str> = text.lines().filter(|l| !is_routine(l)).collect();
+    let chosen: Vec<&str> = if notable.is_empty() {
+        text.lines().collect()
+    } else {
+        notable
+    };
+    let keep = lines.min(chosen.len());
+    let excerpt = chosen[chosen.len() - keep..].join("\n");
+    if excerpt.is_empty() {
+        "(the server log is empty)".to_owned()
+    } else {
+        excerpt
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => status.to_string(),
+    }
+}
+
+/// `idgraph --version`, for the record; also a cheap check that the path is an idgraph binary.
+fn version_of(binary: &Path) -> anyhow::Result<String> {
+    let output = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || !printed.starts_with("idgraph") {
+        bail!(
+            "{} --version did not print an idgraph version (got {printed:?}, {})",
+            binary.display(),
+            describe_exit(output.status)
+        );
+    }
+    Ok(printed)
+}
+
+/// A port nobody listens on right now. The server binds it a moment later; a collision in
+/// between shows up as the server failing to start, with its log.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .context("cannot find a free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn random_master_key() -> String {
+    let suffix: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("bench-master-{suffix}")
+}
+
+fn parse_memory(status: &str) -> Option<Memory> {
+    let kilobytes = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Memory {
+        peak_rss_bytes: kilobytes("VmHWM:")? * 1024,
+        rss_bytes: kilobytes("VmRSS:")? * 1024,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_status_memory_is_parsed() {
+        let status =
+            "Name:\tidgraph\nVmPeak:\t  999 kB\nVmHWM:\t   87040 kB\nVmRSS:\t   51200 kB\n";
+        let memory = parse_memory(status).unwrap();
+        assert_eq!(memory.peak_rss_bytes, 87040 * 1024);
+        assert_eq!(memory.rss_bytes, 51200 * 1024);
+        assert!(parse_memory("Name:\tx\n").is_none());
+    }
+
+    #[test]
+    fn problems_are_counted_from_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(
+            &path,
+            concat!(
+                "{\"level\":\"INFO\",\"fields\":{\"message\":\"request\"}}\n",
+                "{\"level\":\"WARN\",\"fields\":{\"message\":\"slow\"}}\n",
+                "thread 'main' panicked\n",
+                "{\"level\":\"ERROR\",\"fields\":{\"message\":\"boom\"}}\n",
+            ),
+        )
+        .unwrap();
+        let problems = log_problems(&path).unwrap();
+        assert_eq!((problems.warnings, problems.errors), (1, 2));
+        assert_eq!(problems.first.len(), 3);
+    }
+
+    #[test]
+    fn excerpts_skip_routine_lines() {
+        let text = "{\"level\":\"INFO\",\"message\":\"a\"}\nerror: cannot listen\n{\"level\":\"INFO\",\"message\":\"b\"}\n";
+        assert_eq!(log_excerpt(text, 40), "error: cannot listen");
+        let routine =
+            "{\"level\":\"INFO\",\"message\":\"a\"}\n{\"level\":\"INFO\",\"message\":\"b\"}\n";
+        assert_eq!(
+            log_excerpt(routine, 1),
+            "{\"level\":\"INFO\",\"message\":\"b\"}"
+        );
+        assert_eq!(log_excerpt("", 5), "(the server log is empty)");
+    }
+
+    #[test]
+    fn master_keys_are_long_enough_and_differ() {
+        let (a, b) = (random_master_key(), random_master_key());
+        assert!(a.len() >= 32);
+        assert_ne!(a, b);
+        assert!(!a.chars().any(char::is_whitespace));
+    }
+}
