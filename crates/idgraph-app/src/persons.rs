@@ -271,3 +271,21 @@ pub async fn merge<S: Store>(
     let details = details(store, principal, &row.survivor).await?;
     Ok((row, details))
 }
+
+/// Persons whose group holds at least `min_identifiers` identifiers, most first: how an
+/// operator finds the "mega persons" a shared device or a junk value glued together.
+pub async fn by_identifier_count<S: Store>(
+    store: &S,
+    principal: &Principal,
+    min_identifiers: u32,
+    page: &PageRequest,
+) -> Result<Page<(String, u64)>, AppError> {
+    principal.require(Scope::PersonsRead)?;
+    store
+        .persons_by_identifier_count(&principal.tenant_id, min_identifiers.max(1), page)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => AppError::invalid("invalid_cursor", message),
+            other => AppError::from_store("person")(other),
+        })
+}

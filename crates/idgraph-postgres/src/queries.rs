@@ -462,6 +462,16 @@ impl Store for PostgresStore {
         self.manual_merge(tenant_id, settings, merge).await
     }
 
+    async fn persons_by_identifier_count(
+        &self,
+        tenant_id: &TenantId,
+        min_identifiers: u32,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(String, u64)>> {
+        self.read_persons_by_count(tenant_id.as_str(), min_identifiers, page)
+            .await
+    }
+
     async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {
         self.read_signal(tenant_id.as_str(), event_id).await
     }

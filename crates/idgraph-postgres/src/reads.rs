@@ -7,8 +7,8 @@ use idgraph_core::tenancy::WorkspaceName;
 use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
     ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
-    StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers,
-    newest_first_page, parse_timeline_cursor,
+    StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, count_cursor,
+    decode_identifiers, newest_first_page, parse_count_cursor, parse_timeline_cursor,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
@@ -227,6 +227,51 @@ impl PostgresStore {
             .await
             .map_err(map_error)?;
         rows.iter().map(logged_signal).collect()
+    }
+
+    pub(crate) async fn read_persons_by_count(
+        &self,
+        tenant: &str,
+        min_identifiers: u32,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(String, u64)>> {
+        let (after_count, after_id) = match page.after.as_deref() {
+            Some(cursor) => {
+                let (count, id) = parse_count_cursor(cursor)
+                    .ok_or_else(|| StoreError::Conflict("malformed cursor".into()))?;
+                (Some(count), id)
+            }
+            None => (None, String::new()),
+        };
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT canon, n FROM (
+                     SELECT COALESCE(p.merged_into, p.person_id) AS canon, COUNT(*) AS n
+                     FROM identity_nodes i
+                     JOIN persons p ON p.tenant_id = i.tenant_id AND p.person_id = i.person_id
+                     WHERE i.tenant_id = $1 GROUP BY canon HAVING COUNT(*) >= $2) grouped
+                 WHERE $3::bigint IS NULL OR n < $3 OR (n = $3 AND canon > $4)
+                 ORDER BY n DESC, canon LIMIT $5",
+                &[
+                    &tenant,
+                    &i64::from(min_identifiers),
+                    &after_count,
+                    &after_id,
+                    &(i64::from(page.limit) + 1),
+                ],
+            )
+            .await
+            .map_err(map_error)?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                let n: i64 = r.get(1);
+                (r.get::<_, String>(0), u64::try_from(n).unwrap_or(0))
+            })
+            .collect();
+        Ok(Page::from_overfetch(items, page.limit, count_cursor))
     }
 
     pub(crate) async fn read_signal(

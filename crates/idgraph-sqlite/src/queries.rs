@@ -468,6 +468,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn persons_by_identifier_count(
+        &self,
+        tenant_id: &TenantId,
+        min_identifiers: u32,
+        page: &PageRequest,
+    ) -> StoreResult<Page<(String, u64)>> {
+        let (tenant_id, page) = (tenant_id.clone(), page.clone());
+        self.read(move |conn| {
+            reads::persons_by_identifier_count(conn, tenant_id.as_str(), min_identifiers, &page)
+        })
+        .await
+    }
+
     async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {
         let (tenant_id, event_id) = (tenant_id.clone(), event_id.to_owned());
         self.read(move |conn| reads::get_signal(conn, tenant_id.as_str(), &event_id))

@@ -5,8 +5,8 @@ use idgraph_core::tenancy::WorkspaceName;
 use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
     ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
-    StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, decode_identifiers,
-    newest_first_page, parse_timeline_cursor,
+    StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, count_cursor,
+    decode_identifiers, newest_first_page, parse_count_cursor, parse_timeline_cursor,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, Row, params};
@@ -301,4 +301,51 @@ fn logged_signal(r: &Row<'_>) -> rusqlite::Result<LoggedSignal> {
         identifiers: decode_identifiers(&identifiers),
         source: r.get(12)?,
     })
+}
+
+/// Persons by how many identifiers their group holds: one pass over the tenant's nodes, an
+/// operator's diagnostic rather than a hot path.
+pub(crate) fn persons_by_identifier_count(
+    conn: &Connection,
+    tenant: &str,
+    min_identifiers: u32,
+    page: &PageRequest,
+) -> StoreResult<Page<(String, u64)>> {
+    let (after_count, after_id) = match page.after.as_deref() {
+        Some(cursor) => {
+            let (count, id) = parse_count_cursor(cursor)
+                .ok_or_else(|| StoreError::Conflict("malformed cursor".into()))?;
+            (Some(count), id)
+        }
+        None => (None, String::new()),
+    };
+    let rows: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT canon, n FROM (
+                 SELECT COALESCE(p.merged_into, p.person_id) AS canon, COUNT(*) AS n
+                 FROM identity_nodes i
+                 JOIN persons p ON p.tenant_id = i.tenant_id AND p.person_id = i.person_id
+                 WHERE i.tenant_id = ?1 GROUP BY canon HAVING COUNT(*) >= ?2)
+             WHERE ?3 IS NULL OR n < ?3 OR (n = ?3 AND canon > ?4)
+             ORDER BY n DESC, canon LIMIT ?5",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    tenant,
+                    min_identifiers,
+                    after_count,
+                    after_id,
+                    i64::from(page.limit) + 1
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect()
+        })
+        .map_err(map_error)?;
+    let rows = rows
+        .into_iter()
+        .map(|(id, n)| (id, u64::try_from(n).unwrap_or(0)))
+        .collect();
+    Ok(Page::from_overfetch(rows, page.limit, count_cursor))
 }

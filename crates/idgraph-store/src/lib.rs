@@ -28,8 +28,9 @@ pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Worksp
 pub use resolution::{
     ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, ManualMerge,
     MergeRow, PersonProfile, PersonRow, SignalRecord, Snapshot, TimelineEvent, TraitObservation,
-    TraitValueRow, WorkspaceContactRow, conflict_rule_text, decode_identifiers, derived_id,
-    encode_identifiers, limit_refusal, newest_first_page, parse_timeline_cursor, timeline_cursor,
+    TraitValueRow, WorkspaceContactRow, conflict_rule_text, count_cursor, decode_identifiers,
+    derived_id, encode_identifiers, limit_refusal, newest_first_page, parse_count_cursor,
+    parse_timeline_cursor, timeline_cursor,
 };
 
 /// What can go wrong in a store, without driver types leaking out.
@@ -165,6 +166,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         settings: &IdentitySettings,
         merge: ManualMerge,
     ) -> impl Future<Output = StoreResult<MergeRow>> + Send;
+
+    /// Canonical persons holding at least `min_identifiers` identifiers across their group, most
+    /// first (ties by id), with the count: where over-merged "mega persons" glued by a shared
+    /// device or a junk value show up. The cursor is the last `<count>:<person id>`.
+    fn persons_by_identifier_count(
+        &self,
+        tenant_id: &TenantId,
+        min_identifiers: u32,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<(String, u64)>>> + Send;
 
     /// The canonical person owning an identifier, if any.
     fn lookup_person(

@@ -283,3 +283,13 @@ pub fn conflict_rule_text(rule: &idgraph_core::resolve::ConflictRule) -> String 
         }
     }
 }
+
+/// Keyset cursor of `persons_by_identifier_count`: `<count>:<person id>`.
+pub fn count_cursor(row: &(String, u64)) -> String {
+    format!("{}:{}", row.1, row.0)
+}
+
+pub fn parse_count_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (count, id) = cursor.split_once(':')?;
+    Some((count.parse().ok()?, id.to_owned()))
+}

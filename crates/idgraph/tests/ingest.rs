@@ -24,6 +24,7 @@ on_both_backends!(
     concurrent_signals_sharing_an_identifier_make_one_person,
     explain_shows_the_path_of_links_and_merges,
     operators_merge_persons_within_the_limits,
+    mega_persons_can_be_found,
 );
 
 async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
@@ -963,4 +964,43 @@ async fn operators_merge_persons_within_the_limits(app: &TestApp) {
         .post("/api/v1/persons/merge", &reader, merge(&one, &two, "x"))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn mega_persons_can_be_found(app: &TestApp) {
+    let key = app.write_key().await;
+    // A kiosk's device id glues twelve anonymous visitors' ids together.
+    for i in 0..12 {
+        app.track("/v1/identify", &key, json!({"anonymousId": format!("kiosk-visitor-{i}"), "traits": {"email": "kiosk@example.com"}})).await;
+    }
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "small", "anonymousId": "small-1"}),
+    )
+    .await;
+    let (status, body) = app
+        .get("/api/v1/persons?min_identifiers=10", MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let persons = body["persons"].as_array().expect("persons");
+    assert_eq!(persons.len(), 1, "{body}");
+    assert_eq!(persons[0]["identifiers"], 13);
+    let (_, kiosk) = lookup(app, "email", "kiosk@example.com").await;
+    assert_eq!(persons[0]["id"], kiosk["id"]);
+    // Paging over everyone, biggest first.
+    let (_, first) = app.get("/api/v1/persons?limit=1", MASTER_KEY).await;
+    assert_eq!(first["persons"][0]["identifiers"], 13);
+    let cursor = first["next_cursor"].as_str().expect("more");
+    let (_, second) = app
+        .get(
+            &format!("/api/v1/persons?limit=1&cursor={}", urlencode(cursor)),
+            MASTER_KEY,
+        )
+        .await;
+    assert_eq!(second["persons"][0]["identifiers"], 2);
+    let (status, body) = app.get("/api/v1/persons?cursor=garbage", MASTER_KEY).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_cursor")
+    );
 }

@@ -35,6 +35,7 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/v1/whoami", get(keys::write_key_whoami))
         .route("/v1/batch", post(ingest::batch::<S>))
         .route("/v1/{kind}", post(ingest::single::<S>))
+        .route("/api/v1/persons", get(persons::list::<S>))
         .route("/api/v1/persons/lookup", get(persons::lookup::<S>))
         .route("/api/v1/persons/merge", post(persons::merge::<S>))
         .route("/api/v1/persons/{id}", get(persons::get::<S>))

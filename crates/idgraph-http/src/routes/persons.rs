@@ -269,3 +269,34 @@ pub(crate) async fn merge<S: Store>(
         "person": person_json(details),
     })))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListPersonsQuery {
+    min_identifiers: Option<u32>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub(crate) async fn list<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Query(query): Query<ListPersonsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let page = crate::extract::page_request(query.limit, query.cursor)?;
+    let persons = persons::by_identifier_count(
+        &state.store,
+        &principal,
+        query.min_identifiers.unwrap_or(1),
+        &page,
+    )
+    .await?;
+    let items: Vec<Value> = persons
+        .items
+        .into_iter()
+        .map(|(id, count)| json!({"id": id, "identifiers": count}))
+        .collect();
+    Ok(Json(
+        json!({"persons": items, "next_cursor": persons.next_cursor}),
+    ))
+}
