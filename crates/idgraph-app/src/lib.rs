@@ -2,6 +2,7 @@
 //! only map their results; rules about who may do what live here, not in the handlers.
 
 pub mod access;
+pub mod audit;
 pub mod bootstrap;
 pub mod compliance;
 mod error;

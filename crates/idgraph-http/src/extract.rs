@@ -12,6 +12,7 @@ use idgraph_core::auth::Scope;
 use idgraph_store::{PageRequest, Store};
 use serde::Deserialize;
 
+use crate::platform::{CallSlot, Surface, admit};
 use crate::{ApiError, AppState};
 
 #[derive(FromRequest)]
@@ -104,6 +105,8 @@ impl<S: Store> FromRequestParts<AppState<S>> for Auth {
             }
             None => principal,
         };
+        let slot = parts.extensions.get::<CallSlot>();
+        admit(state, slot, &principal, Surface::Management)?;
         Ok(Auth(principal))
     }
 }
@@ -143,6 +146,8 @@ impl<S: Store> FromRequestParts<AppState<S>> for WriteKey {
             })?;
         let principal = authenticate(&state.store, &key).await?;
         principal.require(Scope::EventsWrite)?;
+        let slot = parts.extensions.get::<CallSlot>();
+        admit(state, slot, &principal, Surface::Ingestion)?;
         Ok(WriteKey(principal))
     }
 }

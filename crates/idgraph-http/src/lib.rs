@@ -6,6 +6,7 @@
 mod error;
 mod extract;
 mod observe;
+mod platform;
 mod routes;
 mod segment;
 mod wire;
@@ -19,6 +20,7 @@ use idgraph_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub use error::ApiError;
+pub use platform::{RateLimitDefaults, RateLimits};
 
 /// Everything a handler may use. Passed in, never global, so tests run many servers at once.
 #[derive(Debug, Clone)]
@@ -26,14 +28,20 @@ pub struct AppState<S> {
     pub store: S,
     pub metrics: PrometheusHandle,
     pub event_ids: Arc<EventIds>,
+    pub limits: Arc<RateLimits>,
 }
 
 impl<S: Store> AppState<S> {
     pub fn new(store: S) -> Self {
+        Self::with_rate_limits(store, RateLimitDefaults::default())
+    }
+
+    pub fn with_rate_limits(store: S, defaults: RateLimitDefaults) -> Self {
         Self {
             store,
             metrics: metrics_handle(),
             event_ids: Arc::new(EventIds::default()),
+            limits: Arc::new(RateLimits::new(defaults)),
         }
     }
 }
@@ -59,9 +67,14 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// The whole router. The layer order is the seam for rate limits, idempotency and audit.
+/// The whole router. Rate limits and the audit log wrap every route (`platform`); the seam for
+/// idempotency is the same layer.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     routes::all::<S>()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            platform::around::<S>,
+        ))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(observe::observe))

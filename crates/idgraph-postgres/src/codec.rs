@@ -5,7 +5,9 @@ use std::time::SystemTime;
 use idgraph_core::auth::{KeyHash, Scopes};
 use idgraph_core::identity::IdentifierKind;
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
-use idgraph_store::{ApiKeyRecord, IdentityNodeRow, StoreError, StoreResult, Tenant, Workspace};
+use idgraph_store::{
+    ApiKeyRecord, AuditEntry, IdentityNodeRow, StoreError, StoreResult, Tenant, Workspace,
+};
 use jiff::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -116,5 +118,26 @@ pub(crate) fn identity_node(row: &Row) -> StoreResult<IdentityNodeRow> {
         first_seen: time(row, 5)?,
         last_seen: time(row, 6)?,
         signal_id: row.try_get(7).map_err(map_error)?,
+    })
+}
+
+/// `tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of, action, object, status, latency_us`
+pub(crate) fn audit_entry(row: &Row) -> StoreResult<AuditEntry> {
+    let on_behalf_of: Option<String> = row.try_get(5).map_err(map_error)?;
+    let status: i32 = row.try_get(8).map_err(map_error)?;
+    let latency: i64 = row.try_get(9).map_err(map_error)?;
+    Ok(AuditEntry {
+        tenant_id: TenantId::parse(&text(row, 0)?).map_err(corrupt)?,
+        entry_id: text(row, 1)?,
+        at: time(row, 2)?,
+        actor: text(row, 3)?,
+        actor_tenant: TenantId::parse(&text(row, 4)?).map_err(corrupt)?,
+        on_behalf_of: on_behalf_of
+            .map(|t| TenantId::parse(&t).map_err(corrupt))
+            .transpose()?,
+        action: text(row, 6)?,
+        object: row.try_get(7).map_err(map_error)?,
+        status: u16::try_from(status).map_err(corrupt)?,
+        latency_us: u64::try_from(latency).unwrap_or(0),
     })
 }

@@ -4,10 +4,10 @@ use idgraph_core::auth::KeyHash;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
-    AddressFacts, ApiKeyRecord, ComplianceWrites, ConflictRow, ConsentEventRow, FactsQuery,
-    IdentityNodeRow, IngestOutcome, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
-    PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, SuppressionRow, Tenant,
-    TimelineEvent, Workspace,
+    AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
+    FactsQuery, IdentityNodeRow, IngestOutcome, LoggedSignal, ManualMerge, MergeRow, Page,
+    PageRequest, PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult,
+    SuppressionRow, Tenant, TimelineEvent, Workspace,
 };
 use jiff::Timestamp;
 
@@ -470,6 +470,61 @@ impl Store for PostgresStore {
     ) -> StoreResult<Page<(String, u64)>> {
         self.read_persons_by_count(tenant_id.as_str(), min_identifiers, page)
             .await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO audit_entries (tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of,
+                                            action, object, status, latency_us)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &entry.tenant_id.as_str(),
+                    &entry.entry_id,
+                    &to_sql_time(entry.at),
+                    &entry.actor,
+                    &entry.actor_tenant.as_str(),
+                    &entry.on_behalf_of.as_ref().map(TenantId::as_str),
+                    &entry.action,
+                    &entry.object,
+                    &i32::from(entry.status),
+                    &i64::try_from(entry.latency_us).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEntry>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of, action, object,
+                        status, latency_us
+                 FROM audit_entries WHERE tenant_id = $1 AND ($2::text IS NULL OR entry_id < $2)
+                 ORDER BY entry_id DESC LIMIT $3",
+                &[
+                    &tenant_id.as_str(),
+                    &page.after,
+                    &(i64::from(page.limit) + 1),
+                ],
+            )
+            .await
+            .map_err(map_error)?;
+        let items = rows
+            .iter()
+            .map(codec::audit_entry)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, page.limit, |e| {
+            e.entry_id.clone()
+        }))
     }
 
     async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {

@@ -3,7 +3,7 @@
 use idgraph_core::auth::{KeyHash, Scopes};
 use idgraph_core::identity::IdentifierKind;
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
-use idgraph_store::{ApiKeyRecord, IdentityNodeRow, StoreError, Tenant, Workspace};
+use idgraph_store::{ApiKeyRecord, AuditEntry, IdentityNodeRow, StoreError, Tenant, Workspace};
 use jiff::Timestamp;
 use rusqlite::Row;
 use rusqlite::types::Type;
@@ -103,5 +103,25 @@ pub(crate) fn identity_node(row: &Row<'_>) -> rusqlite::Result<IdentityNodeRow> 
         first_seen: timestamp(row, 5)?,
         last_seen: timestamp(row, 6)?,
         signal_id: row.get(7)?,
+    })
+}
+
+/// `tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of, action, object, status, latency_us`
+pub(crate) fn audit_entry(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let on_behalf_of: Option<String> = row.get(5)?;
+    let latency: i64 = row.get(9)?;
+    Ok(AuditEntry {
+        tenant_id: parsed(row, 0, TenantId::parse)?,
+        entry_id: row.get(1)?,
+        at: timestamp(row, 2)?,
+        actor: row.get(3)?,
+        actor_tenant: parsed(row, 4, TenantId::parse)?,
+        on_behalf_of: on_behalf_of
+            .map(|t| TenantId::parse(&t).map_err(|e| bad_column(5, e)))
+            .transpose()?,
+        action: row.get(6)?,
+        object: row.get(7)?,
+        status: row.get(8)?,
+        latency_us: u64::try_from(latency).unwrap_or(0),
     })
 }

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "compliance",
         sql: include_str!("../migrations/0003_compliance.sql"),
     },
+    Migration {
+        version: 4,
+        name: "platform",
+        sql: include_str!("../migrations/0004_platform.sql"),
+    },
 ];
 
 /// The database file inside a data dir.

@@ -4,10 +4,10 @@ use idgraph_core::auth::KeyHash;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
-    AddressFacts, ApiKeyRecord, ComplianceWrites, ConflictRow, ConsentEventRow, FactsQuery,
-    IdentityNodeRow, IngestOutcome, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
-    PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult, SuppressionRow, Tenant,
-    TimelineEvent, Workspace,
+    AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
+    FactsQuery, IdentityNodeRow, IngestOutcome, LoggedSignal, ManualMerge, MergeRow, Page,
+    PageRequest, PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult,
+    SuppressionRow, Tenant, TimelineEvent, Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -477,6 +477,60 @@ impl Store for SqliteStore {
         let (tenant_id, page) = (tenant_id.clone(), page.clone());
         self.read(move |conn| {
             reads::persons_by_identifier_count(conn, tenant_id.as_str(), min_identifiers, &page)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO audit_entries (tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of,
+                                            action, object, status, latency_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    entry.tenant_id.as_str(),
+                    entry.entry_id,
+                    micros(entry.at),
+                    entry.actor,
+                    entry.actor_tenant.as_str(),
+                    entry.on_behalf_of.as_ref().map(TenantId::as_str),
+                    entry.action,
+                    entry.object,
+                    entry.status,
+                    i64::try_from(entry.latency_us).unwrap_or(i64::MAX),
+                ])
+            })
+            .map(|_| ())
+            .map_err(map_error)
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEntry>> {
+        let (tenant_id, page) = (tenant_id.clone(), page.clone());
+        self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(
+                    "SELECT tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of, action, object,
+                            status, latency_us
+                     FROM audit_entries WHERE tenant_id = ?1 AND (?2 IS NULL OR entry_id < ?2)
+                     ORDER BY entry_id DESC LIMIT ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![tenant_id.as_str(), page.after, i64::from(page.limit) + 1],
+                        codec::audit_entry,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(map_error)?;
+            Ok(Page::from_overfetch(rows, page.limit, |e| e.entry_id.clone()))
         })
         .await
     }

@@ -24,7 +24,7 @@ pub use compliance::{
     suppression_action_from, suppression_action_name, suppression_tenant,
 };
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
-pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
+pub use model::{ApiKeyRecord, AuditEntry, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
 pub use resolution::{
     ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, ManualMerge,
     MergeRow, PersonProfile, PersonRow, SignalRecord, Snapshot, TimelineEvent, TraitObservation,
@@ -176,6 +176,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         min_identifiers: u32,
         page: &PageRequest,
     ) -> impl Future<Output = StoreResult<Page<(String, u64)>>> + Send;
+
+    /// Appends an audit entry.
+    fn append_audit(&self, entry: AuditEntry) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The tenant's audit log, newest first; the cursor is the last entry id of the page.
+    fn list_audit(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<AuditEntry>>> + Send;
 
     /// The canonical person owning an identifier, if any.
     fn lookup_person(

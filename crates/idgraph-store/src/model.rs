@@ -91,3 +91,24 @@ impl<T> Page<T> {
         }
     }
 }
+
+/// One authenticated management call, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// A ULID: the log pages by it, newest first.
+    pub entry_id: String,
+    /// The tenant acted on.
+    pub tenant_id: TenantId,
+    pub at: Timestamp,
+    /// The key that called.
+    pub actor: String,
+    pub actor_tenant: TenantId,
+    /// Set when a master key acted for this tenant (`X-Idgraph-On-Behalf-Of`).
+    pub on_behalf_of: Option<TenantId>,
+    /// `METHOD /route/{pattern}`.
+    pub action: String,
+    /// The object named in the path (its `{id}`), if any.
+    pub object: Option<String>,
+    pub status: u16,
+    pub latency_us: u64,
+}

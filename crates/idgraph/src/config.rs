@@ -61,6 +61,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub shutdown_grace_seconds: u64,
+    pub rate_limit_ingestion_per_sec: u32,
+    pub rate_limit_management_per_sec: u32,
 }
 
 impl Default for Config {
@@ -75,13 +77,15 @@ impl Default for Config {
             log_format: LogFormat::Auto,
             log_level: "info".into(),
             shutdown_grace_seconds: 30,
+            rate_limit_ingestion_per_sec: 1000,
+            rate_limit_management_per_sec: 100,
         }
     }
 }
 
 /// The keys that may come from `IDGRAPH_*` variables. Other `IDGRAPH_*` variables (used by
 /// tests and tools) are not configuration and must not be refused as unknown keys.
-const ENV_KEYS: [&str; 9] = [
+const ENV_KEYS: [&str; 11] = [
     "listen",
     "data_dir",
     "database_url",
@@ -91,6 +95,8 @@ const ENV_KEYS: [&str; 9] = [
     "log_format",
     "log_level",
     "shutdown_grace_seconds",
+    "rate_limit_ingestion_per_sec",
+    "rate_limit_management_per_sec",
 ];
 
 /// `idgraph config default`: every key with its default and what it means.
@@ -125,6 +131,12 @@ log_level = "info"
 
 # On SIGINT/SIGTERM, how long in-flight requests may take to finish before idgraph exits.
 shutdown_grace_seconds = 30
+
+# Requests per second per API key, for keys created without a rate_limit_per_sec of their own:
+# on the ingestion API (/v1, write keys, which live in browsers) and on the management API.
+# Beyond it: 429 with Retry-After. The master key is not limited. 0 disables the default.
+rate_limit_ingestion_per_sec = 1000
+rate_limit_management_per_sec = 100
 "#;
 
 /// Builds the configuration from its layers; `overrides` are the flags given on the command line.

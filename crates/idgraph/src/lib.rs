@@ -96,8 +96,12 @@ async fn start<S: Store>(
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%address, backend, version = env!("CARGO_PKG_VERSION"), "idgraph is listening");
+    let limits = idgraph_http::RateLimitDefaults {
+        ingestion_per_sec: config.rate_limit_ingestion_per_sec,
+        management_per_sec: config.rate_limit_management_per_sec,
+    };
     let serving = Box::pin(idgraph_http::serve(
-        AppState::new(store),
+        AppState::with_rate_limits(store, limits),
         listener,
         shutdown,
     ));

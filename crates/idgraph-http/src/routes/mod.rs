@@ -1,5 +1,6 @@
 //! The route table. Every route is listed here, so the table can be walked by tests.
 
+mod audit;
 mod compliance;
 mod ingest;
 mod keys;
@@ -32,6 +33,7 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/keys", get(keys::list::<S>).post(keys::create::<S>))
         .route("/api/v1/keys/{id}", delete(keys::revoke::<S>))
         .route("/api/v1/whoami", get(keys::whoami))
+        .route("/api/v1/audit", get(audit::list::<S>))
         .route("/v1/whoami", get(keys::write_key_whoami))
         .route("/v1/batch", post(ingest::batch::<S>))
         .route("/v1/{kind}", post(ingest::single::<S>))
