@@ -5,6 +5,7 @@
 
 mod error;
 mod extract;
+mod idempotency;
 mod observe;
 mod platform;
 mod routes;
@@ -67,10 +68,14 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// The whole router. Rate limits and the audit log wrap every route (`platform`); the seam for
-/// idempotency is the same layer.
+/// The whole router. Around every route, outermost first: metrics and logs, panics, rate
+/// limits and the audit log (`platform`), idempotency keys.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     routes::all::<S>()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::around::<S>,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             platform::around::<S>,

@@ -12,3 +12,20 @@ CREATE TABLE audit_entries (
     latency_us   bigint           NOT NULL,
     PRIMARY KEY (tenant_id, entry_id)
 );
+
+-- Idempotency keys: the first response to a POST with an Idempotency-Key, replayed to repeats.
+-- scope is the hash of the credential, so keys of different API keys never meet.
+CREATE TABLE idempotency_keys (
+    tenant_id    text COLLATE "C" NOT NULL,
+    scope        text COLLATE "C" NOT NULL,
+    key          text COLLATE "C" NOT NULL,
+    fingerprint  text COLLATE "C" NOT NULL,
+    state        text COLLATE "C" NOT NULL,
+    status       integer,
+    content_type text,
+    body         bytea,
+    created_at   timestamptz      NOT NULL,
+    PRIMARY KEY (tenant_id, scope, key)
+);
+
+CREATE INDEX idempotency_by_age ON idempotency_keys (tenant_id, created_at);

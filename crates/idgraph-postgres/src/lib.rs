@@ -3,6 +3,7 @@
 
 mod codec;
 mod compliance;
+mod idempotency;
 mod merges;
 mod queries;
 mod reads;

@@ -5,9 +5,9 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdentityNodeRow, IngestOutcome, LoggedSignal, ManualMerge, MergeRow, Page,
-    PageRequest, PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult,
-    SuppressionRow, Tenant, TimelineEvent, Workspace,
+    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome, LoggedSignal,
+    ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, SignalRecord, Store,
+    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TimelineEvent, Workspace,
 };
 use jiff::Timestamp;
 
@@ -470,6 +470,21 @@ impl Store for PostgresStore {
     ) -> StoreResult<Page<(String, u64)>> {
         self.read_persons_by_count(tenant_id.as_str(), min_identifiers, page)
             .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        request: &IdempotencyRequest,
+    ) -> StoreResult<IdempotencyBegin> {
+        self.claim_idempotency(request).await
+    }
+
+    async fn idempotency_finish(
+        &self,
+        request: &IdempotencyRequest,
+        response: Option<StoredResponse>,
+    ) -> StoreResult<()> {
+        self.finish_idempotency(request, response).await
     }
 
     async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()> {

@@ -5,15 +5,15 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdentityNodeRow, IngestOutcome, LoggedSignal, ManualMerge, MergeRow, Page,
-    PageRequest, PersonProfile, PersonRow, SignalRecord, Store, StoreError, StoreResult,
-    SuppressionRow, Tenant, TimelineEvent, Workspace,
+    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome, LoggedSignal,
+    ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, SignalRecord, Store,
+    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TimelineEvent, Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
-use crate::{SqliteStore, compliance, merges, reads, resolve};
+use crate::{SqliteStore, compliance, idempotency, merges, reads, resolve};
 
 /// Turns a unique-constraint failure into a conflict message a user can read.
 fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
@@ -479,6 +479,24 @@ impl Store for SqliteStore {
             reads::persons_by_identifier_count(conn, tenant_id.as_str(), min_identifiers, &page)
         })
         .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        request: &IdempotencyRequest,
+    ) -> StoreResult<IdempotencyBegin> {
+        let request = request.clone();
+        self.write(move |tx| idempotency::begin(tx, &request)).await
+    }
+
+    async fn idempotency_finish(
+        &self,
+        request: &IdempotencyRequest,
+        response: Option<StoredResponse>,
+    ) -> StoreResult<()> {
+        let request = request.clone();
+        self.write(move |tx| idempotency::finish(tx, &request, response.as_ref()))
+            .await
     }
 
     async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()> {

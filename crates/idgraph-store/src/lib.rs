@@ -24,7 +24,10 @@ pub use compliance::{
     suppression_action_from, suppression_action_name, suppression_tenant,
 };
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
-pub use model::{ApiKeyRecord, AuditEntry, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
+pub use model::{
+    ApiKeyRecord, AuditEntry, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, Page,
+    PageRequest, StoredResponse, Tenant, Workspace,
+};
 pub use resolution::{
     ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, ManualMerge,
     MergeRow, PersonProfile, PersonRow, SignalRecord, Snapshot, TimelineEvent, TraitObservation,
@@ -176,6 +179,21 @@ pub trait Store: Clone + Send + Sync + 'static {
         min_identifiers: u32,
         page: &PageRequest,
     ) -> impl Future<Output = StoreResult<Page<(String, u64)>>> + Send;
+
+    /// Claims an idempotency key for a request, atomically: at most one caller gets `Run` for
+    /// a key until it finishes (or its claim times out).
+    fn idempotency_begin(
+        &self,
+        request: &IdempotencyRequest,
+    ) -> impl Future<Output = StoreResult<IdempotencyBegin>> + Send;
+
+    /// Completes a claim with the response to replay, or releases it (`None`: the request
+    /// failed in a way a retry may fix, so nothing is kept).
+    fn idempotency_finish(
+        &self,
+        request: &IdempotencyRequest,
+        response: Option<StoredResponse>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Appends an audit entry.
     fn append_audit(&self, entry: AuditEntry) -> impl Future<Output = StoreResult<()>> + Send;

@@ -112,3 +112,56 @@ pub struct AuditEntry {
     pub status: u16,
     pub latency_us: u64,
 }
+
+/// Identifies one idempotent request: whose credential, which key, which request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRequest {
+    pub tenant_id: TenantId,
+    /// Hex SHA-256 of the credential that made the request.
+    pub scope: String,
+    pub key: String,
+    /// Hex SHA-256 of the method, path and body.
+    pub fingerprint: String,
+    pub at: Timestamp,
+    /// A completed response older than this is forgotten and the key may be used afresh.
+    pub retention: jiff::SignedDuration,
+    /// A request still pending after this long is taken as abandoned (its process died).
+    pub pending_timeout: jiff::SignedDuration,
+}
+
+impl IdempotencyRequest {
+    /// Uses of a key before this are forgotten.
+    pub fn expired_before(&self) -> Timestamp {
+        self.at
+            .checked_sub(self.retention)
+            .unwrap_or(Timestamp::MIN)
+    }
+
+    /// Claims made before this and still pending are taken as abandoned.
+    pub fn abandoned_before(&self) -> Timestamp {
+        self.at
+            .checked_sub(self.pending_timeout)
+            .unwrap_or(Timestamp::MIN)
+    }
+}
+
+/// A response kept for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// What to do with an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First time (or the earlier use expired): run it, then `idempotency_finish`.
+    Run,
+    /// The same request is being run right now.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+    /// Done before: replay this.
+    Replay(StoredResponse),
+}

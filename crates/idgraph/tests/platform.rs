@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     keys_are_rate_limited_with_headers_and_retry_after,
     every_management_call_is_audited,
+    idempotency_keys_replay_the_first_response,
 );
 
 async fn create_key(app: &TestApp, body: Value) -> String {
@@ -155,4 +156,107 @@ async fn every_management_call_is_audited(app: &TestApp) {
         app.get("/api/v1/audit", &reader).await.0,
         StatusCode::FORBIDDEN
     );
+}
+
+async fn post_with_key(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    idempotency_key: &str,
+    body: Value,
+) -> (StatusCode, Option<String>, Value) {
+    let response = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("Idempotency-Key", idempotency_key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (status, replayed, response.json().await.expect("json"))
+}
+
+async fn idempotency_keys_replay_the_first_response(app: &TestApp) {
+    let body = json!({"name": "created once", "scopes": ["persons:read"]});
+    let (status, replayed, first) = post_with_key(
+        app,
+        "/api/v1/keys",
+        MASTER_KEY,
+        "create-reader-1",
+        body.clone(),
+    )
+    .await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, None));
+    let (status, replayed, again) = post_with_key(
+        app,
+        "/api/v1/keys",
+        MASTER_KEY,
+        "create-reader-1",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert_eq!(again, first, "the same key, shown again, not a second key");
+    let (_, keys) = app.get("/api/v1/keys?limit=1000", MASTER_KEY).await;
+    let named: Vec<&Value> = keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["name"] == "created once")
+        .collect();
+    assert_eq!(named.len(), 1, "{keys}");
+
+    // The same key with another body is refused; another credential has its own keys.
+    let (status, _, error) = post_with_key(
+        app,
+        "/api/v1/keys",
+        MASTER_KEY,
+        "create-reader-1",
+        json!({"name": "something else", "scopes": ["persons:read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["error"]["code"], "idempotency_key_reused");
+    let (_, writer) = app.key_for("default", &["consent:write"]).await;
+    let suppress =
+        json!({"kind": "phone", "value": "+14155550177", "reason": "dnc", "scope": "tenant"});
+    let (status, replayed, _) = post_with_key(
+        app,
+        "/api/v1/suppressions",
+        &writer,
+        "create-reader-1",
+        suppress.clone(),
+    )
+    .await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, None));
+    // A client error is kept and replayed too, like any answer.
+    let bad =
+        json!({"kind": "phone", "value": "+14155550177", "reason": "annoyed", "scope": "tenant"});
+    let (status, _, _) =
+        post_with_key(app, "/api/v1/suppressions", &writer, "bad-1", bad.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, replayed, _) =
+        post_with_key(app, "/api/v1/suppressions", &writer, "bad-1", bad).await;
+    assert_eq!(
+        (status, replayed.as_deref()),
+        (StatusCode::BAD_REQUEST, Some("true"))
+    );
+    // A malformed key is refused before anything runs.
+    let (status, _, error) = post_with_key(
+        app,
+        "/api/v1/suppressions",
+        &writer,
+        &"k".repeat(300),
+        suppress,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["code"], "invalid_header");
 }

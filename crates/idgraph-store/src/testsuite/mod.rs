@@ -49,6 +49,8 @@ macro_rules! store_conformance_suite {
             timelines_page_across_merged_persons,
             compliance_records_are_what_checks_read,
             the_gate_agrees_with_a_reference_evaluator,
+            idempotency_keys_claim_once_and_replay,
+            audit_entries_page_newest_first,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -443,4 +445,140 @@ pub async fn concurrent_writes_fail_alone<S: Store>(store: &S) {
         .await
         .expect("find");
     assert!(left.is_empty(), "a failed write left a row behind");
+}
+
+/// Idempotency keys: one claim at a time, replay after completion, refusal of another request
+/// under the same key, and forgetting after the retention period or an abandoned claim.
+pub async fn idempotency_keys_claim_once_and_replay<S: Store>(store: &S) {
+    use crate::{IdempotencyBegin, IdempotencyRequest, StoredResponse};
+    let ids = with_tenants(store, &["idem"]).await;
+    let request = |key: &str, fingerprint: &str, at: i64| IdempotencyRequest {
+        tenant_id: ids[0].clone(),
+        scope: "scope-a".into(),
+        key: key.into(),
+        fingerprint: fingerprint.into(),
+        at: ts(at),
+        retention: jiff::SignedDuration::from_hours(24),
+        pending_timeout: jiff::SignedDuration::from_mins(5),
+    };
+    let first = request("k1", "f1", 0);
+    assert_eq!(
+        store.idempotency_begin(&first).await,
+        Ok(IdempotencyBegin::Run)
+    );
+    assert_eq!(
+        store.idempotency_begin(&first).await,
+        Ok(IdempotencyBegin::InProgress)
+    );
+    assert_eq!(
+        store.idempotency_begin(&request("k1", "other", 1)).await,
+        Ok(IdempotencyBegin::Mismatch)
+    );
+    let response = StoredResponse {
+        status: 201,
+        content_type: Some("application/json".into()),
+        body: br#"{"id":"x"}"#.to_vec(),
+    };
+    store
+        .idempotency_finish(&first, Some(response.clone()))
+        .await
+        .expect("finish");
+    assert_eq!(
+        store.idempotency_begin(&request("k1", "f1", 2)).await,
+        Ok(IdempotencyBegin::Replay(response))
+    );
+    // Another credential's key of the same name is another key.
+    let mut other_scope = request("k1", "f9", 3);
+    other_scope.scope = "scope-b".into();
+    assert_eq!(
+        store.idempotency_begin(&other_scope).await,
+        Ok(IdempotencyBegin::Run)
+    );
+    // After the retention period the key is free again.
+    assert_eq!(
+        store
+            .idempotency_begin(&request("k1", "f2", 25 * 3600))
+            .await,
+        Ok(IdempotencyBegin::Run)
+    );
+    // A claim whose process died is taken over after the pending timeout.
+    let stale = request("k2", "f1", 100);
+    assert_eq!(
+        store.idempotency_begin(&stale).await,
+        Ok(IdempotencyBegin::Run)
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&request("k2", "f1", 100 + 60))
+            .await,
+        Ok(IdempotencyBegin::InProgress)
+    );
+    assert_eq!(
+        store
+            .idempotency_begin(&request("k2", "f1", 100 + 400))
+            .await,
+        Ok(IdempotencyBegin::Run)
+    );
+    // A released claim (the request failed retryably) leaves nothing behind.
+    let released = request("k3", "f1", 200);
+    assert_eq!(
+        store.idempotency_begin(&released).await,
+        Ok(IdempotencyBegin::Run)
+    );
+    store
+        .idempotency_finish(&released, None)
+        .await
+        .expect("release");
+    assert_eq!(
+        store.idempotency_begin(&request("k3", "f2", 201)).await,
+        Ok(IdempotencyBegin::Run)
+    );
+}
+
+/// Audit entries are kept per tenant and paged newest first.
+pub async fn audit_entries_page_newest_first<S: Store>(store: &S) {
+    use crate::AuditEntry;
+    let ids = with_tenants(store, &["audit-a", "audit-b"]).await;
+    for n in 0..5 {
+        store
+            .append_audit(AuditEntry {
+                entry_id: format!("e{n}"),
+                tenant_id: ids[n % 2].clone(),
+                at: ts(i64::try_from(n).expect("small")),
+                actor: "k1".into(),
+                actor_tenant: ids[0].clone(),
+                on_behalf_of: (n % 2 == 1).then(|| ids[1].clone()),
+                action: "GET /api/v1/whoami".into(),
+                object: None,
+                status: 200,
+                latency_us: 1500,
+            })
+            .await
+            .expect("append");
+    }
+    let page = store
+        .list_audit(&ids[0], &PageRequest::first(2))
+        .await
+        .expect("list");
+    let seen: Vec<&str> = page.items.iter().map(|e| e.entry_id.as_str()).collect();
+    assert_eq!(seen, ["e4", "e2"]);
+    let rest = store
+        .list_audit(
+            &ids[0],
+            &PageRequest {
+                limit: 2,
+                after: page.next_cursor,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.next_cursor, None);
+    let other = store
+        .list_audit(&ids[1], &PageRequest::first(10))
+        .await
+        .expect("list");
+    assert_eq!(other.items.len(), 2);
+    assert_eq!(other.items[0].on_behalf_of.as_ref(), Some(&ids[1]));
+    assert_eq!(other.items[0].latency_us, 1500);
 }
