@@ -289,3 +289,26 @@ pub async fn by_identifier_count<S: Store>(
             other => AppError::from_store("person")(other),
         })
 }
+
+/// The tenant's counts; events are counted per kind and day over the last `days` days.
+pub async fn stats<S: Store>(
+    store: &S,
+    principal: &Principal,
+    days: u32,
+) -> Result<(jiff::Timestamp, idgraph_store::TenantStats), AppError> {
+    principal.require(Scope::PersonsRead)?;
+    if days == 0 || days > 366 {
+        return Err(
+            AppError::invalid("invalid_input", "days must be between 1 and 366")
+                .with_detail("field", "days"),
+        );
+    }
+    let since = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_hours(i64::from(days) * 24))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let stats = store
+        .stats(&principal.tenant_id, since)
+        .await
+        .map_err(AppError::from_store("stats"))?;
+    Ok((since, stats))
+}

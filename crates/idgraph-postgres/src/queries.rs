@@ -7,7 +7,8 @@ use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
     FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome, LoggedSignal,
     ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, SignalRecord, Store,
-    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TimelineEvent, Workspace,
+    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
+    Workspace,
 };
 use jiff::Timestamp;
 
@@ -485,6 +486,14 @@ impl Store for PostgresStore {
         response: Option<StoredResponse>,
     ) -> StoreResult<()> {
         self.finish_idempotency(request, response).await
+    }
+
+    async fn stats(
+        &self,
+        tenant_id: &TenantId,
+        events_since: Timestamp,
+    ) -> StoreResult<TenantStats> {
+        self.read_stats(tenant_id.as_str(), events_since).await
     }
 
     async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()> {

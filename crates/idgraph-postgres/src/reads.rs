@@ -7,8 +7,8 @@ use idgraph_core::tenancy::WorkspaceName;
 use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
     ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
-    StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, count_cursor,
-    decode_identifiers, newest_first_page, parse_count_cursor, parse_timeline_cursor,
+    StoreError, StoreResult, TenantStats, TimelineEvent, TraitValueRow, WorkspaceContactRow,
+    count_cursor, decode_identifiers, newest_first_page, parse_count_cursor, parse_timeline_cursor,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
@@ -272,6 +272,69 @@ impl PostgresStore {
             })
             .collect();
         Ok(Page::from_overfetch(items, page.limit, count_cursor))
+    }
+
+    pub(crate) async fn read_stats(
+        &self,
+        tenant: &str,
+        events_since: Timestamp,
+    ) -> StoreResult<TenantStats> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(map_error)?;
+        let counts = tx
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM persons WHERE tenant_id = $1 AND merged_into IS NULL),
+                        (SELECT COUNT(*) FROM persons WHERE tenant_id = $1 AND merged_into IS NOT NULL),
+                        (SELECT COUNT(*) FROM merges WHERE tenant_id = $1),
+                        (SELECT COUNT(*) FROM conflicts WHERE tenant_id = $1)",
+                &[&tenant],
+            )
+            .await
+            .map_err(map_error)?;
+        let n = |i: usize| u64::try_from(counts.get::<_, i64>(i)).unwrap_or(0);
+        let identifiers_by_kind = tx
+            .query(
+                "SELECT kind, COUNT(*) FROM identity_nodes WHERE tenant_id = $1 GROUP BY kind ORDER BY kind",
+                &[&tenant],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+            .collect();
+        let events_by_kind_and_day = tx
+            .query(
+                "SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, kind, COUNT(*)
+                 FROM events WHERE tenant_id = $1 AND occurred_at >= $2
+                 GROUP BY day, kind ORDER BY day, kind",
+                &[&tenant, &to_sql_time(events_since)],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                )
+            })
+            .collect();
+        tx.commit().await.map_err(map_error)?;
+        Ok(TenantStats {
+            persons: n(0),
+            persons_absorbed: n(1),
+            identifiers_by_kind,
+            events_by_kind_and_day,
+            merges: n(2),
+            conflicts: n(3),
+        })
     }
 
     pub(crate) async fn read_signal(

@@ -7,7 +7,8 @@ use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
     FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome, LoggedSignal,
     ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, SignalRecord, Store,
-    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TimelineEvent, Workspace,
+    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
+    Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -496,6 +497,16 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let request = request.clone();
         self.write(move |tx| idempotency::finish(tx, &request, response.as_ref()))
+            .await
+    }
+
+    async fn stats(
+        &self,
+        tenant_id: &TenantId,
+        events_since: Timestamp,
+    ) -> StoreResult<TenantStats> {
+        let tenant_id = tenant_id.clone();
+        self.read(move |conn| reads::stats(conn, tenant_id.as_str(), micros(events_since)))
             .await
     }
 

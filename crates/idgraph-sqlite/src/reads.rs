@@ -5,8 +5,8 @@ use idgraph_core::tenancy::WorkspaceName;
 use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
     ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
-    StoreError, StoreResult, TimelineEvent, TraitValueRow, WorkspaceContactRow, count_cursor,
-    decode_identifiers, newest_first_page, parse_count_cursor, parse_timeline_cursor,
+    StoreError, StoreResult, TenantStats, TimelineEvent, TraitValueRow, WorkspaceContactRow,
+    count_cursor, decode_identifiers, newest_first_page, parse_count_cursor, parse_timeline_cursor,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, Row, params};
@@ -348,4 +348,60 @@ pub(crate) fn persons_by_identifier_count(
         .map(|(id, n)| (id, u64::try_from(n).unwrap_or(0)))
         .collect();
     Ok(Page::from_overfetch(rows, page.limit, count_cursor))
+}
+
+pub(crate) fn stats(
+    conn: &Connection,
+    tenant: &str,
+    events_since: i64,
+) -> StoreResult<TenantStats> {
+    let tx = conn.unchecked_transaction().map_err(map_error)?;
+    let count = |sql: &str| -> StoreResult<u64> {
+        tx.prepare_cached(sql)
+            .and_then(|mut s| s.query_row(params![tenant], |r| r.get::<_, i64>(0)))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(map_error)
+    };
+    let persons =
+        count("SELECT COUNT(*) FROM persons WHERE tenant_id = ?1 AND merged_into IS NULL")?;
+    let absorbed =
+        count("SELECT COUNT(*) FROM persons WHERE tenant_id = ?1 AND merged_into IS NOT NULL")?;
+    let merges = count("SELECT COUNT(*) FROM merges WHERE tenant_id = ?1")?;
+    let conflicts = count("SELECT COUNT(*) FROM conflicts WHERE tenant_id = ?1")?;
+    let identifiers_by_kind = tx
+        .prepare_cached(
+            "SELECT kind, COUNT(*) FROM identity_nodes WHERE tenant_id = ?1 GROUP BY kind ORDER BY kind",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant], |r| {
+                Ok((r.get::<_, String>(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map_error)?;
+    let events_by_kind_and_day = tx
+        .prepare_cached(
+            "SELECT date(occurred_at / 1000000, 'unixepoch') AS day, kind, COUNT(*) FROM events
+             WHERE tenant_id = ?1 AND occurred_at >= ?2 GROUP BY day, kind ORDER BY day, kind",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, events_since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map_error)?;
+    tx.finish().map_err(map_error)?;
+    Ok(TenantStats {
+        persons,
+        persons_absorbed: absorbed,
+        identifiers_by_kind,
+        events_by_kind_and_day,
+        merges,
+        conflicts,
+    })
 }

@@ -26,7 +26,7 @@ pub use compliance::{
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
 pub use model::{
     ApiKeyRecord, AuditEntry, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, Page,
-    PageRequest, StoredResponse, Tenant, Workspace,
+    PageRequest, StoredResponse, Tenant, TenantStats, Workspace,
 };
 pub use resolution::{
     ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, ManualMerge,
@@ -194,6 +194,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         request: &IdempotencyRequest,
         response: Option<StoredResponse>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Counts of the tenant's graph; events are counted by kind and day from `events_since`.
+    fn stats(
+        &self,
+        tenant_id: &TenantId,
+        events_since: Timestamp,
+    ) -> impl Future<Output = StoreResult<TenantStats>> + Send;
 
     /// Appends an audit entry.
     fn append_audit(&self, entry: AuditEntry) -> impl Future<Output = StoreResult<()>> + Send;

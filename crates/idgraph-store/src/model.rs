@@ -165,3 +165,17 @@ pub enum IdempotencyBegin {
     /// Done before: replay this.
     Replay(StoredResponse),
 }
+
+/// A tenant's counts, computed by aggregate queries in the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantStats {
+    /// Persons not merged into another.
+    pub persons: u64,
+    /// Persons merged into another (their ids answer with the survivor).
+    pub persons_absorbed: u64,
+    pub identifiers_by_kind: Vec<(String, u64)>,
+    /// (day as `YYYY-MM-DD` UTC, event kind, count) for events since the requested day.
+    pub events_by_kind_and_day: Vec<(String, String, u64)>,
+    pub merges: u64,
+    pub conflicts: u64,
+}

@@ -25,6 +25,7 @@ on_both_backends!(
     explain_shows_the_path_of_links_and_merges,
     operators_merge_persons_within_the_limits,
     mega_persons_can_be_found,
+    stats_count_the_graph,
 );
 
 async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
@@ -1003,4 +1004,55 @@ async fn mega_persons_can_be_found(app: &TestApp) {
         (status, error_code(&body)),
         (StatusCode::BAD_REQUEST, "invalid_cursor")
     );
+}
+
+async fn stats_count_the_graph(app: &TestApp) {
+    let key = app.write_key().await;
+    app.track(
+        "/v1/track",
+        &key,
+        json!({"anonymousId": "st-1", "event": "Visit"}),
+    )
+    .await;
+    app.track(
+        "/v1/page",
+        &key,
+        json!({"anonymousId": "st-1", "name": "Home"}),
+    )
+    .await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "st-u", "traits": {"email": "st@example.com"}}),
+    )
+    .await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "st-u", "anonymousId": "st-1"}),
+    )
+    .await;
+    let (status, stats) = app.get("/api/v1/stats", MASTER_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["persons"], 1);
+    assert_eq!(stats["persons_absorbed"], 1);
+    assert_eq!(stats["merges"], 1);
+    assert_eq!(
+        stats["identifiers"],
+        json!({"anonymous_id": 1, "email": 1, "external_id": 1})
+    );
+    let events = stats["events"].as_array().expect("events");
+    let count = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| e["count"].as_u64().expect("n"))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (count("track"), count("page"), count("identify")),
+        (1, 1, 2)
+    );
+    let (status, _) = app.get("/api/v1/stats?days=0", MASTER_KEY).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

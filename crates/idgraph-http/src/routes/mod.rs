@@ -34,6 +34,7 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/keys/{id}", delete(keys::revoke::<S>))
         .route("/api/v1/whoami", get(keys::whoami))
         .route("/api/v1/audit", get(audit::list::<S>))
+        .route("/api/v1/stats", get(persons::stats::<S>))
         .route("/v1/whoami", get(keys::write_key_whoami))
         .route("/v1/batch", post(ingest::batch::<S>))
         .route("/v1/{kind}", post(ingest::single::<S>))

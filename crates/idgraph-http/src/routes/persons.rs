@@ -300,3 +300,36 @@ pub(crate) async fn list<S: Store>(
         json!({"persons": items, "next_cursor": persons.next_cursor}),
     ))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsQuery {
+    days: Option<u32>,
+}
+
+pub(crate) async fn stats<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Query(query): Query<StatsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (since, stats) = persons::stats(&state.store, &principal, query.days.unwrap_or(30)).await?;
+    let identifiers: Map<String, Value> = stats
+        .identifiers_by_kind
+        .into_iter()
+        .map(|(kind, n)| (kind, json!(n)))
+        .collect();
+    let events: Vec<Value> = stats
+        .events_by_kind_and_day
+        .into_iter()
+        .map(|(day, kind, n)| json!({"day": day, "kind": kind, "count": n}))
+        .collect();
+    Ok(Json(json!({
+        "persons": stats.persons,
+        "persons_absorbed": stats.persons_absorbed,
+        "identifiers": identifiers,
+        "events": events,
+        "events_since": since.to_string(),
+        "merges": stats.merges,
+        "conflicts": stats.conflicts,
+    })))
+}
