@@ -4,6 +4,7 @@
 //! them (use cases, HTTP) sees only these types. Every method takes the tenant explicitly and
 //! every backend query filters on it: no read or write crosses tenants.
 
+mod batch_graph;
 mod migrations;
 mod model;
 mod resolution;
@@ -17,6 +18,7 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use jiff::Timestamp;
 
+pub use batch_graph::BatchGraph;
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
 pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
 pub use resolution::{
