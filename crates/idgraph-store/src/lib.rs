@@ -23,9 +23,9 @@ pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migration
 pub use model::{ApiKeyRecord, IdentityNodeRow, Page, PageRequest, Tenant, Workspace};
 pub use resolution::{
     ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, MergeRow,
-    PersonProfile, PersonRow, SignalRecord, Snapshot, TimelineEvent, TraitObservation,
-    TraitValueRow, WorkspaceContactRow, conflict_rule_text, decode_identifiers, derived_id,
-    encode_identifiers, newest_first_page, parse_timeline_cursor, timeline_cursor,
+    PersonProfile, PersonRow, SignalRecord, TimelineEvent, TraitObservation, TraitValueRow,
+    WorkspaceContactRow, conflict_rule_text, decode_identifiers, derived_id, encode_identifiers,
+    newest_first_page, parse_timeline_cursor, timeline_cursor,
 };
 
 /// What can go wrong in a store, without driver types leaking out.
