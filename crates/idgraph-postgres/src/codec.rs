@@ -41,16 +41,29 @@ pub(crate) fn to_sql_time(ts: Timestamp) -> SystemTime {
     SystemTime::from(ts)
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
+/// A timestamp as PostgreSQL keeps it: whole microseconds, truncated toward 2000-01-01 the way
+/// the driver encodes a `SystemTime`. Values compared in memory with values read back from the
+/// database must be at this precision, or a nanosecond could decide what the database would
+/// call a tie.
+pub(crate) fn at_stored_precision(ts: Timestamp) -> Timestamp {
+    const POSTGRES_EPOCH_NANOS: i128 = 946_684_800 * 1_000_000_000;
+    let since_epoch = ts.as_nanosecond() - POSTGRES_EPOCH_NANOS;
+    // Integer division truncates toward zero, that is toward the epoch on both sides of it.
+    let truncated = since_epoch / 1_000 * 1_000;
+    // Between `ts` and the epoch, so always in range.
+    Timestamp::from_nanosecond(POSTGRES_EPOCH_NANOS + truncated).unwrap_or(ts)
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Other(format!("unreadable row: {what}"))
 }
 
-fn time(row: &Row, index: usize) -> StoreResult<Timestamp> {
+pub(crate) fn time(row: &Row, index: usize) -> StoreResult<Timestamp> {
     let raw: SystemTime = row.try_get(index).map_err(map_error)?;
     Timestamp::try_from(raw).map_err(corrupt)
 }
 
-fn text(row: &Row, index: usize) -> StoreResult<String> {
+pub(crate) fn text(row: &Row, index: usize) -> StoreResult<String> {
     row.try_get(index).map_err(map_error)
 }
 
@@ -140,4 +153,24 @@ pub(crate) fn audit_entry(row: &Row) -> StoreResult<AuditEntry> {
         status: u16::try_from(status).map_err(corrupt)?,
         latency_us: u64::try_from(latency).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_precision_truncates_toward_the_postgres_epoch() {
+        let after = Timestamp::from_nanosecond(1_800_000_000_123_456_789).unwrap();
+        assert_eq!(
+            at_stored_precision(after),
+            Timestamp::from_nanosecond(1_800_000_000_123_456_000).unwrap()
+        );
+        // Before 2000-01-01 the driver counts microseconds back from it, so truncation goes up.
+        let before = Timestamp::from_nanosecond(900_000_000_123_456_789).unwrap();
+        assert_eq!(
+            at_stored_precision(before),
+            Timestamp::from_nanosecond(900_000_000_123_457_000).unwrap()
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: a connection pool, migrations under an advisory lock, and the `Store`
 //! implementation. Many idgraph processes may share one database.
 
+mod batch;
 mod codec;
 mod compliance;
 mod idempotency;

@@ -92,7 +92,7 @@ impl PostgresStore {
             .collect();
         let identifiers = client
             .query(
-                &format!("SELECT {NODE_COLUMNS} FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP}) ORDER BY kind, value"),
+                &format!("SELECT {NODE_COLUMNS} FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP}) ORDER BY kind, value, person_id"),
                 &[&tenant, &person_id],
             )
             .await

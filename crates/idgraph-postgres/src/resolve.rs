@@ -2,21 +2,43 @@
 //! advisory lock on the tenant, so processes sharing the database never race for an identifier
 //! (and never create two persons for one `unique` identifier); readers are never blocked.
 //! Finer-grained locks (per identifier) are a later optimization, see decision 0005.
+//!
+//! A batch costs about a dozen round trips whatever its size: under the lock, one query finds
+//! the message ids already stored, one the nodes (and so the owners) of every identifier of the
+//! batch, one the members, created_at and limited-kind values of those owners' groups. The
+//! signals are then resolved one after another against a [`BatchGraph`] seeded with that, which
+//! applies each resolution as the store will, and the batch's rows are written with one
+//! statement per table (see [`crate::batch`]).
+//!
+//! Every statement touches a few hundred keys of tables of any size, so each key must cost one
+//! index probe. The planner does not always see it that way: without fresh statistics (a new
+//! database, a fast-growing tenant) it may take a tenant's rows to be few and hash-join all of
+//! them on every batch, and a cached plan keeps doing so. So reads look each key up in a
+//! `LATERAL` subquery that `OFFSET 0` keeps the planner from flattening into a join, and writes
+//! are `INSERT`s (upserts for rows that change), which probe the primary key per row.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
-use idgraph_core::resolve::{Resolution, Signal, resolve};
+use idgraph_core::resolve::{PersonId, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, Snapshot, StoreError, StoreResult,
-    conflict_rule_text, derived_id, encode_identifiers,
+    BatchGraph, IdentityNodeRow, IngestOutcome, SignalRecord, StoreError, StoreResult,
 };
 use jiff::Timestamp;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
-use crate::codec::{map_error, to_sql_time};
+use crate::batch::{
+    BatchWrites, ConflictWrite, ContactKey, EventWrite, MergeWrite, PersonWrite, StoredNode,
+    StoredPerson, TraitWrite,
+};
+use crate::codec::{
+    NODE_COLUMNS, at_stored_precision, corrupt, identity_node, map_error, text, time, to_sql_time,
+};
 
 /// The persons of a canonical person's group: itself and everyone merged into it. A UNION, so
 /// that each branch is one index look-up.
@@ -47,263 +69,552 @@ impl PostgresStore {
             .await
             .map_err(map_error)?
             .get(0);
+        let fresh = first_occurrences(&tx, tenant, &signals).await?;
+        let mut graph = BatchGraph::new(settings);
+        let mut writes = read_graph(&tx, tenant, &mut graph, &signals, &fresh).await?;
         let mut outcomes = Vec::with_capacity(signals.len());
-        for signal in signals {
-            let event = &signal.event;
-            let seen = tx
-                .query_opt(
-                    "SELECT 1 FROM events WHERE tenant_id = $1 AND workspace = $2 AND message_id = $3",
-                    &[&tenant, &event.workspace.as_str(), &event.message_id],
-                )
-                .await
-                .map_err(map_error)?;
-            if seen.is_some() {
+        for (signal, fresh) in signals.into_iter().zip(fresh) {
+            if !fresh {
                 outcomes.push(IngestOutcome::Duplicate);
                 continue;
             }
-            let snapshot = snapshot(&tx, tenant, settings, &signal.identifiers).await?;
+            let event = &signal.event;
             let resolution = resolve(
                 settings,
-                &snapshot,
+                &graph,
                 &Signal {
                     identifiers: &signal.identifiers,
                     new_person_id: event.event_id.clone(),
                     at: event.ingested_at,
                 },
             );
+            let now = at_stored_precision(event.ingested_at);
+            let seen = at_stored_precision(event.occurred_at);
+            graph.apply(&resolution, now);
             seq += 1;
-            apply(&tx, tenant, seq, &signal, &resolution).await?;
             outcomes.push(IngestOutcome::Recorded {
                 person_id: resolution.person.clone(),
                 created: resolution.created,
                 merges: resolution.merges.len(),
                 conflicts: resolution.conflicts.len(),
             });
+            writes.record(&graph, seq, signal, &resolution, now, seen)?;
         }
+        write(&tx, tenant, &writes).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(outcomes)
     }
 }
 
-async fn snapshot(
+/// Whether each signal is the first of its message id: not stored in its workspace, and not
+/// repeating an earlier signal of the batch (which the store would have recorded by then).
+async fn first_occurrences(
     tx: &Transaction<'_>,
     tenant: &str,
-    settings: &IdentitySettings,
-    identifiers: &[Identifier],
-) -> StoreResult<Snapshot> {
-    let mut snapshot = Snapshot::default();
-    let owners_stmt = tx
-        .prepare_cached(
-            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
-             JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
-             WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3",
-        )
-        .await
-        .map_err(map_error)?;
-    let mut canonical = BTreeSet::new();
-    for identifier in identifiers {
-        let rows = tx
-            .query(
-                &owners_stmt,
-                &[&tenant, &identifier.kind().as_str(), &identifier.value()],
-            )
-            .await
-            .map_err(map_error)?;
-        let owners: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        canonical.extend(owners.iter().cloned());
-        snapshot.owners.insert(identifier.clone(), owners);
-    }
-    for person_id in canonical {
-        let row = tx
-            .query_one(
-                "SELECT created_at FROM persons WHERE tenant_id = $1 AND person_id = $2",
-                &[&tenant, &person_id],
-            )
-            .await
-            .map_err(map_error)?;
-        let created_at: std::time::SystemTime = row.get(0);
-        let created_at =
-            Timestamp::try_from(created_at).map_err(|e| StoreError::Other(e.to_string()))?;
-        let nodes = tx
-            .query(
-                &format!("SELECT kind, value FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP})"),
-                &[&tenant, &person_id],
-            )
-            .await
-            .map_err(map_error)?;
-        let limited = nodes.iter().filter_map(|row| {
-            let kind = IdentifierKind::parse(row.get::<_, &str>(0)).ok()?;
-            settings
-                .rule(&kind)
-                .is_some_and(|rule| rule.limit.is_some())
-                .then(|| (kind, row.get::<_, String>(1)))
-        });
-        snapshot.add_person(person_id, created_at, limited.collect::<Vec<_>>());
-    }
-    Ok(snapshot)
+    signals: &[SignalRecord],
+) -> StoreResult<Vec<bool>> {
+    let mut pairs: Vec<(&str, &str)> = signals
+        .iter()
+        .map(|s| (s.event.workspace.as_str(), s.event.message_id.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let (workspaces, message_ids): (Vec<&str>, Vec<&str>) = pairs.into_iter().unzip();
+    let rows = query(
+        tx,
+        "SELECT m.workspace, m.message_id
+         FROM unnest($2::text[], $3::text[]) AS m(workspace, message_id)
+         CROSS JOIN LATERAL (
+             SELECT 1 FROM events
+             WHERE tenant_id = $1 AND workspace = m.workspace AND message_id = m.message_id
+             OFFSET 0
+         ) stored",
+        &[&tenant, &workspaces, &message_ids],
+    )
+    .await?;
+    let mut seen: HashSet<(String, String)> = rows
+        .iter()
+        .map(|row| Ok((text(row, 0)?, text(row, 1)?)))
+        .collect::<StoreResult<_>>()?;
+    Ok(signals
+        .iter()
+        .map(|s| {
+            seen.insert((
+                s.event.workspace.as_str().to_owned(),
+                s.event.message_id.clone(),
+            ))
+        })
+        .collect())
 }
 
-async fn apply(
+/// Seeds `graph` with what the batch's signals can ask of the graph, and returns what the
+/// writes start from: the stored nodes of the batch's identifiers and their owners' groups.
+async fn read_graph(
     tx: &Transaction<'_>,
     tenant: &str,
-    seq: i64,
-    signal: &SignalRecord,
-    resolution: &Resolution,
+    graph: &mut BatchGraph,
+    signals: &[SignalRecord],
+    fresh: &[bool],
+) -> StoreResult<BatchWrites> {
+    let identifiers: BTreeSet<&Identifier> = signals
+        .iter()
+        .zip(fresh)
+        .filter(|(_, fresh)| **fresh)
+        .flat_map(|(signal, _)| &signal.identifiers)
+        .collect();
+    let kinds: Vec<&str> = identifiers.iter().map(|i| i.kind().as_str()).collect();
+    let values: Vec<&str> = identifiers.iter().map(|i| i.value()).collect();
+    let rows = query(
+        tx,
+        &format!(
+            "SELECT n.*, p.canonical
+             FROM unnest($2::text[], $3::text[]) AS i(kind, value)
+             CROSS JOIN LATERAL (
+                 SELECT {NODE_COLUMNS} FROM identity_nodes
+                 WHERE tenant_id = $1 AND kind = i.kind AND value = i.value
+                 OFFSET 0
+             ) n
+             CROSS JOIN LATERAL (
+                 SELECT COALESCE(merged_into, person_id) AS canonical FROM persons
+                 WHERE tenant_id = $1 AND person_id = n.person_id
+                 OFFSET 0
+             ) p"
+        ),
+        &[&tenant, &kinds, &values],
+    )
+    .await?;
+    let mut nodes = Vec::with_capacity(rows.len());
+    let mut owners: BTreeSet<PersonId> = BTreeSet::new();
+    for row in &rows {
+        let node = identity_node(row)?;
+        let canonical: PersonId = text(row, 8)?;
+        graph.add_owner(
+            Identifier::from_stored(node.kind.clone(), node.value.clone()),
+            canonical.clone(),
+        );
+        owners.insert(canonical.clone());
+        nodes.push(StoredNode {
+            row: node,
+            canonical,
+        });
+    }
+    if owners.is_empty() {
+        return Ok(BatchWrites::new(nodes, Vec::new()));
+    }
+
+    let owners: Vec<PersonId> = owners.into_iter().collect();
+    let limited: Vec<&str> = graph.limited_kinds().map(IdentifierKind::as_str).collect();
+    // One row per member of each owner's group and limited-kind node it holds (or none).
+    let rows = query(
+        tx,
+        "SELECT o.person_id, g.member, g.created_at, n.kind, n.value
+         FROM unnest($2::text[]) AS o(person_id)
+         CROSS JOIN LATERAL (
+             SELECT person_id AS member, created_at FROM persons
+             WHERE tenant_id = $1 AND person_id = o.person_id
+             UNION ALL
+             SELECT person_id, created_at FROM persons
+             WHERE tenant_id = $1 AND merged_into = o.person_id
+         ) g
+         LEFT JOIN LATERAL (
+             SELECT kind, value FROM identity_nodes
+             WHERE tenant_id = $1 AND person_id = g.member AND kind = ANY($3::text[])
+             OFFSET 0
+         ) n ON true",
+        &[&tenant, &owners, &limited],
+    )
+    .await?;
+    let mut groups: HashMap<PersonId, Group> = HashMap::with_capacity(owners.len());
+    for row in &rows {
+        let owner: PersonId = text(row, 0)?;
+        let member: PersonId = text(row, 1)?;
+        let group = groups.entry(owner.clone()).or_default();
+        if member == owner {
+            group.created_at = Some(time(row, 2)?);
+        } else {
+            group.members.insert(member, time(row, 2)?);
+        }
+        let kind_text: Option<&str> = row.try_get(3).map_err(map_error)?;
+        if kind_text.is_some() {
+            group.values.push((kind(row, 3)?, text(row, 4)?));
+        }
+    }
+    let mut persons = Vec::with_capacity(owners.len());
+    for owner in owners {
+        let group = groups.remove(&owner).unwrap_or_default();
+        // A node's person merged into a person that does not exist: the store is corrupt, and
+        // resolving around it would only spread the damage.
+        let created_at = group.created_at.ok_or_else(|| {
+            StoreError::Other(format!("person {owner} owns identity nodes but has no row"))
+        })?;
+        graph.add_person(owner.clone(), created_at, group.values);
+        persons.push(StoredPerson {
+            person_id: owner,
+            created_at,
+            members: group.members.into_iter().collect(),
+        });
+    }
+    Ok(BatchWrites::new(nodes, persons))
+}
+
+/// A stored group as the graph query returns it, one row per member and node.
+#[derive(Debug, Default)]
+struct Group {
+    created_at: Option<Timestamp>,
+    /// Persons merged into it (the query lists each once per node it holds).
+    members: BTreeMap<PersonId, Timestamp>,
+    values: Vec<(IdentifierKind, String)>,
+}
+
+/// Writes what the batch did, one statement per table and kind of change.
+async fn write(tx: &Transaction<'_>, tenant: &str, writes: &BatchWrites) -> StoreResult<()> {
+    // Events first: a signal id used twice fails here, as a conflict, before anything keyed by
+    // it (the person it would create) is written.
+    write_events(tx, tenant, &writes.events).await?;
+    write_persons(tx, tenant, &writes.persons()).await?;
+    write_merges(tx, tenant, &writes.merges).await?;
+    write_conflicts(tx, tenant, &writes.conflicts).await?;
+    // A node exists by the time it is touched, so an upsert of a touched node only moves its
+    // last_seen; a new one keeps the per-signal `DO NOTHING`.
+    write_nodes(tx, tenant, writes.node_inserts(), "DO NOTHING").await?;
+    write_nodes(
+        tx,
+        tenant,
+        writes.node_touches(),
+        "(tenant_id, kind, value, person_id) DO UPDATE SET last_seen = EXCLUDED.last_seen",
+    )
+    .await?;
+    write_traits(tx, tenant, &writes.traits).await?;
+    write_contacts(tx, tenant, writes).await
+}
+
+async fn write_events(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    events: &[EventWrite],
 ) -> StoreResult<()> {
-    let event = &signal.event;
-    let signal_id = event.event_id.as_str();
-    let now = to_sql_time(event.ingested_at);
-    let seen = to_sql_time(event.occurred_at);
-    let person = resolution.person.as_str();
-    if resolution.created {
-        tx.execute(
-            "INSERT INTO persons (tenant_id, person_id, merged_into, created_at, updated_at) VALUES ($1, $2, NULL, $3, $3)",
-            &[&tenant, &person, &now],
-        )
-        .await
-        .map_err(map_error)?;
-    } else if signal.changes_person(resolution) {
-        tx.execute(
-            "UPDATE persons SET updated_at = $3 WHERE tenant_id = $1 AND person_id = $2",
-            &[&tenant, &person, &now],
-        )
-        .await
-        .map_err(map_error)?;
+    if events.is_empty() {
+        return Ok(());
     }
-    for (index, merge) in resolution.merges.iter().enumerate() {
-        tx.execute(
-            &format!(
-                "UPDATE persons SET merged_into = $3, updated_at = $4
-                 WHERE tenant_id = $1 AND person_id IN ({GROUP})"
-            ),
-            &[&tenant, &merge.absorbed, &merge.survivor, &now],
-        )
-        .await
-        .map_err(map_error)?;
-        tx.execute(
-            "INSERT INTO merges (tenant_id, merge_id, survivor, absorbed, identifiers, signal_id, rule, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &tenant,
-                &derived_id(signal_id, 'm', index),
-                &merge.survivor,
-                &merge.absorbed,
-                &encode_identifiers(&merge.identifiers),
-                &signal_id,
-                &merge.rule,
-                &now,
-            ],
-        )
-        .await
-        .map_err(map_error)?;
-    }
-    for identifier in &resolution.attach {
-        tx.execute(
-            "INSERT INTO identity_nodes
-             (tenant_id, kind, value, person_id, source, confidence, first_seen, last_seen, signal_id)
-             VALUES ($1, $2, $3, $4, $5, 1.0, $6, $6, $7) ON CONFLICT DO NOTHING",
-            &[&tenant, &identifier.kind().as_str(), &identifier.value(), &person, &signal.source, &seen, &signal_id],
-        )
-        .await
-        .map_err(map_error)?;
-    }
-    for identifier in &resolution.touch {
-        tx.execute(
-            &format!(
-                "UPDATE identity_nodes SET last_seen = $5
-                 WHERE tenant_id = $1 AND kind = $3 AND value = $4 AND person_id IN ({GROUP})
-                   AND last_seen < $5::timestamptz - interval '{LAST_SEEN_RESOLUTION_SECONDS} seconds'"
-            ),
-            &[
-                &tenant,
-                &person,
-                &identifier.kind().as_str(),
-                &identifier.value(),
-                &seen,
-            ],
-        )
-        .await
-        .map_err(map_error)?;
-    }
-    for (index, conflict) in resolution.conflicts.iter().enumerate() {
-        tx.execute(
-            "INSERT INTO conflicts (tenant_id, conflict_id, person_id, other_person_id, kind, value, rule, signal_id, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &tenant,
-                &derived_id(signal_id, 'c', index),
-                &conflict.person,
-                &conflict.other_person,
-                &conflict.identifier.kind().as_str(),
-                &conflict.identifier.value(),
-                &conflict_rule_text(&conflict.rule),
-                &signal_id,
-                &now,
-            ],
-        )
-        .await
-        .map_err(map_error)?;
-    }
-    let schema_version = i32::try_from(event.schema_version).unwrap_or(i32::MAX);
-    tx.execute(
-        "INSERT INTO events (tenant_id, event_id, workspace, person_id, kind, name, occurred_at, ingested_at,
-                             schema_version, message_id, properties, context, seq, identifiers, source)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    let ids: Vec<&str> = events.iter().map(|e| e.event.event_id.as_str()).collect();
+    let workspaces: Vec<&str> = events.iter().map(|e| e.event.workspace.as_str()).collect();
+    let persons: Vec<&str> = events.iter().map(|e| e.person_id.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.kind.as_str()).collect();
+    let names: Vec<Option<&str>> = events.iter().map(|e| e.event.name.as_deref()).collect();
+    let occurred: Vec<SystemTime> = events
+        .iter()
+        .map(|e| to_sql_time(e.event.occurred_at))
+        .collect();
+    let ingested: Vec<SystemTime> = events
+        .iter()
+        .map(|e| to_sql_time(e.event.ingested_at))
+        .collect();
+    let versions: Vec<i32> = events
+        .iter()
+        .map(|e| i32::try_from(e.event.schema_version).unwrap_or(i32::MAX))
+        .collect();
+    let message_ids: Vec<&str> = events.iter().map(|e| e.event.message_id.as_str()).collect();
+    let properties: Vec<&str> = events.iter().map(|e| e.event.properties.as_str()).collect();
+    let contexts: Vec<&str> = events.iter().map(|e| e.event.context.as_str()).collect();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let identifiers: Vec<&str> = events.iter().map(|e| e.identifiers.as_str()).collect();
+    let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
+    execute(
+        tx,
+        "INSERT INTO events (tenant_id, event_id, workspace, person_id, kind, name, occurred_at,
+                             ingested_at, schema_version, message_id, properties, context, seq,
+                             identifiers, source)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::timestamptz[], $8::timestamptz[], $9::int4[], $10::text[],
+                                  $11::text[], $12::text[], $13::int8[], $14::text[], $15::text[])",
         &[
             &tenant,
-            &signal_id,
-            &event.workspace.as_str(),
-            &person,
-            &event.kind,
-            &event.name,
-            &seen,
-            &now,
-            &schema_version,
-            &event.message_id,
-            &event.properties,
-            &event.context,
-            &seq,
-            &encode_identifiers(&signal.identifiers),
-            &signal.source,
+            &ids,
+            &workspaces,
+            &persons,
+            &kinds,
+            &names,
+            &occurred,
+            &ingested,
+            &versions,
+            &message_ids,
+            &properties,
+            &contexts,
+            &seqs,
+            &identifiers,
+            &sources,
         ],
     )
     .await
-    .map_err(map_error)?;
-    for observed in &signal.traits {
-        tx.execute(
-            "INSERT INTO trait_values
-             (tenant_id, person_id, workspace, name, value, source_class, confidence, observed_at, set_once, signal_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-            &[
-                &tenant,
-                &person,
-                &event.workspace.as_str(),
-                &observed.name,
-                &observed.value,
-                &observed.provenance.class.as_str(),
-                &observed.provenance.confidence,
-                &to_sql_time(observed.provenance.observed_at),
-                &observed.set_once,
-                &signal_id,
-            ],
-        )
-        .await
-        .map_err(map_error)?;
+}
+
+/// Persons created or changed: upserts of their final values.
+async fn write_persons(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    persons: &[PersonWrite],
+) -> StoreResult<()> {
+    if persons.is_empty() {
+        return Ok(());
     }
-    tx.execute(
-        &format!(
-            "INSERT INTO workspace_contacts (tenant_id, person_id, workspace, first_seen, last_seen)
-             VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (tenant_id, person_id, workspace) DO UPDATE SET
-                first_seen = LEAST(workspace_contacts.first_seen, EXCLUDED.first_seen),
-                last_seen = GREATEST(workspace_contacts.last_seen, EXCLUDED.last_seen)
-             WHERE EXCLUDED.first_seen < workspace_contacts.first_seen
-                OR EXCLUDED.last_seen >= workspace_contacts.last_seen
-                                         + interval '{LAST_SEEN_RESOLUTION_SECONDS} seconds'"
-        ),
-        &[&tenant, &person, &event.workspace.as_str(), &seen],
+    let ids: Vec<&str> = persons.iter().map(|p| p.person_id.as_str()).collect();
+    let survivors: Vec<Option<&str>> = persons.iter().map(|p| p.merged_into.as_deref()).collect();
+    let created_at: Vec<SystemTime> = persons.iter().map(|p| to_sql_time(p.created_at)).collect();
+    let updated: Vec<SystemTime> = persons.iter().map(|p| to_sql_time(p.updated_at)).collect();
+    execute(
+        tx,
+        "INSERT INTO persons (tenant_id, person_id, merged_into, created_at, updated_at)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+         ON CONFLICT (tenant_id, person_id) DO UPDATE SET
+            merged_into = EXCLUDED.merged_into, updated_at = EXCLUDED.updated_at",
+        &[&tenant, &ids, &survivors, &created_at, &updated],
     )
     .await
-    .map_err(map_error)?;
+}
+
+async fn write_merges(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    merges: &[MergeWrite],
+) -> StoreResult<()> {
+    if merges.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = merges.iter().map(|m| m.merge_id.as_str()).collect();
+    let survivors: Vec<&str> = merges.iter().map(|m| m.survivor.as_str()).collect();
+    let absorbed: Vec<&str> = merges.iter().map(|m| m.absorbed.as_str()).collect();
+    let identifiers: Vec<&str> = merges.iter().map(|m| m.identifiers.as_str()).collect();
+    let signal_ids: Vec<&str> = merges.iter().map(|m| m.signal_id.as_str()).collect();
+    let rules: Vec<&str> = merges.iter().map(|m| m.rule.as_str()).collect();
+    let at: Vec<SystemTime> = merges.iter().map(|m| to_sql_time(m.at)).collect();
+    execute(
+        tx,
+        "INSERT INTO merges (tenant_id, merge_id, survivor, absorbed, identifiers, signal_id, rule, at)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::timestamptz[])",
+        &[
+            &tenant,
+            &ids,
+            &survivors,
+            &absorbed,
+            &identifiers,
+            &signal_ids,
+            &rules,
+            &at,
+        ],
+    )
+    .await
+}
+
+async fn write_conflicts(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    conflicts: &[ConflictWrite],
+) -> StoreResult<()> {
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = conflicts.iter().map(|c| c.conflict_id.as_str()).collect();
+    let persons: Vec<&str> = conflicts.iter().map(|c| c.person_id.as_str()).collect();
+    let others: Vec<Option<&str>> = conflicts
+        .iter()
+        .map(|c| c.other_person_id.as_deref())
+        .collect();
+    let kinds: Vec<&str> = conflicts
+        .iter()
+        .map(|c| c.identifier.kind().as_str())
+        .collect();
+    let values: Vec<&str> = conflicts.iter().map(|c| c.identifier.value()).collect();
+    let rules: Vec<&str> = conflicts.iter().map(|c| c.rule.as_str()).collect();
+    let signal_ids: Vec<&str> = conflicts.iter().map(|c| c.signal_id.as_str()).collect();
+    let at: Vec<SystemTime> = conflicts.iter().map(|c| to_sql_time(c.at)).collect();
+    execute(
+        tx,
+        "INSERT INTO conflicts (tenant_id, conflict_id, person_id, other_person_id, kind, value, rule, signal_id, at)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::timestamptz[])",
+        &[
+            &tenant,
+            &ids,
+            &persons,
+            &others,
+            &kinds,
+            &values,
+            &rules,
+            &signal_ids,
+            &at,
+        ],
+    )
+    .await
+}
+
+async fn write_traits(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    traits: &[TraitWrite],
+) -> StoreResult<()> {
+    if traits.is_empty() {
+        return Ok(());
+    }
+    let persons: Vec<&str> = traits.iter().map(|t| t.person_id.as_str()).collect();
+    let workspaces: Vec<&str> = traits.iter().map(|t| t.workspace.as_str()).collect();
+    let names: Vec<&str> = traits.iter().map(|t| t.observed.name.as_str()).collect();
+    let values: Vec<&str> = traits.iter().map(|t| t.observed.value.as_str()).collect();
+    let classes: Vec<&str> = traits
+        .iter()
+        .map(|t| t.observed.provenance.class.as_str())
+        .collect();
+    let confidences: Vec<f64> = traits
+        .iter()
+        .map(|t| t.observed.provenance.confidence)
+        .collect();
+    let observed_at: Vec<SystemTime> = traits
+        .iter()
+        .map(|t| to_sql_time(t.observed.provenance.observed_at))
+        .collect();
+    let set_once: Vec<bool> = traits.iter().map(|t| t.observed.set_once).collect();
+    let signal_ids: Vec<&str> = traits.iter().map(|t| t.signal_id.as_str()).collect();
+    // A signal observing one trait twice keeps the first observation, as one INSERT per
+    // observation did.
+    execute(
+        tx,
+        "INSERT INTO trait_values
+             (tenant_id, person_id, workspace, name, value, source_class, confidence,
+              observed_at, set_once, signal_id)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::float8[], $8::timestamptz[], $9::bool[], $10::text[])
+         ON CONFLICT DO NOTHING",
+        &[
+            &tenant,
+            &persons,
+            &workspaces,
+            &names,
+            &values,
+            &classes,
+            &confidences,
+            &observed_at,
+            &set_once,
+            &signal_ids,
+        ],
+    )
+    .await
+}
+
+/// Workspace contacts: the stored rows of the batch's (person, workspace) pairs are read, the
+/// batch's signals applied to them in order, and the rows that changed written.
+async fn write_contacts(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    writes: &BatchWrites,
+) -> StoreResult<()> {
+    let keys = writes.contact_keys();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let persons: Vec<&str> = keys.iter().map(|(person, _)| person.as_str()).collect();
+    let workspaces: Vec<&str> = keys
+        .iter()
+        .map(|(_, workspace)| workspace.as_str())
+        .collect();
+    let rows = query(
+        tx,
+        "SELECT k.person_id, k.workspace, c.first_seen, c.last_seen
+         FROM unnest($2::text[], $3::text[]) AS k(person_id, workspace)
+         CROSS JOIN LATERAL (
+             SELECT first_seen, last_seen FROM workspace_contacts
+             WHERE tenant_id = $1 AND person_id = k.person_id AND workspace = k.workspace
+             OFFSET 0
+         ) c",
+        &[&tenant, &persons, &workspaces],
+    )
+    .await?;
+    let mut stored: HashMap<ContactKey, (Timestamp, Timestamp)> = HashMap::new();
+    for row in &rows {
+        stored.insert(
+            (text(row, 0)?, text(row, 1)?),
+            (time(row, 2)?, time(row, 3)?),
+        );
+    }
+    let contacts = writes.contact_writes(&stored);
+    if contacts.is_empty() {
+        return Ok(());
+    }
+    let persons: Vec<&str> = contacts.iter().map(|c| c.person_id.as_str()).collect();
+    let workspaces: Vec<&str> = contacts.iter().map(|c| c.workspace.as_str()).collect();
+    let first_seen: Vec<SystemTime> = contacts.iter().map(|c| to_sql_time(c.first_seen)).collect();
+    let last_seen: Vec<SystemTime> = contacts.iter().map(|c| to_sql_time(c.last_seen)).collect();
+    execute(
+        tx,
+        "INSERT INTO workspace_contacts (tenant_id, person_id, workspace, first_seen, last_seen)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+         ON CONFLICT (tenant_id, person_id, workspace) DO UPDATE SET
+            first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen",
+        &[&tenant, &persons, &workspaces, &first_seen, &last_seen],
+    )
+    .await
+}
+
+/// Inserts identity nodes, `conflict` saying what happens to a node that exists.
+async fn write_nodes(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    rows: impl Iterator<Item = &IdentityNodeRow>,
+    conflict: &str,
+) -> StoreResult<()> {
+    let rows: Vec<&IdentityNodeRow> = rows.collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    let values: Vec<&str> = rows.iter().map(|r| r.value.as_str()).collect();
+    let persons: Vec<&str> = rows.iter().map(|r| r.person_id.as_str()).collect();
+    let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    let confidences: Vec<f64> = rows.iter().map(|r| r.confidence).collect();
+    let first_seen: Vec<SystemTime> = rows.iter().map(|r| to_sql_time(r.first_seen)).collect();
+    let last_seen: Vec<SystemTime> = rows.iter().map(|r| to_sql_time(r.last_seen)).collect();
+    let signals: Vec<Option<&str>> = rows.iter().map(|r| r.signal_id.as_deref()).collect();
+    execute(
+        tx,
+        &format!(
+            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS})
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[],
+                 $6::float8[], $7::timestamptz[], $8::timestamptz[], $9::text[])
+             ON CONFLICT {conflict}"
+        ),
+        &[
+            &tenant,
+            &kinds,
+            &values,
+            &persons,
+            &sources,
+            &confidences,
+            &first_seen,
+            &last_seen,
+            &signals,
+        ],
+    )
+    .await
+}
+
+async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<Row>> {
+    let stmt = tx.prepare_cached(sql).await.map_err(map_error)?;
+    tx.query(&stmt, params).await.map_err(map_error)
+}
+
+async fn execute(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<()> {
+    let stmt = tx.prepare_cached(sql).await.map_err(map_error)?;
+    tx.execute(&stmt, params).await.map_err(map_error)?;
     Ok(())
+}
+
+fn kind(row: &Row, index: usize) -> StoreResult<IdentifierKind> {
+    IdentifierKind::parse(&text(row, index)?).map_err(corrupt)
 }

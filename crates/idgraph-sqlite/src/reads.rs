@@ -83,7 +83,7 @@ pub(crate) fn profile(
     let identifiers = conn
         .prepare_cached(&format!(
             "SELECT {NODE_COLUMNS} FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})
-             ORDER BY kind, value"
+             ORDER BY kind, value, person_id"
         ))
         .and_then(|mut s| s.query_map(params![tenant, person_id], codec::identity_node)?.collect())
         .map_err(map_error)?;

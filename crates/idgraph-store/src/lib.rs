@@ -4,6 +4,7 @@
 //! them (use cases, HTTP) sees only these types. Every method takes the tenant explicitly and
 //! every backend query filters on it: no read or write crosses tenants.
 
+mod batch_graph;
 mod compliance;
 mod migrations;
 mod model;
@@ -18,6 +19,7 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use jiff::Timestamp;
 
+pub use batch_graph::BatchGraph;
 pub use compliance::{
     AddressFacts, ComplianceWrites, ConsentEventRow, ConsentSubject, ConsentWrite, ContactRow,
     FactsQuery, GLOBAL_TENANT, SuppressionRow, scope_applies, scope_columns, scope_from_columns,
@@ -30,7 +32,7 @@ pub use model::{
 };
 pub use resolution::{
     ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, ManualMerge,
-    MergeRow, PersonProfile, PersonRow, SignalRecord, Snapshot, TimelineEvent, TraitObservation,
+    MergeRow, PersonProfile, PersonRow, SignalRecord, TimelineEvent, TraitObservation,
     TraitValueRow, WorkspaceContactRow, conflict_rule_text, count_cursor, decode_identifiers,
     derived_id, encode_identifiers, limit_refusal, newest_first_page, parse_count_cursor,
     parse_timeline_cursor, timeline_cursor,

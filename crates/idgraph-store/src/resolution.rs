@@ -1,10 +1,7 @@
-//! What the store needs to resolve signals: the rows of an ingested signal, a snapshot of the
-//! graph around it (fed to the pure resolver in `idgraph-core`), and the read models of persons.
-
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+//! What the store needs to resolve signals: the rows of an ingested signal, what becomes of it,
+//! and the read models of persons.
 
 use idgraph_core::identity::{Identifier, IdentifierKind};
-use idgraph_core::resolve::{GraphView, PersonId, PersonView};
 use idgraph_core::tenancy::WorkspaceName;
 use idgraph_core::traits::Provenance;
 use jiff::Timestamp;
@@ -173,46 +170,6 @@ pub struct ConflictRow {
     pub rule: String,
     pub signal_id: String,
     pub at: Timestamp,
-}
-
-/// The part of the graph one signal can touch, read inside the writing transaction.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub owners: HashMap<Identifier, Vec<PersonId>>,
-    pub persons: HashMap<PersonId, PersonView>,
-}
-
-impl GraphView for Snapshot {
-    fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
-        self.owners.get(identifier).cloned().unwrap_or_default()
-    }
-
-    fn person(&self, id: &PersonId) -> Option<PersonView> {
-        self.persons.get(id).cloned()
-    }
-}
-
-impl Snapshot {
-    /// Adds a canonical person with its identifiers of limited kinds.
-    pub fn add_person(
-        &mut self,
-        id: PersonId,
-        created_at: Timestamp,
-        identifiers: impl IntoIterator<Item = (IdentifierKind, String)>,
-    ) {
-        let mut by_kind: BTreeMap<IdentifierKind, BTreeSet<String>> = BTreeMap::new();
-        for (kind, value) in identifiers {
-            by_kind.entry(kind).or_default().insert(value);
-        }
-        self.persons.insert(
-            id.clone(),
-            PersonView {
-                id,
-                created_at,
-                identifiers: by_kind,
-            },
-        );
-    }
 }
 
 /// `last_seen` of identity nodes and workspace contacts is kept to this resolution: a signal

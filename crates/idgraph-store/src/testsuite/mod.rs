@@ -18,8 +18,9 @@ pub use compliance::{
     compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
 };
 pub use resolution::{
-    a_repeated_message_id_changes_nothing, ingest_keeps_tenants_apart,
-    replaying_the_signal_log_rebuilds_the_graph, timelines_page_across_merged_persons,
+    a_repeated_message_id_changes_nothing, batches_resolve_as_single_signals_do,
+    ingest_keeps_tenants_apart, replaying_the_signal_log_rebuilds_the_graph,
+    timelines_page_across_merged_persons,
 };
 
 use crate::{ApiKeyRecord, IdentityNodeRow, PageRequest, Store, StoreError, Tenant, Workspace};
@@ -44,6 +45,7 @@ macro_rules! store_conformance_suite {
             timestamps_keep_microseconds,
             concurrent_writes_fail_alone,
             replaying_the_signal_log_rebuilds_the_graph,
+            batches_resolve_as_single_signals_do,
             ingest_keeps_tenants_apart,
             a_repeated_message_id_changes_nothing,
             timelines_page_across_merged_persons,

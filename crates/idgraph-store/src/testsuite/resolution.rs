@@ -7,12 +7,16 @@ use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
 use idgraph_core::resolve::memory::MemoryGraph;
 use idgraph_core::resolve::{Signal, resolve};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use idgraph_core::traits::{Provenance, SourceClass};
 use jiff::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::{ts, with_tenants};
-use crate::{EventRow, IngestOutcome, MergeRow, PageRequest, SignalRecord, Store, derived_id};
+use crate::{
+    ConflictRow, EventRow, IngestOutcome, MergeRow, PageRequest, PersonProfile, SignalRecord,
+    Store, TimelineEvent, TraitObservation, derived_id,
+};
 
 /// Small alphabets so that random signals collide: 4 external ids, 6 emails, 4 phones and 8
 /// anonymous ids.
@@ -99,28 +103,149 @@ async fn merges<S: Store>(
     all
 }
 
-/// One random log: applied one signal at a time to tenant `a` and to the in-memory reference;
-/// then `a`'s stored log replayed in one call into tenant `b`. All three must agree.
-async fn check_replay<S: Store>(
+/// Everything the store shows of one canonical person.
+type PersonViews = (
+    PersonProfile,
+    Vec<TimelineEvent>,
+    Vec<MergeRow>,
+    Vec<ConflictRow>,
+);
+
+/// Profile, timeline, merges and conflicts of each person, through the public methods only.
+async fn views<S: Store>(
     store: &S,
-    case: usize,
-    log: &[Vec<usize>],
+    tenant: &TenantId,
+    persons: impl Iterator<Item = &String>,
+) -> BTreeMap<String, PersonViews> {
+    let mut all = BTreeMap::new();
+    for person in persons {
+        let profile = store.person_profile(tenant, person).await.expect("profile");
+        let timeline = store
+            .timeline(
+                tenant,
+                person,
+                None,
+                &PageRequest::first(PageRequest::MAX_LIMIT),
+            )
+            .await
+            .expect("timeline");
+        let (merges, conflicts) = store.merges_of(tenant, person).await.expect("merges");
+        all.insert(person.clone(), (profile, timeline.items, merges, conflicts));
+    }
+    all
+}
+
+/// A random log and how it reaches the store.
+#[derive(Debug, Clone)]
+struct Log {
+    /// Each signal's identifiers, as indexes into [`alphabet`].
+    signals: Vec<Vec<usize>>,
+    /// Per signal, `Some(i)` when it repeats the message id of an earlier signal (`i` picks
+    /// which one), which makes it a duplicate.
+    repeats: Vec<Option<prop::sample::Index>>,
+    /// Per signal, the second of a four-minute window it occurred at, so that signals of a
+    /// person arrive out of order and sometimes within `LAST_SEEN_RESOLUTION_SECONDS` of each
+    /// other; empty: each at its own time.
+    occurred: Vec<u8>,
+    /// Per signal, whether it comes from a second workspace.
+    elsewhere: Vec<bool>,
+    /// Whether signals observe traits.
+    traits: bool,
+    /// Signals per call to `Store::ingest`, used in turn until the log is exhausted.
+    calls: Vec<usize>,
     shared_phones: bool,
-) -> Result<(), TestCaseError> {
+}
+
+impl Log {
+    /// Each signal's message number: its own, or that of the earlier signal it repeats.
+    fn messages(&self) -> Vec<usize> {
+        (0..self.signals.len())
+            .map(|n| match self.repeats.get(n).copied().flatten() {
+                Some(index) if n > 0 => index.index(n),
+                _ => n,
+            })
+            .collect()
+    }
+
+    /// Signal `n` as the store receives it.
+    fn record(&self, n: usize, message: usize, identifiers: Vec<Identifier>) -> SignalRecord {
+        let workspace = if self.elsewhere.get(n).copied().unwrap_or(false) {
+            "other"
+        } else {
+            "default"
+        };
+        let mut record = signal(n, workspace, identifiers);
+        record.event.message_id = format!("m{message}");
+        if let Some(second) = self.occurred.get(n) {
+            record.event.occurred_at = ts(i64::from(*second));
+        }
+        if self.traits {
+            let observe = |value: String| TraitObservation {
+                name: "plan".into(),
+                value,
+                provenance: Provenance {
+                    class: SourceClass::User,
+                    confidence: 1.0,
+                    observed_at: record.event.occurred_at,
+                },
+                set_once: n.is_multiple_of(2),
+            };
+            record.traits.push(observe(format!("\"p{n}\"")));
+            if n.is_multiple_of(3) {
+                // Observed twice by one signal: the first observation is the one kept.
+                record.traits.push(observe("\"again\"".into()));
+            }
+        }
+        record
+    }
+
+    /// The log cut into the calls that send it: `(first signal, number of signals)`.
+    fn chunks(&self) -> Vec<(usize, usize)> {
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for size in self.calls.iter().cycle() {
+            if start >= self.signals.len() {
+                break;
+            }
+            let size = (*size).clamp(1, self.signals.len() - start);
+            chunks.push((start, size));
+            start += size;
+        }
+        chunks
+    }
+}
+
+/// One random log: sent to tenant `a` in the log's calls and applied to the in-memory
+/// reference; then `a`'s stored log replayed in one call into tenant `b`. All three must agree.
+/// A log sent in batches is also sent one signal per call to tenant `c`, and every person must
+/// look the same there, down to `last_seen`, `updated_at` and workspace contacts.
+async fn check_log<S: Store>(store: &S, name: &str, log: &Log) -> Result<(), TestCaseError> {
     let ids = with_tenants(
         store,
-        &[&format!("replay-{case}-a"), &format!("replay-{case}-b")],
+        &[
+            &format!("{name}-a"),
+            &format!("{name}-b"),
+            &format!("{name}-c"),
+        ],
     )
     .await;
-    let (a, b) = (&ids[0], &ids[1]);
-    let settings = settings_for(shared_phones);
+    let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+    let settings = settings_for(log.shared_phones);
     let alphabet = alphabet(&settings);
     let mut reference = MemoryGraph::default();
     let mut expected_merges: BTreeMap<String, (String, String, Vec<Identifier>)> = BTreeMap::new();
-
-    for (n, picks) in log.iter().enumerate() {
+    let mut records = Vec::new();
+    let mut expected_outcomes = Vec::new();
+    let mut seen_messages = BTreeSet::new();
+    for (n, (picks, message)) in log.signals.iter().zip(log.messages()).enumerate() {
         let identifiers: Vec<Identifier> = picks.iter().map(|i| alphabet[*i].clone()).collect();
-        let record = signal(n, "default", identifiers.clone());
+        let record = log.record(n, message, identifiers.clone());
+        records.push(record.clone());
+        // Message ids are unique per workspace.
+        if !seen_messages.insert((record.event.workspace.clone(), message)) {
+            expected_outcomes.push(IngestOutcome::Duplicate);
+            continue;
+        }
         let resolution = resolve(
             &settings,
             &reference,
@@ -141,21 +266,26 @@ async fn check_replay<S: Store>(
                 ),
             );
         }
-        let outcome = store
-            .ingest(a, &settings, vec![record])
+        expected_outcomes.push(IngestOutcome::Recorded {
+            person_id: resolution.person.clone(),
+            created: resolution.created,
+            merges: resolution.merges.len(),
+            conflicts: resolution.conflicts.len(),
+        });
+    }
+
+    for (start, size) in log.chunks() {
+        let outcomes = store
+            .ingest(a, &settings, records[start..start + size].to_vec())
             .await
             .expect("ingest");
         prop_assert_eq!(
-            &outcome,
-            &vec![IngestOutcome::Recorded {
-                person_id: resolution.person.clone(),
-                created: resolution.created,
-                merges: resolution.merges.len(),
-                conflicts: resolution.conflicts.len(),
-            }],
-            "signal {} {:?}",
-            n,
-            picks
+            &outcomes[..],
+            &expected_outcomes[start..start + size],
+            "signals {}..{}: {:?}",
+            start,
+            start + size,
+            &log.signals[start..start + size]
         );
     }
 
@@ -181,13 +311,39 @@ async fn check_replay<S: Store>(
         .collect();
     prop_assert_eq!(&as_triples, &expected_merges);
 
+    let chunks = log.chunks();
+    if chunks.iter().any(|(_, size)| *size > 1) {
+        for record in &records {
+            store
+                .ingest(c, &settings, vec![record.clone()])
+                .await
+                .expect("ingest");
+        }
+        prop_assert_eq!(
+            &partition(store, c, &alphabet).await,
+            &stored,
+            "one signal per call gave another graph"
+        );
+        let batched = views(store, a, stored.keys()).await;
+        let one_by_one = views(store, c, stored.keys()).await;
+        for (person, view) in &batched {
+            prop_assert_eq!(
+                Some(view),
+                one_by_one.get(person),
+                "{} differs from one signal per call",
+                person
+            );
+        }
+    }
+
     let logged = store.signal_log(a, 0, 10_000).await.expect("log");
     let seqs: Vec<i64> = logged.iter().map(|s| s.seq).collect();
-    let expected_seqs: Vec<i64> = (1..=i64::try_from(log.len()).expect("small")).collect();
+    let expected_seqs: Vec<i64> =
+        (1..=i64::try_from(seen_messages.len()).expect("small")).collect();
     prop_assert_eq!(
         seqs,
         expected_seqs,
-        "the log has every signal, in order, without gaps"
+        "the log has every recorded signal, in order, without gaps"
     );
     let replayed = store
         .ingest(
@@ -197,17 +353,16 @@ async fn check_replay<S: Store>(
         )
         .await
         .expect("replay");
-    prop_assert_eq!(replayed.len(), log.len());
+    prop_assert_eq!(replayed.len(), seen_messages.len());
     let rebuilt = partition(store, b, &alphabet).await;
     prop_assert_eq!(&rebuilt, &stored, "replaying the log gave another graph");
     prop_assert_eq!(merges(store, b, rebuilt.keys()).await, stored_merges);
     Ok(())
 }
 
-/// Random signal logs through the store agree with the pure resolver, and replaying the stored
-/// log into an empty tenant rebuilds the same partition and the same merge records.
-pub async fn replaying_the_signal_log_rebuilds_the_graph<S: Store>(store: &S) {
-    // Each case is two tenants in the same database; PostgreSQL round trips cost more.
+/// Runs `check_log` over random logs; each case is two tenants in the same database.
+fn check_random_logs<S: Store>(store: &S, name: &str, strategy: impl Strategy<Value = Log>) {
+    // PostgreSQL round trips cost more.
     let cases = if store.backend() == "postgres" {
         12
     } else {
@@ -218,22 +373,74 @@ pub async fn replaying_the_signal_log_rebuilds_the_graph<S: Store>(store: &S) {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (
-        prop::collection::vec(prop::collection::vec(0usize..22, 1..=4), 1..=40),
-        any::<bool>(),
-    );
     let handle = tokio::runtime::Handle::current();
     let case = std::sync::atomic::AtomicUsize::new(0);
     // The runner is synchronous; each case drives the async store on this runtime.
     let result = tokio::task::block_in_place(|| {
-        runner.run(&strategy, |(log, shared_phones)| {
-            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            handle.block_on(check_replay(store, n, &log, shared_phones))
-        })
+        runner
+            .run(&strategy, |log| {
+                let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                handle.block_on(check_log(store, &format!("{name}-{n}"), &log))
+            })
+            .map_err(|failure| failure.to_string())
     });
     if let Err(failure) = result {
         panic!("{failure}");
     }
+}
+
+fn random_signals() -> impl Strategy<Value = Vec<Vec<usize>>> {
+    prop::collection::vec(prop::collection::vec(0usize..22, 1..=4), 1..=40)
+}
+
+/// Random signal logs through the store, one signal per call, agree with the pure resolver,
+/// and replaying the stored log into an empty tenant rebuilds the same partition and the same
+/// merge records.
+pub async fn replaying_the_signal_log_rebuilds_the_graph<S: Store>(store: &S) {
+    let strategy = (random_signals(), any::<bool>()).prop_map(|(signals, shared_phones)| Log {
+        signals,
+        repeats: Vec::new(),
+        occurred: Vec::new(),
+        elsewhere: Vec::new(),
+        traits: false,
+        calls: vec![1],
+        shared_phones,
+    });
+    check_random_logs(store, "replay", strategy);
+}
+
+/// The same with the log sent in calls of 1 to 40 signals, some of which repeat the message id
+/// of an earlier signal (of the same call or an earlier one), occurring out of order, in two
+/// workspaces, with traits: a batch must resolve and record exactly what its signals sent one
+/// at a time do, and a repeat is a duplicate wherever it falls.
+pub async fn batches_resolve_as_single_signals_do<S: Store>(store: &S) {
+    let strategy = random_signals()
+        .prop_flat_map(|signals| {
+            let len = signals.len();
+            (
+                Just(signals),
+                prop::collection::vec(
+                    prop::option::weighted(0.15, any::<prop::sample::Index>()),
+                    len,
+                ),
+                prop::collection::vec(0u8..240, len),
+                prop::collection::vec(prop::bool::weighted(0.2), len),
+                prop::collection::vec(1usize..=40, 1..=8),
+                any::<bool>(),
+            )
+        })
+        .prop_map(
+            |(signals, repeats, occurred, elsewhere, calls, shared_phones)| Log {
+                signals,
+                repeats,
+                occurred,
+                elsewhere,
+                traits: true,
+                calls,
+                shared_phones,
+            },
+        );
+    check_random_logs(store, "batches", strategy);
 }
 
 pub async fn ingest_keeps_tenants_apart<S: Store>(store: &S) {
