@@ -312,3 +312,87 @@ pub async fn stats<S: Store>(
         .map_err(AppError::from_store("stats"))?;
     Ok((since, stats))
 }
+
+/// Everything held about a person except its events, which the caller streams page by page
+/// (`timeline`) so a person with a million events is never held in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportHead {
+    pub details: PersonDetails,
+    /// Every trait observation, oldest first, not just the current values.
+    pub trait_history: Vec<TraitValueRow>,
+    pub consent: Vec<idgraph_store::ConsentEventRow>,
+    pub suppressions: Vec<idgraph_store::SuppressionRow>,
+    pub contacts: Vec<idgraph_store::ContactRow>,
+    pub merges: Vec<MergeRow>,
+    pub conflicts: Vec<ConflictRow>,
+}
+
+/// The first part of an access request's answer: who the person is and everything but events.
+pub async fn export_head<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+) -> Result<ExportHead, AppError> {
+    principal.require(Scope::PersonsRead)?;
+    principal.require(Scope::ConsentRead)?;
+    let person_id = canonical(store, principal, person_id).await?;
+    let tenant = &principal.tenant_id;
+    let profile = store
+        .person_profile(tenant, &person_id)
+        .await
+        .map_err(AppError::from_store("person"))?;
+    let trait_history = profile.traits.clone();
+    let details = details(store, principal, &person_id).await?;
+    let consent = store
+        .person_consent(tenant, &person_id)
+        .await
+        .map_err(AppError::from_store("person"))?;
+    let mut suppressions = Vec::new();
+    let mut queries = Vec::new();
+    for node in &details.identifiers {
+        let identifier =
+            idgraph_core::identity::Identifier::from_stored(node.kind.clone(), node.value.clone());
+        if matches!(
+            node.kind.as_str(),
+            idgraph_core::identity::IdentifierKind::PHONE
+                | idgraph_core::identity::IdentifierKind::EMAIL
+        ) {
+            suppressions.extend(
+                store
+                    .suppression_history(tenant, &identifier)
+                    .await
+                    .map_err(AppError::from_store("suppression"))?,
+            );
+            queries.push(idgraph_store::FactsQuery {
+                address: identifier,
+                // Every contact: PostgreSQL cannot represent jiff's MIN, and no contact predates 1970.
+                contacts_from: jiff::Timestamp::UNIX_EPOCH,
+                contacts_to: jiff::Timestamp::MAX,
+            });
+        }
+    }
+    let contacts = store
+        .compliance_facts(
+            tenant,
+            &idgraph_core::tenancy::WorkspaceName::default_workspace(),
+            queries,
+        )
+        .await
+        .map_err(AppError::from_store("contacts"))?
+        .into_iter()
+        .flat_map(|facts| facts.contacts)
+        .collect();
+    let (merges, conflicts) = store
+        .merges_of(tenant, &person_id)
+        .await
+        .map_err(AppError::from_store("person"))?;
+    Ok(ExportHead {
+        details,
+        trait_history,
+        consent,
+        suppressions,
+        contacts,
+        merges,
+        conflicts,
+    })
+}

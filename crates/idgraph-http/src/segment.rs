@@ -134,10 +134,10 @@ fn optional_object(
 fn optional_time(value: Option<&Value>, field: &str) -> Result<Option<Timestamp>, ItemError> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => s.parse::<Timestamp>().map(Some).map_err(|_| {
+        Some(Value::String(s)) => crate::wire::client_time(s).map(Some).ok_or_else(|| {
             item_error(
                 "invalid_field",
-                format!("{field} must be an RFC 3339 timestamp, got {s:?}"),
+                format!("{field} must be an RFC 3339 timestamp between the years 1900 and 9000, got {s:?}"),
             )
         }),
         Some(_) => Err(item_error(

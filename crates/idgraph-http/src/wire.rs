@@ -116,3 +116,11 @@ pub(crate) fn page_json<T: Serialize>(
     body.insert("next_cursor".to_owned(), next_cursor.into());
     serde_json::Value::Object(body)
 }
+
+/// Parses an RFC 3339 timestamp from a client and keeps it within years 1900 to 9000: both
+/// stores represent those exactly, and anything outside is a client's mistake, not a date.
+pub(crate) fn client_time(raw: &str) -> Option<jiff::Timestamp> {
+    let at: jiff::Timestamp = raw.parse().ok()?;
+    let year = at.to_zoned(jiff::tz::TimeZone::UTC).year();
+    (1900..=9000).contains(&year).then_some(at)
+}

@@ -26,6 +26,7 @@ on_both_backends!(
     operators_merge_persons_within_the_limits,
     mega_persons_can_be_found,
     stats_count_the_graph,
+    a_person_exports_whole_with_every_event,
 );
 
 async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
@@ -444,6 +445,11 @@ async fn bad_messages_get_clear_errors(app: &TestApp) {
             "invalid_field",
         ),
         ("/v1/track", br#"{"userId": "u"}"#.to_vec(), "missing_field"),
+        (
+            "/v1/track",
+            br#"{"userId": "u", "event": "e", "timestamp": "-009999-01-01T00:00:00Z"}"#.to_vec(),
+            "invalid_field",
+        ),
         ("/v1/alias", br#"{"userId": "u"}"#.to_vec(), "missing_field"),
         (
             "/v1/batch",
@@ -1055,4 +1061,94 @@ async fn stats_count_the_graph(app: &TestApp) {
     );
     let (status, _) = app.get("/api/v1/stats?days=0", MASTER_KEY).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+async fn a_person_exports_whole_with_every_event(app: &TestApp) {
+    let key = app.write_key().await;
+    // 2,500 events over two merged persons: the events array spans several streamed pages.
+    for chunk in 0..25 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| {
+                let who = if (chunk * 100 + i) % 2 == 0 {
+                    json!({"userId": "ex-user"})
+                } else {
+                    json!({"anonymousId": "ex-anon"})
+                };
+                let mut item = json!({"type": "track", "event": format!("E{}", chunk * 100 + i)});
+                item.as_object_mut()
+                    .expect("object")
+                    .extend(who.as_object().expect("object").clone());
+                item
+            })
+            .collect();
+        assert_eq!(
+            app.track("/v1/batch", &key, json!({"batch": batch}))
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    app.track("/v1/identify", &key, json!({"userId": "ex-user", "anonymousId": "ex-anon", "traits": {"email": "ex@example.com", "plan": "pro"}})).await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "ex-user", "traits": {"plan": "team"}}),
+    )
+    .await;
+    app.post("/api/v1/consent", MASTER_KEY, json!({"identifier": {"kind": "email", "value": "ex@example.com"}, "purpose": "email:news", "action": "grant", "source": "form"})).await;
+    app.post(
+        "/api/v1/suppressions",
+        MASTER_KEY,
+        json!({"kind": "email", "value": "ex@example.com", "reason": "bounce", "scope": "tenant"}),
+    )
+    .await;
+    app.post("/api/v1/contacts", MASTER_KEY, json!({"channel": "email", "from": "news@shop.example", "to": "ex@example.com", "campaign": "launch"})).await;
+    let (_, person) = lookup(app, "external_id", "ex-user").await;
+    let id = person["id"].as_str().expect("id");
+
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/persons/{id}/export")))
+        .bearer_auth(MASTER_KEY)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let export: Value = response.json().await.expect("one JSON document");
+    assert_eq!(export["person"]["id"], id);
+    let events = export["events"].as_array().expect("events");
+    // 2,500 tracks, 2 identifies and the contact.
+    assert_eq!(events.len(), 2_503);
+    let mut names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 2_500, "every event once");
+    let plans: Vec<&Value> = export["trait_history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|t| t["name"] == "plan")
+        .map(|t| &t["value"])
+        .collect();
+    assert_eq!(
+        plans,
+        [&json!("pro"), &json!("team")],
+        "the whole history, not just the current value"
+    );
+    assert_eq!(export["consent"][0]["purpose"], "email:news");
+    assert_eq!(export["suppressions"][0]["reason"], "bounce");
+    assert_eq!(export["contacts"][0]["campaign"], "launch");
+    assert_eq!(export["merges"].as_array().expect("merges").len(), 1);
+    // Exports need both person and consent reading rights.
+    let (_, reader) = app.key_for("default", &["persons:read"]).await;
+    assert_eq!(
+        app.get(&format!("/api/v1/persons/{id}/export"), &reader)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/api/v1/persons/nobody/export", MASTER_KEY).await.0,
+        StatusCode::NOT_FOUND
+    );
 }

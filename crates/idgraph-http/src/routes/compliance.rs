@@ -20,10 +20,10 @@ use crate::{ApiError, AppState};
 
 fn timestamp(field: &str, raw: Option<&str>) -> Result<Option<Timestamp>, AppError> {
     raw.map(|raw| {
-        raw.parse::<Timestamp>().map_err(|_| {
+        crate::wire::client_time(raw).ok_or_else(|| {
             AppError::invalid(
                 "invalid_input",
-                format!("{field} must be an RFC 3339 timestamp, got {raw:?}"),
+                format!("{field} must be an RFC 3339 timestamp between the years 1900 and 9000, got {raw:?}"),
             )
             .with_detail("field", field)
         })

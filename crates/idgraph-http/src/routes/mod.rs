@@ -45,6 +45,7 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/persons/{id}/timeline", get(persons::timeline::<S>))
         .route("/api/v1/persons/{id}/merges", get(persons::merges::<S>))
         .route("/api/v1/persons/{id}/explain", get(persons::explain::<S>))
+        .route("/api/v1/persons/{id}/export", get(persons::export::<S>))
         .route(
             "/api/v1/settings/identity",
             get(persons::get_settings::<S>).put(persons::put_settings::<S>),

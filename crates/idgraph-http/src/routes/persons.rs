@@ -1,6 +1,8 @@
 //! Persons: lookup, profile, timeline, merges; and the tenant's identity settings.
 
 use axum::extract::State;
+use axum::response::IntoResponse;
+use futures_util::StreamExt;
 use idgraph_app::persons::{self, PersonDetails};
 use idgraph_app::settings::{self, SettingsDoc};
 use idgraph_store::{ConflictRow, MergeRow, Store, TimelineEvent, TraitValueRow};
@@ -332,4 +334,139 @@ pub(crate) async fn stats<S: Store>(
         "merges": stats.merges,
         "conflicts": stats.conflicts,
     })))
+}
+
+/// Events are streamed in pages of this many: the whole timeline is never in memory.
+const EXPORT_PAGE: u32 = 1000;
+
+/// `GET /api/v1/persons/{id}/export`: everything idgraph holds about a person, as one JSON
+/// document whose `events` array is streamed page by page.
+pub(crate) async fn export<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let head = persons::export_head(&state.store, &principal, &person_id).await?;
+    let person_id = head.details.person.person_id.clone();
+    let consent: Vec<Value> = head
+        .consent
+        .iter()
+        .map(|c| {
+            json!({"id": c.event_id, "subject": c.subject, "purpose": c.purpose.as_str(),
+                   "action": c.action.as_str(), "source": c.source, "evidence": c.evidence,
+                   "workspace": c.workspace.as_str(), "occurred_at": c.occurred_at.to_string(),
+                   "recorded_at": c.recorded_at.to_string()})
+        })
+        .collect();
+    let suppressions: Vec<Value> = head
+        .suppressions
+        .iter()
+        .map(|s| {
+            json!({"id": s.entry_id, "kind": s.identifier.kind().as_str(), "value": s.identifier.value(),
+                   "reason": s.reason.as_str(), "scope": s.scope.name(),
+                   "action": idgraph_store::suppression_action_name(s.action), "note": s.note,
+                   "at": s.at.to_string()})
+        })
+        .collect();
+    let contacts: Vec<Value> = head
+        .contacts
+        .iter()
+        .map(|c| {
+            json!({"id": c.contact_id, "channel": c.channel.as_str(), "from": c.from, "to": c.to.value(),
+                   "vertical": c.vertical, "campaign": c.campaign, "workspace": c.workspace.as_str(),
+                   "at": c.at.to_string()})
+        })
+        .collect();
+    let trait_history: Vec<Value> = head
+        .trait_history
+        .iter()
+        .map(|t| {
+            json!({"name": t.name, "value": json_text(&t.value), "workspace": t.workspace.as_str(),
+                   "person_at_ingest": t.person_id, "source": t.provenance.class.as_str(),
+                   "confidence": t.provenance.confidence, "observed_at": t.provenance.observed_at.to_string(),
+                   "set_once": t.set_once, "signal": t.signal_id})
+        })
+        .collect();
+    let mut document = json!({
+        "exported_at": jiff::Timestamp::now().to_string(),
+        "person": person_json(head.details),
+        "trait_history": trait_history,
+        "consent": consent,
+        "suppressions": suppressions,
+        "contacts": contacts,
+        "merges": head.merges.into_iter().map(merge_json).collect::<Vec<_>>(),
+        "conflicts": head.conflicts.into_iter().map(conflict_json).collect::<Vec<_>>(),
+    })
+    .to_string();
+    // The document stays open for the events array that follows.
+    document.pop();
+    document.push_str(",\"events\":[");
+
+    struct Cursor<S> {
+        state: AppState<S>,
+        principal: idgraph_app::access::Principal,
+        person_id: String,
+        after: Option<String>,
+        first: bool,
+        done: bool,
+    }
+    let start = Cursor {
+        state,
+        principal,
+        person_id,
+        after: None,
+        first: true,
+        done: false,
+    };
+    let events = futures_util::stream::unfold(start, |mut cursor| async move {
+        if cursor.done {
+            return None;
+        }
+        let page = idgraph_store::PageRequest {
+            limit: EXPORT_PAGE,
+            after: cursor.after.take(),
+        };
+        let result = persons::timeline(
+            &cursor.state.store,
+            &cursor.principal,
+            &cursor.person_id,
+            None,
+            &page,
+        )
+        .await;
+        let page = match result {
+            Ok(page) => page,
+            Err(e) => {
+                // Past the headers a status can no longer be sent: cut the body short, which the
+                // client sees as a failed transfer rather than a complete document.
+                cursor.done = true;
+                return Some((Err(std::io::Error::other(e.message)), cursor));
+            }
+        };
+        let mut chunk = String::new();
+        for event in page.items {
+            if !cursor.first {
+                chunk.push(',');
+            }
+            cursor.first = false;
+            chunk.push_str(&event_json(event).to_string());
+        }
+        match page.next_cursor {
+            Some(next) => cursor.after = Some(next),
+            None => {
+                chunk.push_str("]}");
+                cursor.done = true;
+            }
+        }
+        Some((Ok(axum::body::Bytes::from(chunk)), cursor))
+    });
+    let body = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from(document))
+    })
+    .chain(events);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
