@@ -99,11 +99,14 @@ impl ServerProcess {
         let log_path = dir.path().join("server.log");
         let log = File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
-        let version = version_of(&options.binary)?;
+        // The server runs in its temporary directory: a relative path must not depend on that.
+        let binary = std::path::absolute(&options.binary)
+            .with_context(|| format!("cannot resolve {}", options.binary.display()))?;
+        let version = version_of(&binary)?;
         let port = free_port()?;
         let master_key = random_master_key();
 
-        let mut command = Command::new(&options.binary);
+        let mut command = Command::new(&binary);
         command
             .arg("serve")
             .arg("--listen")
