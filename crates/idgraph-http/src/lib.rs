@@ -3,6 +3,7 @@
 //!
 //! Handlers stay thin: extract, call one use case from `idgraph-app`, map the result.
 
+mod audit_sink;
 mod error;
 mod extract;
 mod idempotency;
@@ -20,6 +21,7 @@ use idgraph_app::EventIds;
 use idgraph_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+pub use audit_sink::AuditSink;
 pub use error::ApiError;
 pub use platform::{RateLimitDefaults, RateLimits};
 
@@ -30,6 +32,7 @@ pub struct AppState<S> {
     pub metrics: PrometheusHandle,
     pub event_ids: Arc<EventIds>,
     pub limits: Arc<RateLimits>,
+    pub audit: AuditSink,
 }
 
 impl<S: Store> AppState<S> {
@@ -37,8 +40,10 @@ impl<S: Store> AppState<S> {
         Self::with_rate_limits(store, RateLimitDefaults::default())
     }
 
+    /// Must be called on a tokio runtime: it starts the audit writer.
     pub fn with_rate_limits(store: S, defaults: RateLimitDefaults) -> Self {
         Self {
+            audit: AuditSink::start(store.clone()),
             store,
             metrics: metrics_handle(),
             event_ids: Arc::new(EventIds::default()),
@@ -97,10 +102,13 @@ pub async fn serve<S: Store>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
+    let audit = state.audit.clone();
     metrics::gauge!("idgraph_build_info", "version" => env!("CARGO_PKG_VERSION"), "backend" => store.backend()).set(1.0);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    // The last calls' audit entries are written before the store closes.
+    audit.flush().await;
     store.close().await;
     tracing::info!("store closed");
     served

@@ -242,12 +242,7 @@ pub(crate) async fn around<S: Store>(
             status: response.status().as_u16(),
             latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         };
-        // The call has happened; a failure to audit it is an operator's problem, not the
-        // caller's, so it is logged and counted rather than turned into an error.
-        if let Err(error) = state.store.append_audit(entry).await {
-            metrics::counter!("idgraph_audit_failures_total").increment(1);
-            tracing::error!(%error, "could not append an audit entry");
-        }
+        state.audit.record(entry).await;
     }
     response
 }

@@ -496,13 +496,20 @@ impl Store for PostgresStore {
         self.read_stats(tenant_id.as_str(), events_since).await
     }
 
-    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()> {
-        self.client()
-            .await?
-            .execute(
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_error)?;
+        let insert = tx
+            .prepare_cached(
                 "INSERT INTO audit_entries (tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of,
                                             action, object, status, latency_us)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .await
+            .map_err(map_error)?;
+        for entry in &entries {
+            tx.execute(
+                &insert,
                 &[
                     &entry.tenant_id.as_str(),
                     &entry.entry_id,
@@ -518,7 +525,8 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(map_error)?;
-        Ok(())
+        }
+        tx.commit().await.map_err(map_error)
     }
 
     async fn list_audit(

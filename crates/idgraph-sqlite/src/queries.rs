@@ -510,29 +510,32 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()> {
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> StoreResult<()> {
         self.write(move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO audit_entries (tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of,
-                                            action, object, status, latency_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    entry.tenant_id.as_str(),
-                    entry.entry_id,
-                    micros(entry.at),
-                    entry.actor,
-                    entry.actor_tenant.as_str(),
-                    entry.on_behalf_of.as_ref().map(TenantId::as_str),
-                    entry.action,
-                    entry.object,
-                    entry.status,
-                    i64::try_from(entry.latency_us).unwrap_or(i64::MAX),
-                ])
-            })
-            .map(|_| ())
-            .map_err(map_error)
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO audit_entries (tenant_id, entry_id, at, actor, actor_tenant, on_behalf_of,
+                                                action, object, status, latency_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(map_error)?;
+            for entry in &entries {
+                insert
+                    .execute(params![
+                        entry.tenant_id.as_str(),
+                        entry.entry_id,
+                        micros(entry.at),
+                        entry.actor,
+                        entry.actor_tenant.as_str(),
+                        entry.on_behalf_of.as_ref().map(TenantId::as_str),
+                        entry.action,
+                        entry.object,
+                        entry.status,
+                        i64::try_from(entry.latency_us).unwrap_or(i64::MAX),
+                    ])
+                    .map_err(map_error)?;
+            }
+            Ok(())
         })
         .await
     }

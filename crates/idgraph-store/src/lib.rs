@@ -204,8 +204,11 @@ pub trait Store: Clone + Send + Sync + 'static {
         events_since: Timestamp,
     ) -> impl Future<Output = StoreResult<TenantStats>> + Send;
 
-    /// Appends an audit entry.
-    fn append_audit(&self, entry: AuditEntry) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Appends audit entries, in one transaction.
+    fn append_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The tenant's audit log, newest first; the cursor is the last entry id of the page.
     fn list_audit(

@@ -13,6 +13,8 @@ pub(crate) async fn list<S: Store>(
     Auth(principal): Auth,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    // Entries are written in the background: what was queued before this read is in the log.
+    state.audit.flush().await;
     let page = audit::list(&state.store, &principal, &query.page()?).await?;
     let entries: Vec<Value> = page
         .items

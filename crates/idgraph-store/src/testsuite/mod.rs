@@ -543,7 +543,7 @@ pub async fn audit_entries_page_newest_first<S: Store>(store: &S) {
     let ids = with_tenants(store, &["audit-a", "audit-b"]).await;
     for n in 0..5 {
         store
-            .append_audit(AuditEntry {
+            .append_audit(vec![AuditEntry {
                 entry_id: format!("e{n}"),
                 tenant_id: ids[n % 2].clone(),
                 at: ts(i64::try_from(n).expect("small")),
@@ -554,7 +554,7 @@ pub async fn audit_entries_page_newest_first<S: Store>(store: &S) {
                 object: None,
                 status: 200,
                 latency_us: 1500,
-            })
+            }])
             .await
             .expect("append");
     }
