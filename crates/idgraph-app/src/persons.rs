@@ -396,3 +396,97 @@ pub async fn export_head<S: Store>(
         conflicts,
     })
 }
+
+/// What an unmerge left: both persons as they now are, and what moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmerged {
+    pub outcome: idgraph_store::UnmergeOutcome,
+    pub survivor: PersonDetails,
+    pub restored: PersonDetails,
+}
+
+/// Undoes one merge of the person's group (`merge_id`, from `GET .../merges`). Splitting off a
+/// set of identifiers instead is not built yet.
+pub async fn unmerge<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+    merge_id: Option<&str>,
+    split_identifiers: bool,
+    reason: &str,
+) -> Result<Unmerged, AppError> {
+    principal.require(Scope::PersonsWrite)?;
+    // The person first: another tenant's id is a 404 whatever the body says.
+    let person_id = canonical(store, principal, person_id).await?;
+    let Some(merge_id) = merge_id else {
+        return Err(AppError::invalid(
+            "invalid_input",
+            if split_identifiers {
+                "splitting off identifiers is not supported yet; undo a merge with merge_id"
+            } else {
+                "give the merge_id to undo (see GET /api/v1/persons/{id}/merges)"
+            },
+        )
+        .with_detail("field", "merge_id"));
+    };
+    let (merges, _) = store
+        .merges_of(&principal.tenant_id, &person_id)
+        .await
+        .map_err(AppError::from_store("person"))?;
+    if !merges.iter().any(|m| m.merge_id == merge_id) {
+        return Err(AppError::not_found("merge").with_detail("merge_id", merge_id));
+    }
+    let request = idgraph_store::Unmerge {
+        merge_id: merge_id.to_owned(),
+        reason: if reason.trim().is_empty() {
+            "unspecified".to_owned()
+        } else {
+            reason.trim().to_owned()
+        },
+        actor: principal.key_id.clone(),
+        at: jiff::Timestamp::now(),
+        rule_id: crate::new_id(),
+    };
+    let outcome = store
+        .unmerge(&principal.tenant_id, request)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => {
+                AppError::new(crate::ErrorKind::Conflict, "unmerge_refused", message)
+            }
+            other => AppError::from_store("merge")(other),
+        })?;
+    let survivor = details(store, principal, &outcome.survivor).await?;
+    let restored = details(store, principal, &outcome.restored).await?;
+    Ok(Unmerged {
+        outcome,
+        survivor,
+        restored,
+    })
+}
+
+pub async fn keep_apart_rules<S: Store>(
+    store: &S,
+    principal: &Principal,
+    person_id: &str,
+) -> Result<Vec<idgraph_store::KeepApartRule>, AppError> {
+    principal.require(Scope::PersonsRead)?;
+    let person_id = canonical(store, principal, person_id).await?;
+    store
+        .keep_apart_rules(&principal.tenant_id, &person_id)
+        .await
+        .map_err(AppError::from_store("person"))
+}
+
+/// Lifts a keep-apart rule: the two persons may be merged again by a signal.
+pub async fn remove_keep_apart<S: Store>(
+    store: &S,
+    principal: &Principal,
+    rule_id: &str,
+) -> Result<(), AppError> {
+    principal.require(Scope::PersonsWrite)?;
+    store
+        .remove_keep_apart(&principal.tenant_id, rule_id, jiff::Timestamp::now())
+        .await
+        .map_err(AppError::from_store("rule"))
+}

@@ -662,3 +662,22 @@ fn an_operator_merge_obeys_the_same_limits() {
     );
     assert_eq!(merge_breaks_limit(&settings, view("p1"), view("p3")), None);
 }
+
+#[test]
+fn persons_kept_apart_are_not_merged_by_any_signal() {
+    let mut world = World::new();
+    world.signal(&[("anonymous_id", "a1"), ("email", "a@x.com")]); // p1
+    world.signal(&[("anonymous_id", "b1")]); // p2
+    world.graph.keep_apart("p2", "p1");
+    let r = world.signal(&[("email", "a@x.com"), ("anonymous_id", "b1")]);
+    assert_eq!(r.person, "p1");
+    assert!(r.merges.is_empty());
+    assert_eq!(r.conflicts.len(), 1);
+    assert_eq!(r.conflicts[0].rule, ConflictRule::KeptApart);
+    assert_eq!(r.conflicts[0].other_person.as_deref(), Some("p2"));
+    assert_eq!(world.graph.person_count(), 2);
+    // Other persons still merge into either.
+    world.signal(&[("anonymous_id", "c1")]); // p4
+    let r = world.signal(&[("anonymous_id", "c1"), ("anonymous_id", "b1")]);
+    assert_eq!(r.merges.len(), 1);
+}

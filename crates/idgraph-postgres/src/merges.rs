@@ -1,14 +1,17 @@
 //! Merges an operator asks for, under the tenant's resolution lock so they are ordered with
 //! signals (in every process) and checked against the same limits.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use idgraph_core::identity::{IdentifierKind, IdentitySettings};
 use idgraph_core::resolve::{PersonView, merge_breaks_limit};
 use idgraph_core::tenancy::TenantId;
-use idgraph_store::{ManualMerge, MergeRow, StoreError, StoreResult, limit_refusal};
+use idgraph_store::{
+    KeepApartRule, ManualMerge, MergeRow, StoreError, StoreResult, Unmerge, UnmergeOutcome,
+    decode_identifiers, limit_refusal,
+};
 use jiff::Timestamp;
 
 use crate::PostgresStore;
@@ -135,5 +138,262 @@ impl PostgresStore {
         .map_err(map_error)?;
         tx.commit().await.map_err(map_error)?;
         Ok(row)
+    }
+}
+
+impl PostgresStore {
+    pub(crate) async fn undo_merge(
+        &self,
+        tenant_id: &TenantId,
+        request: Unmerge,
+    ) -> StoreResult<UnmergeOutcome> {
+        let tenant = tenant_id.as_str();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_error)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&format!("idgraph:resolve:{tenant_id}")],
+        )
+        .await
+        .map_err(map_error)?;
+        let merge = tx
+            .query_opt(
+                "SELECT absorbed, at FROM merges WHERE tenant_id = $1 AND merge_id = $2",
+                &[&tenant, &request.merge_id],
+            )
+            .await
+            .map_err(map_error)?
+            .ok_or(StoreError::NotFound)?;
+        let absorbed: String = merge.get(0);
+        let merge_at: SystemTime = merge.get(1);
+        let undone = tx
+            .query_opt(
+                "SELECT 1 FROM unmerges WHERE tenant_id = $1 AND merge_id = $2",
+                &[&tenant, &request.merge_id],
+            )
+            .await
+            .map_err(map_error)?;
+        if undone.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "merge {} was already undone",
+                request.merge_id
+            )));
+        }
+        let survivor = canonical(&tx, tenant, &absorbed).await?;
+        if survivor == absorbed {
+            return Err(StoreError::Conflict(format!(
+                "{absorbed} is not merged into anyone any more"
+            )));
+        }
+        let members: Vec<String> = tx
+            .query(GROUP, &[&tenant, &survivor])
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let merges = tx
+            .query(
+                "SELECT merge_id, survivor, absorbed, at <= $3 FROM merges
+                 WHERE tenant_id = $1 AND absorbed = ANY($2)
+                   AND merge_id NOT IN (SELECT merge_id FROM unmerges WHERE tenant_id = $1)",
+                &[&tenant, &members, &merge_at],
+            )
+            .await
+            .map_err(map_error)?;
+        // The absorbed person's side as it was at the merge: itself and whoever had been
+        // merged into it (directly or not) before, by merges still in force.
+        let mut side: BTreeSet<String> = BTreeSet::from([absorbed.clone()]);
+        loop {
+            let before = side.len();
+            for row in &merges {
+                let (id, into, from, before_merge): (String, String, String, bool) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                if id != request.merge_id && before_merge && side.contains(&into) {
+                    side.insert(from);
+                }
+            }
+            if side.len() == before {
+                break;
+            }
+        }
+        let now = to_sql_time(request.at);
+        for member in &side {
+            let into: Option<&str> = (member != &absorbed).then_some(absorbed.as_str());
+            tx.execute(
+                "UPDATE persons SET merged_into = $3, updated_at = $4 WHERE tenant_id = $1 AND person_id = $2",
+                &[&tenant, member, &into, &now],
+            )
+            .await
+            .map_err(map_error)?;
+        }
+        let side_list: Vec<&String> = side.iter().collect();
+        let remaining: Vec<&String> = members.iter().filter(|m| !side.contains(*m)).collect();
+        let later = tx
+            .query(
+                "SELECT event_id, identifiers FROM events
+                 WHERE tenant_id = $1 AND person_id = ANY($2) AND ingested_at > $3 ORDER BY seq",
+                &[&tenant, &remaining, &merge_at],
+            )
+            .await
+            .map_err(map_error)?;
+        let later_ids: HashSet<String> = later.iter().map(|r| r.get::<_, String>(0)).collect();
+        // Which identifiers each side holds, to re-attribute what arrived after the merge. An
+        // identifier a later signal attached is on neither side until that signal is decided.
+        let mut absorbed_side: HashSet<(String, String)> = tx
+            .query(
+                "SELECT kind, value FROM identity_nodes WHERE tenant_id = $1 AND person_id = ANY($2)",
+                &[&tenant, &side_list],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut survivor_side: HashSet<(String, String)> = HashSet::new();
+        let mut attached_by: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for row in tx
+            .query(
+                "SELECT kind, value, signal_id FROM identity_nodes WHERE tenant_id = $1 AND person_id = ANY($2)",
+                &[&tenant, &remaining],
+            )
+            .await
+            .map_err(map_error)?
+        {
+            let node: (String, String) = (row.get(0), row.get(1));
+            match row.get::<_, Option<String>>(2) {
+                Some(signal) if later_ids.contains(&signal) => {
+                    attached_by.entry(signal).or_default().push(node);
+                }
+                _ => {
+                    survivor_side.insert(node);
+                }
+            }
+        }
+        let (mut events_moved, mut identifiers_moved) = (0u64, 0u64);
+        for row in &later {
+            let event_id: String = row.get(0);
+            let carried: Vec<(String, String)> = decode_identifiers(row.get(1))
+                .into_iter()
+                .map(|i| (i.kind().to_string(), i.value().to_owned()))
+                .collect();
+            let attached = attached_by.remove(&event_id).unwrap_or_default();
+            let theirs = carried.iter().any(|i| absorbed_side.contains(i));
+            let ours = carried.iter().any(|i| survivor_side.contains(i));
+            if !theirs || ours {
+                survivor_side.extend(attached);
+                continue;
+            }
+            tx.execute(
+                "UPDATE events SET person_id = $3 WHERE tenant_id = $1 AND event_id = $2",
+                &[&tenant, &event_id, &absorbed],
+            )
+            .await
+            .map_err(map_error)?;
+            tx.execute(
+                "UPDATE trait_values SET person_id = $3 WHERE tenant_id = $1 AND signal_id = $2",
+                &[&tenant, &event_id, &absorbed],
+            )
+            .await
+            .map_err(map_error)?;
+            for (kind, value) in attached {
+                tx.execute(
+                    "UPDATE identity_nodes SET person_id = $5
+                     WHERE tenant_id = $1 AND kind = $2 AND value = $3 AND signal_id = $4
+                       AND NOT EXISTS (SELECT 1 FROM identity_nodes o WHERE o.tenant_id = $1
+                                       AND o.kind = $2 AND o.value = $3 AND o.person_id = $5)",
+                    &[&tenant, &kind, &value, &event_id, &absorbed],
+                )
+                .await
+                .map_err(map_error)?;
+                absorbed_side.insert((kind, value));
+                identifiers_moved += 1;
+            }
+            events_moved += 1;
+        }
+        tx.execute(
+            "INSERT INTO unmerges (tenant_id, merge_id, at, actor, reason) VALUES ($1, $2, $3, $4, $5)",
+            &[&tenant, &request.merge_id, &now, &request.actor, &request.reason],
+        )
+        .await
+        .map_err(map_error)?;
+        tx.execute(
+            "INSERT INTO keep_apart (tenant_id, rule_id, person_a, person_b, merge_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &tenant,
+                &request.rule_id,
+                &absorbed,
+                &survivor,
+                &request.merge_id,
+                &now,
+            ],
+        )
+        .await
+        .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(UnmergeOutcome {
+            survivor,
+            restored_members: side.iter().filter(|m| **m != absorbed).cloned().collect(),
+            restored: absorbed,
+            events_moved,
+            identifiers_moved,
+            rule_id: request.rule_id,
+        })
+    }
+
+    pub(crate) async fn rules_of(
+        &self,
+        tenant: &str,
+        person: &str,
+    ) -> StoreResult<Vec<KeepApartRule>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT rule_id, person_a, person_b, merge_id, created_at FROM keep_apart
+                 WHERE tenant_id = $1 AND person_a = $2 AND removed_at IS NULL
+                 UNION ALL
+                 SELECT rule_id, person_a, person_b, merge_id, created_at FROM keep_apart
+                 WHERE tenant_id = $1 AND person_b = $2 AND removed_at IS NULL
+                 ORDER BY 5, 1",
+                &[&tenant, &person],
+            )
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|r| {
+                let created: SystemTime = r.get(4);
+                Ok(KeepApartRule {
+                    rule_id: r.get(0),
+                    person_a: r.get(1),
+                    person_b: r.get(2),
+                    merge_id: r.get(3),
+                    created_at: Timestamp::try_from(created)
+                        .map_err(|e| StoreError::Other(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn lift_rule(
+        &self,
+        tenant: &str,
+        rule_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE keep_apart SET removed_at = $3 WHERE tenant_id = $1 AND rule_id = $2 AND removed_at IS NULL",
+                &[&tenant, &rule_id, &to_sql_time(at)],
+            )
+            .await
+            .map_err(map_error)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 }

@@ -5,10 +5,10 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome, LoggedSignal,
-    ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, SignalRecord, Store,
-    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
-    Workspace,
+    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome,
+    KeepApartRule, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest, PersonProfile,
+    PersonRow, SignalRecord, Store, StoreError, StoreResult, StoredResponse, SuppressionRow,
+    Tenant, TenantStats, TimelineEvent, Unmerge, UnmergeOutcome, Workspace,
 };
 use jiff::Timestamp;
 
@@ -557,6 +557,27 @@ impl Store for PostgresStore {
         Ok(Page::from_overfetch(items, page.limit, |e| {
             e.entry_id.clone()
         }))
+    }
+
+    async fn unmerge(&self, tenant_id: &TenantId, unmerge: Unmerge) -> StoreResult<UnmergeOutcome> {
+        self.undo_merge(tenant_id, unmerge).await
+    }
+
+    async fn keep_apart_rules(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> StoreResult<Vec<KeepApartRule>> {
+        self.rules_of(tenant_id.as_str(), person_id).await
+    }
+
+    async fn remove_keep_apart(
+        &self,
+        tenant_id: &TenantId,
+        rule_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.lift_rule(tenant_id.as_str(), rule_id, at).await
     }
 
     async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {

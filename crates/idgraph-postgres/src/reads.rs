@@ -367,7 +367,9 @@ impl PostgresStore {
             .query(
                 &format!(
                     "SELECT merge_id, survivor, absorbed, identifiers, signal_id, rule, at FROM merges
-                     WHERE tenant_id = $1 AND (survivor IN ({GROUP}) OR absorbed IN ({GROUP})) ORDER BY at, merge_id"
+                     WHERE tenant_id = $1 AND (survivor IN ({GROUP}) OR absorbed IN ({GROUP}))
+                       AND merge_id NOT IN (SELECT merge_id FROM unmerges WHERE tenant_id = $1)
+                     ORDER BY at, merge_id"
                 ),
                 &[&tenant, &person_id],
             )

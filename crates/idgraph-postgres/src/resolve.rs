@@ -203,6 +203,23 @@ async fn read_graph(
     }
 
     let owners: Vec<PersonId> = owners.into_iter().collect();
+    // Keep-apart rules naming any owner: the resolver may be asked about any pair of them.
+    let rules = query(
+        tx,
+        "SELECT k.person_a, k.person_b FROM unnest($2::text[]) AS o(person_id)
+         CROSS JOIN LATERAL (
+             SELECT person_a, person_b FROM keep_apart
+             WHERE tenant_id = $1 AND person_a = o.person_id AND removed_at IS NULL
+             UNION ALL
+             SELECT person_a, person_b FROM keep_apart
+             WHERE tenant_id = $1 AND person_b = o.person_id AND removed_at IS NULL
+         ) k",
+        &[&tenant, &owners],
+    )
+    .await?;
+    for row in &rules {
+        graph.add_kept_apart(text(row, 0)?, text(row, 1)?);
+    }
     let limited: Vec<&str> = graph.limited_kinds().map(IdentifierKind::as_str).collect();
     // One row per member of each owner's group and limited-kind node it holds (or none).
     let rows = query(

@@ -5,10 +5,10 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome, LoggedSignal,
-    ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, SignalRecord, Store,
-    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
-    Workspace,
+    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome,
+    KeepApartRule, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest, PersonProfile,
+    PersonRow, SignalRecord, Store, StoreError, StoreResult, StoredResponse, SuppressionRow,
+    Tenant, TenantStats, TimelineEvent, Unmerge, UnmergeOutcome, Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -565,6 +565,33 @@ impl Store for SqliteStore {
             Ok(Page::from_overfetch(rows, page.limit, |e| e.entry_id.clone()))
         })
         .await
+    }
+
+    async fn unmerge(&self, tenant_id: &TenantId, unmerge: Unmerge) -> StoreResult<UnmergeOutcome> {
+        let tenant_id = tenant_id.clone();
+        self.write(move |tx| merges::unmerge(tx, tenant_id.as_str(), &unmerge))
+            .await
+    }
+
+    async fn keep_apart_rules(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> StoreResult<Vec<KeepApartRule>> {
+        let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
+        self.read(move |conn| merges::rules_of(conn, tenant_id.as_str(), &person_id))
+            .await
+    }
+
+    async fn remove_keep_apart(
+        &self,
+        tenant_id: &TenantId,
+        rule_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (tenant_id, rule_id) = (tenant_id.clone(), rule_id.to_owned());
+        self.write(move |tx| merges::remove_rule(tx, tenant_id.as_str(), &rule_id, at))
+            .await
     }
 
     async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {

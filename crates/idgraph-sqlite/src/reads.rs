@@ -209,7 +209,9 @@ pub(crate) fn merges_of(
     let merges = conn
         .prepare_cached(&format!(
             "SELECT merge_id, survivor, absorbed, identifiers, signal_id, rule, at FROM merges
-             WHERE tenant_id = ?1 AND (survivor IN ({GROUP}) OR absorbed IN ({GROUP})) ORDER BY at, merge_id"
+             WHERE tenant_id = ?1 AND (survivor IN ({GROUP}) OR absorbed IN ({GROUP}))
+               AND merge_id NOT IN (SELECT merge_id FROM unmerges WHERE tenant_id = ?1)
+             ORDER BY at, merge_id"
         ))
         .and_then(|mut s| {
             s.query_map(params![tenant, person_id], |r| {

@@ -196,6 +196,14 @@ impl GraphView for TxGraph<'_, '_> {
             None
         })
     }
+
+    fn kept_apart(&self, a: &PersonId, b: &PersonId) -> bool {
+        crate::merges::kept_apart(self.tx, self.tenant, a, b).unwrap_or_else(|e| {
+            self.failed(e);
+            // Unknown: the resolution is discarded anyway; refusing is the safe guess.
+            true
+        })
+    }
 }
 
 fn apply(

@@ -25,6 +25,8 @@ pub struct BatchGraph {
     merged_into: HashMap<PersonId, PersonId>,
     /// Canonical persons only; an absorbed person's view is folded into its survivor's.
     persons: HashMap<PersonId, PersonView>,
+    /// Pairs of persons a keep-apart rule names, smaller id first.
+    kept_apart: BTreeSet<(PersonId, PersonId)>,
 }
 
 impl BatchGraph {
@@ -40,7 +42,13 @@ impl BatchGraph {
             owners: HashMap::new(),
             merged_into: HashMap::new(),
             persons: HashMap::new(),
+            kept_apart: BTreeSet::new(),
         }
+    }
+
+    /// Records a keep-apart rule in force between two persons.
+    pub fn add_kept_apart(&mut self, a: PersonId, b: PersonId) {
+        self.kept_apart.insert(if a <= b { (a, b) } else { (b, a) });
     }
 
     /// Records that `owner`, a canonical person, holds `identifier` at the start of the batch.
@@ -139,6 +147,11 @@ impl BatchGraph {
 }
 
 impl GraphView for BatchGraph {
+    fn kept_apart(&self, a: &PersonId, b: &PersonId) -> bool {
+        let pair = if a <= b { (a, b) } else { (b, a) };
+        self.kept_apart.contains(&(pair.0.clone(), pair.1.clone()))
+    }
+
     fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
         let Some(recorded) = self.owners.get(identifier) else {
             return Vec::new();

@@ -31,11 +31,11 @@ pub use model::{
     PageRequest, StoredResponse, Tenant, TenantStats, Workspace,
 };
 pub use resolution::{
-    ConflictRow, EventRow, IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, LoggedSignal, ManualMerge,
-    MergeRow, PersonProfile, PersonRow, SignalRecord, TimelineEvent, TraitObservation,
-    TraitValueRow, WorkspaceContactRow, conflict_rule_text, count_cursor, decode_identifiers,
-    derived_id, encode_identifiers, limit_refusal, newest_first_page, parse_count_cursor,
-    parse_timeline_cursor, timeline_cursor,
+    ConflictRow, EventRow, IngestOutcome, KeepApartRule, LAST_SEEN_RESOLUTION_SECONDS,
+    LoggedSignal, ManualMerge, MergeRow, PersonProfile, PersonRow, SignalRecord, TimelineEvent,
+    TraitObservation, TraitValueRow, Unmerge, UnmergeOutcome, WorkspaceContactRow,
+    conflict_rule_text, count_cursor, decode_identifiers, derived_id, encode_identifiers,
+    limit_refusal, newest_first_page, parse_count_cursor, parse_timeline_cursor, timeline_cursor,
 };
 
 /// What can go wrong in a store, without driver types leaking out.
@@ -216,6 +216,32 @@ pub trait Store: Clone + Send + Sync + 'static {
         tenant_id: &TenantId,
         page: &PageRequest,
     ) -> impl Future<Output = StoreResult<Page<AuditEntry>>> + Send;
+
+    /// Undoes a merge: the absorbed person (with the persons merged into it before) is
+    /// canonical again, events recorded since with only its side's identifiers go back to it
+    /// (with the identifiers and traits they brought), the unmerge is recorded, and a
+    /// keep-apart rule stops resolution from merging the two again. `NotFound` for an unknown
+    /// merge; `Conflict` when it was already undone. Serialized with resolution.
+    fn unmerge(
+        &self,
+        tenant_id: &TenantId,
+        unmerge: Unmerge,
+    ) -> impl Future<Output = StoreResult<UnmergeOutcome>> + Send;
+
+    /// The keep-apart rules in force that name this person.
+    fn keep_apart_rules(
+        &self,
+        tenant_id: &TenantId,
+        person_id: &str,
+    ) -> impl Future<Output = StoreResult<Vec<KeepApartRule>>> + Send;
+
+    /// Lifts a keep-apart rule; `NotFound` when there is no such rule in force.
+    fn remove_keep_apart(
+        &self,
+        tenant_id: &TenantId,
+        rule_id: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The canonical person owning an identifier, if any.
     fn lookup_person(

@@ -56,6 +56,43 @@ pub struct ManualMerge {
     pub at: Timestamp,
 }
 
+/// An unmerge an operator asks for (`POST /api/v1/persons/{id}/unmerge`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmerge {
+    pub merge_id: String,
+    pub reason: String,
+    pub actor: String,
+    pub at: Timestamp,
+    /// Id of the keep-apart rule the unmerge makes.
+    pub rule_id: String,
+}
+
+/// What an unmerge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmergeOutcome {
+    /// The person the absorbed side was merged into, still canonical.
+    pub survivor: String,
+    /// The absorbed person, canonical again.
+    pub restored: String,
+    /// Persons that went back with it (merged into it before the merge).
+    pub restored_members: Vec<String>,
+    /// Events recorded after the merge that moved back, by the identifiers they arrived with.
+    pub events_moved: u64,
+    pub identifiers_moved: u64,
+    pub rule_id: String,
+}
+
+/// An operator's rule that keeps two persons from being merged by resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeepApartRule {
+    pub rule_id: String,
+    pub person_a: String,
+    pub person_b: String,
+    /// The merge whose undoing made the rule.
+    pub merge_id: String,
+    pub created_at: Timestamp,
+}
+
 /// A signal as the tenant's log holds it: what resolution saw, in the order it saw it.
 /// Replaying these in `seq` order into an empty tenant rebuilds the same graph.
 #[derive(Debug, Clone, PartialEq)]
@@ -237,6 +274,10 @@ pub fn conflict_rule_text(rule: &idgraph_core::resolve::ConflictRule) -> String 
     match rule {
         idgraph_core::resolve::ConflictRule::LimitExceeded { kind, limit } => {
             format!("limit: a person holds at most {limit} {kind} value(s)")
+        }
+        idgraph_core::resolve::ConflictRule::KeptApart => {
+            "kept apart: an unmerge separated these persons; remove its rule to allow a merge"
+                .to_owned()
         }
     }
 }

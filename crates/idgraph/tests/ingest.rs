@@ -27,6 +27,7 @@ on_both_backends!(
     mega_persons_can_be_found,
     stats_count_the_graph,
     a_person_exports_whole_with_every_event,
+    an_unmerge_restores_both_persons_and_keeps_them_apart,
 );
 
 async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
@@ -1151,4 +1152,203 @@ async fn a_person_exports_whole_with_every_event(app: &TestApp) {
         app.get("/api/v1/persons/nobody/export", MASTER_KEY).await.0,
         StatusCode::NOT_FOUND
     );
+}
+
+async fn an_unmerge_restores_both_persons_and_keeps_them_apart(app: &TestApp) {
+    let key = app.write_key().await;
+    let track = |who: Value, event: &str| {
+        let mut body = who;
+        body["event"] = json!(event);
+        body
+    };
+    // A visitor and a customer; a shared kiosk login wrongly ties the visitor to the customer.
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"anonymousId": "kiosk-v", "traits": {"email": "visitor@example.com"}}),
+    )
+    .await;
+    app.track(
+        "/v1/track",
+        &key,
+        track(json!({"anonymousId": "kiosk-v"}), "Before"),
+    )
+    .await;
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "cust", "traits": {"email": "cust@example.com"}}),
+    )
+    .await;
+    let visitor = lookup(app, "anonymous_id", "kiosk-v").await.1["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let customer = lookup(app, "external_id", "cust").await.1["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "cust", "anonymousId": "kiosk-v"}),
+    )
+    .await;
+    assert_eq!(
+        lookup(app, "anonymous_id", "kiosk-v").await.1["id"],
+        customer.as_str()
+    );
+    // After the merge: the visitor's device alone (and a new email it brings), the customer
+    // alone, and both together.
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"anonymousId": "kiosk-v", "traits": {"email": "visitor2@example.com"}}),
+    )
+    .await;
+    app.track(
+        "/v1/track",
+        &key,
+        track(json!({"userId": "cust"}), "Customer only"),
+    )
+    .await;
+    app.track(
+        "/v1/track",
+        &key,
+        track(json!({"userId": "cust", "anonymousId": "kiosk-v"}), "Both"),
+    )
+    .await;
+
+    let (_, merges) = app
+        .get(&format!("/api/v1/persons/{customer}/merges"), MASTER_KEY)
+        .await;
+    let merge_id = merges["merges"][0]["id"]
+        .as_str()
+        .expect("merge")
+        .to_owned();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/persons/{visitor}/unmerge"),
+            MASTER_KEY,
+            json!({"merge_id": merge_id, "reason": "kiosk login"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["unmerge"]["restored"], visitor.as_str());
+    assert_eq!(body["unmerge"]["events_moved"], 1);
+    assert_eq!(body["unmerge"]["identifiers_moved"], 1);
+    // The visitor is live again, with what came with its own device.
+    let (status, restored) = app
+        .get(&format!("/api/v1/persons/{visitor}"), MASTER_KEY)
+        .await;
+    assert_eq!(
+        (status, restored["id"].as_str()),
+        (StatusCode::OK, Some(visitor.as_str()))
+    );
+    assert_eq!(
+        identifier_values(&restored, "email"),
+        ["visitor2@example.com", "visitor@example.com"]
+    );
+    assert_eq!(
+        lookup(app, "email", "visitor2@example.com").await.1["id"],
+        visitor.as_str()
+    );
+    let names = |events: Vec<Value>| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e["kind"].as_str().expect("kind"),
+                    e["name"].as_str().unwrap_or("-")
+                )
+            })
+            .collect()
+    };
+    let visitor_events = names(timeline(app, &visitor).await);
+    assert_eq!(
+        visitor_events,
+        ["identify:-", "track:Before", "identify:-"],
+        "{visitor_events:?}"
+    );
+    let customer_events = names(timeline(app, &customer).await);
+    assert!(
+        customer_events.contains(&"track:Customer only".to_owned())
+            && customer_events.contains(&"track:Both".to_owned())
+    );
+    assert_eq!(customer_events.len(), 4, "{customer_events:?}");
+    let (_, merges) = app
+        .get(&format!("/api/v1/persons/{customer}/merges"), MASTER_KEY)
+        .await;
+    assert_eq!(
+        merges["merges"],
+        json!([]),
+        "the undone merge is no longer in force"
+    );
+
+    // The same evidence does not merge them again: a visible rule keeps them apart.
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "cust", "anonymousId": "kiosk-v"}),
+    )
+    .await;
+    assert_eq!(
+        lookup(app, "anonymous_id", "kiosk-v").await.1["id"],
+        visitor.as_str()
+    );
+    let (_, rules) = app
+        .get(&format!("/api/v1/persons/{visitor}/keep-apart"), MASTER_KEY)
+        .await;
+    let rule = rules["rules"][0]["id"].as_str().expect("a rule").to_owned();
+    let (_, conflicts) = app
+        .get(&format!("/api/v1/persons/{customer}/merges"), MASTER_KEY)
+        .await;
+    assert!(
+        conflicts["conflicts"]
+            .as_array()
+            .expect("conflicts")
+            .iter()
+            .any(|c| c["rule"].as_str().expect("rule").starts_with("kept apart"))
+    );
+    // Undoing twice is refused; removing the rule lets the evidence merge them again.
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/persons/{visitor}/unmerge"),
+            MASTER_KEY,
+            json!({"merge_id": merge_id}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the merge is no longer in force"
+    );
+    let (status, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/keep-apart/{rule}"),
+            MASTER_KEY,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"userId": "cust", "anonymousId": "kiosk-v"}),
+    )
+    .await;
+    assert_eq!(
+        lookup(app, "anonymous_id", "kiosk-v").await.1["id"],
+        customer.as_str()
+    );
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/persons/{customer}/unmerge"),
+            MASTER_KEY,
+            json!({"identifiers": [{"kind": "email", "value": "x@example.com"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

@@ -43,6 +43,8 @@ pub struct MemoryGraph {
     /// `person_by_id` costs a cache miss or two on a large graph.
     recent_owner: Cell<u32>,
     merge_count: u64,
+    /// Pairs of persons an operator's rule keeps apart, smaller id first.
+    kept_apart: BTreeSet<(PersonId, PersonId)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -315,7 +317,21 @@ impl MemoryGraph {
     }
 }
 
+impl MemoryGraph {
+    /// Records an operator's rule: these two persons are never merged by a signal.
+    pub fn keep_apart(&mut self, a: &str, b: &str) {
+        let pair = if a <= b { (a, b) } else { (b, a) };
+        self.kept_apart
+            .insert((pair.0.to_owned(), pair.1.to_owned()));
+    }
+}
+
 impl GraphView for MemoryGraph {
+    fn kept_apart(&self, a: &PersonId, b: &PersonId) -> bool {
+        let pair = if a <= b { (a, b) } else { (b, a) };
+        self.kept_apart.contains(&(pair.0.clone(), pair.1.clone()))
+    }
+
     fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
         let Some(slot) = self.slot(identifier) else {
             return Vec::new();

@@ -29,6 +29,12 @@ pub trait GraphView {
     /// Canonical persons holding this identifier (0 or 1 for a unique kind, any number for shared).
     fn owners(&self, identifier: &Identifier) -> Vec<PersonId>;
     fn person(&self, id: &PersonId) -> Option<PersonView>;
+
+    /// Whether an operator's rule (made by an unmerge) keeps these two canonical persons apart:
+    /// then no signal merges them, whatever it carries.
+    fn kept_apart(&self, _a: &PersonId, _b: &PersonId) -> bool {
+        false
+    }
 }
 
 /// One signal's identifiers, already normalized; [`resolve`] de-duplicates them.
@@ -84,6 +90,8 @@ pub struct Conflict {
 pub enum ConflictRule {
     /// The person would hold more than `limit` values of `kind`.
     LimitExceeded { kind: IdentifierKind, limit: u32 },
+    /// An operator's rule keeps the two persons apart.
+    KeptApart,
 }
 
 /// Resolves one signal against the current graph.
@@ -292,20 +300,29 @@ fn build_group<'a>(
                 continue;
             }
             group.load_survivor(settings, graph, candidates);
+            let kept_apart = candidates[..index].iter().any(|joined| {
+                joined.outcome != Outcome::Refused
+                    && graph.kept_apart(&joined.id, &candidates[index].id)
+            });
             let candidate = &mut candidates[index];
             candidate.fetch(graph);
             let theirs = Held::of(settings, candidate.view.take());
-            if let Some((kind, limit)) = group.held.breaks(settings, &theirs) {
+            let refusal = if kept_apart {
+                Some(ConflictRule::KeptApart)
+            } else {
+                group
+                    .held
+                    .breaks(settings, &theirs)
+                    .map(|(kind, limit)| ConflictRule::LimitExceeded { kind, limit })
+            };
+            if let Some(rule) = refusal {
                 candidate.outcome = Outcome::Refused;
                 for item in items.iter() {
                     if matches!(item.owners, Owners::Unique(Some(p)) if p == index) {
                         refusals.push(Refusal {
                             identifier: item.identifier,
                             other: Some(index),
-                            rule: ConflictRule::LimitExceeded {
-                                kind: kind.clone(),
-                                limit,
-                            },
+                            rule: rule.clone(),
                         });
                     }
                 }

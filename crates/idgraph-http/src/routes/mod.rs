@@ -46,6 +46,15 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/persons/{id}/merges", get(persons::merges::<S>))
         .route("/api/v1/persons/{id}/explain", get(persons::explain::<S>))
         .route("/api/v1/persons/{id}/export", get(persons::export::<S>))
+        .route("/api/v1/persons/{id}/unmerge", post(persons::unmerge::<S>))
+        .route(
+            "/api/v1/persons/{id}/keep-apart",
+            get(persons::keep_apart::<S>),
+        )
+        .route(
+            "/api/v1/keep-apart/{id}",
+            delete(persons::remove_keep_apart::<S>),
+        )
         .route(
             "/api/v1/settings/identity",
             get(persons::get_settings::<S>).put(persons::put_settings::<S>),

@@ -470,3 +470,65 @@ pub(crate) async fn export<S: Store>(
     )
         .into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnmergeDto {
+    merge_id: Option<String>,
+    identifiers: Option<Vec<Value>>,
+    reason: Option<String>,
+}
+
+pub(crate) async fn unmerge<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+    Json(dto): Json<UnmergeDto>,
+) -> Result<Json<Value>, ApiError> {
+    let unmerged = persons::unmerge(
+        &state.store,
+        &principal,
+        &person_id,
+        dto.merge_id.as_deref(),
+        dto.identifiers.is_some(),
+        dto.reason.as_deref().unwrap_or(""),
+    )
+    .await?;
+    let outcome = &unmerged.outcome;
+    Ok(Json(json!({
+        "persons": [person_json(unmerged.survivor), person_json(unmerged.restored)],
+        "unmerge": {
+            "survivor": outcome.survivor,
+            "restored": outcome.restored,
+            "restored_members": outcome.restored_members,
+            "events_moved": outcome.events_moved,
+            "identifiers_moved": outcome.identifiers_moved,
+            "keep_apart_rule": outcome.rule_id,
+        },
+    })))
+}
+
+pub(crate) async fn keep_apart<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rules = persons::keep_apart_rules(&state.store, &principal, &person_id).await?;
+    let rules: Vec<Value> = rules
+        .into_iter()
+        .map(|r| {
+            json!({"id": r.rule_id, "persons": [r.person_a, r.person_b], "merge_id": r.merge_id,
+                   "created_at": r.created_at.to_string()})
+        })
+        .collect();
+    Ok(Json(json!({"rules": rules})))
+}
+
+pub(crate) async fn remove_keep_apart<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(rule_id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    persons::remove_keep_apart(&state.store, &principal, &rule_id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
