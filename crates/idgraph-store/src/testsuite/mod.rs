@@ -13,6 +13,9 @@ use jiff::Timestamp;
 
 mod compliance;
 mod resolution;
+mod unmerge;
+
+pub use unmerge::merge_then_unmerge_gives_back_the_graph;
 
 pub use compliance::{
     compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
@@ -53,6 +56,7 @@ macro_rules! store_conformance_suite {
             the_gate_agrees_with_a_reference_evaluator,
             idempotency_keys_claim_once_and_replay,
             audit_entries_page_newest_first,
+            merge_then_unmerge_gives_back_the_graph,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -1,0 +1,279 @@
+//! Conformance for unmerge: a merge undone gives back the graph as if it had never happened,
+//! including what arrived afterwards with only one side's identifiers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use idgraph_core::identity::{Identifier, IdentitySettings};
+use idgraph_core::resolve::memory::MemoryGraph;
+use idgraph_core::resolve::{Signal, resolve};
+use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use super::{ts, with_tenants};
+use crate::{EventRow, PageRequest, SignalRecord, Store, Unmerge, derived_id};
+
+fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
+    let at = ts(i64::try_from(n).expect("small"));
+    SignalRecord {
+        event: EventRow {
+            event_id: format!("u{n:05}"),
+            workspace: WorkspaceName::default_workspace(),
+            kind: "identify".into(),
+            name: None,
+            occurred_at: at,
+            ingested_at: at,
+            schema_version: 1,
+            message_id: format!("m{n}"),
+            properties: "{}".into(),
+            context: "{}".into(),
+        },
+        identifiers,
+        traits: Vec::new(),
+        source: "conformance".into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    /// Signals before the merge, over a small alphabet of emails and anonymous ids.
+    prefix: Vec<Vec<usize>>,
+    /// Which two of the persons the prefix made the merging signal ties together.
+    pick: (usize, usize),
+    /// After the merge: (side, which of that side's identifiers, whether it brings a new one).
+    suffix: Vec<(bool, usize, bool)>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(prop::collection::vec(0usize..12, 1..=2), 3..=16),
+        (any::<usize>(), any::<usize>()),
+        prop::collection::vec((any::<bool>(), any::<usize>(), any::<bool>()), 0..=8),
+    )
+        .prop_map(|(prefix, pick, suffix)| Case {
+            prefix,
+            pick,
+            suffix,
+        })
+}
+
+/// Canonical person → identifiers, and canonical person → event ids, read from the store.
+async fn state<S: Store>(
+    store: &S,
+    tenant: &TenantId,
+    identifiers: &[Identifier],
+    skip_event: &str,
+) -> (
+    BTreeMap<String, BTreeSet<Identifier>>,
+    BTreeMap<String, BTreeSet<String>>,
+) {
+    let mut partition: BTreeMap<String, BTreeSet<Identifier>> = BTreeMap::new();
+    for identifier in identifiers {
+        if let Some(owner) = store
+            .lookup_person(tenant, identifier)
+            .await
+            .expect("lookup")
+        {
+            partition
+                .entry(owner)
+                .or_default()
+                .insert(identifier.clone());
+        }
+    }
+    let mut events = BTreeMap::new();
+    for person in partition.keys() {
+        let mut ids = BTreeSet::new();
+        let mut page = PageRequest::first(1000);
+        loop {
+            let got = store
+                .timeline(tenant, person, None, &page)
+                .await
+                .expect("timeline");
+            ids.extend(
+                got.items
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .filter(|id| id != skip_event),
+            );
+            match got.next_cursor {
+                Some(cursor) => page.after = Some(cursor),
+                None => break,
+            }
+        }
+        events.insert(person.clone(), ids);
+    }
+    (partition, events)
+}
+
+async fn check_case<S: Store>(
+    store: &S,
+    n: usize,
+    case: &Case,
+    undone: &std::sync::atomic::AtomicUsize,
+) -> Result<(), TestCaseError> {
+    let tenant = with_tenants(store, &[&format!("unmerge-{n}")])
+        .await
+        .remove(0);
+    let settings = IdentitySettings::default();
+    let mut alphabet: Vec<Identifier> = (0..6)
+        .map(|i| {
+            settings
+                .normalize("email", &format!("e{i}@x.com"))
+                .expect("valid")
+        })
+        .chain((0..6).map(|i| {
+            settings
+                .normalize("anonymous_id", &format!("anon-{i}"))
+                .expect("valid")
+        }))
+        .collect();
+    // The reference never sees the merging signal; the store sees everything.
+    let mut reference = MemoryGraph::default();
+    let mut reference_events: Vec<(String, String)> = Vec::new();
+    let mut seq = 0;
+    let mut send = |ids: Vec<Identifier>, reference: Option<&mut MemoryGraph>| {
+        seq += 1;
+        let record = signal(seq, ids.clone());
+        if let Some(graph) = reference {
+            let r = resolve(
+                &settings,
+                &*graph,
+                &Signal {
+                    identifiers: &ids,
+                    new_person_id: record.event.event_id.clone(),
+                    at: record.event.ingested_at,
+                },
+            );
+            graph.apply(&r, record.event.ingested_at);
+            reference_events.push((record.event.event_id.clone(), r.person));
+        }
+        record
+    };
+    for picks in &case.prefix {
+        let ids = picks.iter().map(|i| alphabet[*i].clone()).collect();
+        let record = send(ids, Some(&mut reference));
+        store
+            .ingest(&tenant, &settings, vec![record])
+            .await
+            .expect("ingest");
+    }
+    let partition = reference.partition();
+    let persons: Vec<&String> = partition.keys().collect();
+    if persons.len() < 2 {
+        return Ok(());
+    }
+    let first = case.pick.0 % persons.len();
+    let second = (first + 1 + case.pick.1 % (persons.len() - 1)) % persons.len();
+    let (p, q) = (persons[first].clone(), persons[second].clone());
+    let sides = [
+        partition[&p].iter().cloned().collect::<Vec<_>>(),
+        partition[&q].iter().cloned().collect::<Vec<_>>(),
+    ];
+    let merging = vec![sides[0][0].clone(), sides[1][0].clone()];
+    // Would the merge break a limit? Then there is nothing to undo.
+    let probe = resolve(
+        &settings,
+        &reference,
+        &Signal {
+            identifiers: &merging,
+            new_person_id: "probe".into(),
+            at: ts(0),
+        },
+    );
+    if probe.merges.len() != 1 {
+        return Ok(());
+    }
+    let merge_signal = send(merging, None);
+    let merge_event = merge_signal.event.event_id.clone();
+    store
+        .ingest(&tenant, &settings, vec![merge_signal])
+        .await
+        .expect("merge");
+    for (k, (side, index, new)) in case.suffix.iter().enumerate() {
+        let side = &sides[usize::from(*side)];
+        let mut ids = vec![side[index % side.len()].clone()];
+        if *new {
+            let fresh = settings
+                .normalize("anonymous_id", &format!("new-{k}"))
+                .expect("valid");
+            alphabet.push(fresh.clone());
+            ids.push(fresh);
+        }
+        let record = send(ids, Some(&mut reference));
+        store
+            .ingest(&tenant, &settings, vec![record])
+            .await
+            .expect("ingest");
+    }
+    let outcome = store
+        .unmerge(
+            &tenant,
+            Unmerge {
+                merge_id: derived_id(&merge_event, 'm', 0),
+                reason: "conformance".into(),
+                actor: "test".into(),
+                at: ts(10_000),
+                rule_id: format!("rule-{n}"),
+            },
+        )
+        .await
+        .expect("unmerge");
+    prop_assert!(outcome.restored == p || outcome.restored == q);
+
+    let (stored, stored_events) = state(store, &tenant, &alphabet, &merge_event).await;
+    let expected: BTreeMap<String, BTreeSet<Identifier>> =
+        reference.partition().into_iter().collect();
+    prop_assert_eq!(&stored, &expected, "identifiers after the unmerge");
+    let mut expected_events: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (event, person) in &reference_events {
+        expected_events
+            .entry(reference.canonical(person))
+            .or_default()
+            .insert(event.clone());
+    }
+    for (person, events) in &stored_events {
+        let empty = BTreeSet::new();
+        prop_assert_eq!(
+            events,
+            expected_events.get(person).unwrap_or(&empty),
+            "events of {}",
+            person
+        );
+    }
+    undone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Random histories: a merge of two persons, more signals with one side's identifiers, then
+/// the merge undone. The graph and every person's events are what they would be had the merge
+/// never happened (the merging signal itself stays with the survivor).
+pub async fn merge_then_unmerge_gives_back_the_graph<S: Store>(store: &S) {
+    let cases = if store.backend() == "postgres" {
+        10
+    } else {
+        32
+    };
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let handle = tokio::runtime::Handle::current();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let undone = std::sync::atomic::AtomicUsize::new(0);
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&case(), |case| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            handle.block_on(check_case(store, n, &case, &undone))
+        })
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    // Cases where no merge was possible check nothing: most must have undone one.
+    let undone = undone.into_inner();
+    assert!(
+        undone * 2 >= cases as usize,
+        "only {undone} of {cases} cases undid a merge"
+    );
+}
