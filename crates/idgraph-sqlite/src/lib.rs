@@ -6,6 +6,7 @@
 
 mod codec;
 mod compliance;
+mod imports;
 mod merges;
 mod queries;
 mod reads;
@@ -38,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "compliance",
         sql: include_str!("../migrations/0003_compliance.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "imports",
+        sql: include_str!("../migrations/0004_imports.sql"),
     },
 ];
 

@@ -12,10 +12,16 @@ use idgraph_core::tenancy::{Environment, TenantId, WorkspaceName};
 use jiff::Timestamp;
 
 mod compliance;
+mod imports;
 mod resolution;
 
 pub use compliance::{
     compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
+};
+pub use imports::{
+    import_jobs_list_newest_first_and_stay_in_their_tenant,
+    import_jobs_progress_by_compare_and_set, signal_effects_are_read_back_by_message_id,
+    stored_suppression_entries_are_found_by_id,
 };
 pub use resolution::{
     a_repeated_message_id_changes_nothing, ingest_keeps_tenants_apart,
@@ -49,6 +55,10 @@ macro_rules! store_conformance_suite {
             timelines_page_across_merged_persons,
             compliance_records_are_what_checks_read,
             the_gate_agrees_with_a_reference_evaluator,
+            import_jobs_progress_by_compare_and_set,
+            import_jobs_list_newest_first_and_stay_in_their_tenant,
+            signal_effects_are_read_back_by_message_id,
+            stored_suppression_entries_are_found_by_id,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
