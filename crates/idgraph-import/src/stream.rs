@@ -68,7 +68,7 @@ impl Header {
             let name = text.trim();
             if let Some(why) = looks_like_data(name) {
                 return Err(FileError::NoHeader(format!(
-                    "column {} is {name:?}, which {why}; the first line must name the columns",
+                    "column {} is {name:?}, which looks like {why}; the first line must name the columns",
                     index + 1
                 )));
             }
@@ -251,19 +251,18 @@ impl CsvStream {
             &sample[..sample.len() - 1]
         };
         let delimiter = detect_delimiter(complete);
-        let mut splitter = Splitter::new(delimiter, self.limits.clone());
-        let mut records = Vec::new();
-        splitter.push(body, &mut records);
+        // The header first, alone: the splitter must know its field count before it reads the
+        // rows, or it cannot tell a stray quote from a quoted line break.
+        let mut probe = Splitter::new(delimiter, self.limits.clone());
+        let mut first = Vec::new();
+        probe.push(body, &mut first);
         if at_end {
-            splitter.finish(&mut records);
+            probe.finish(&mut first);
         }
-        let mut records = records.into_iter();
-        let Some(first) = records.next() else {
-            // The header line itself has not ended yet.
+        let Some(first) = first.into_iter().next() else {
             if at_end {
                 return Err(FileError::Empty);
             }
-            self.phase = Phase::Streaming(splitter);
             return self.header_pending();
         };
         if first.defect.is_some() {
@@ -272,9 +271,18 @@ impl CsvStream {
             ));
         }
         let header = Header::parse(&first.bytes, delimiter)?;
+        let ending = match body.get(first.bytes.len()..) {
+            Some([b'\r', b'\n', ..]) => 2,
+            Some([b'\r' | b'\n', ..]) => 1,
+            _ => 0,
+        };
+        let mut splitter = Splitter::new(delimiter, self.limits.clone());
         splitter.expect_fields(header.names.len());
+        splitter.push(&body[first.bytes.len() + ending..], out);
+        if at_end {
+            splitter.finish(out);
+        }
         self.header = Some(header);
-        out.extend(records);
         self.phase = Phase::Streaming(splitter);
         Ok(())
     }
@@ -359,6 +367,7 @@ impl<R: Read> CsvReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::Defect;
 
     fn read_all(input: &[u8]) -> Result<(Header, Vec<RawRecord>), FileError> {
         let mut reader = CsvReader::new(input, Limits::default())?;
@@ -426,6 +435,15 @@ mod tests {
         let (header, _) = read_all(b"Email, email ,,Name\n").unwrap();
         assert_eq!(header.names, ["Email", "email_2", "column_3", "Name"]);
         assert_eq!(header.warnings.len(), 2, "{:?}", header.warnings);
+    }
+
+    #[test]
+    fn a_stray_quote_in_the_first_lines_costs_only_its_line() {
+        let input = b"email;name;email\n\"stray@x.com;Di;\ngood@x.com;\"Ed\nEdwards\";ed@x.com\nlast@x.com;Al;\n";
+        let (_, records) = read_all(input).unwrap();
+        let defects: Vec<Option<Defect>> = records.iter().map(|r| r.defect).collect();
+        assert_eq!(defects, [Some(Defect::UnbalancedQuote), None, None]);
+        assert_eq!(records[1].bytes, b"good@x.com;\"Ed\nEdwards\";ed@x.com");
     }
 
     #[test]
