@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, Durability};
 
+/// How often unfinished imports are looked for.
+const IMPORT_SWEEP: Duration = Duration::from_secs(30);
+
 type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
 /// A server that has opened its store, bootstrapped, and is accepting connections.
@@ -96,11 +99,11 @@ async fn start<S: Store>(
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%address, backend, version = env!("CARGO_PKG_VERSION"), "idgraph is listening");
-    let serving = Box::pin(idgraph_http::serve(
-        AppState::new(store),
-        listener,
-        shutdown,
-    ));
+    let state = AppState::new(store);
+    // Imports left unfinished by a stop or a crash resume now; the sweep also picks up jobs of
+    // processes that died while sharing this database.
+    tokio::spawn(state.importer.clone().sweep(IMPORT_SWEEP));
+    let serving = Box::pin(idgraph_http::serve(state, listener, shutdown));
     Ok(Running {
         generated_master_key: outcome.generated_master_key,
         backend,
