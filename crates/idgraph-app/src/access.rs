@@ -71,6 +71,21 @@ pub async fn authenticate<S: Store>(store: &S, token: &str) -> Result<Principal,
 }
 
 impl Principal {
+    /// Whoever runs idgraph directly on a store it has opened (`idgraph import --data-dir`):
+    /// being able to open the store is being its operator, with every scope, in `tenant`.
+    pub fn operator(tenant: TenantId) -> Self {
+        Self {
+            key_id: "operator".to_owned(),
+            key_tenant: tenant.clone(),
+            tenant_id: tenant,
+            on_behalf_of: None,
+            scopes: Scopes::all(),
+            workspace: None,
+            is_master: true,
+            rate_limit_per_sec: None,
+        }
+    }
+
     /// Fails with 403 unless the key holds `scope` (or `admin`).
     pub fn require(&self, scope: Scope) -> Result<(), AppError> {
         if self.scopes.allows(scope) {

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod compliance;
 mod error;
 mod ids;
+pub mod imports;
 pub mod ingest;
 pub mod keys;
 pub mod persons;

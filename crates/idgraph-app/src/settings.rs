@@ -125,6 +125,7 @@ pub fn apply_doc(base: &IdentitySettings, doc: &SettingsDoc) -> Result<IdentityS
         }
         settings.kinds.insert(kind, rule);
     }
+    make_room_for_configured_kinds(&mut settings, doc);
     for (scope, values) in &doc.blocked_values {
         let normalized: BTreeSet<String> = values.iter().map(|v| v.trim().to_lowercase()).collect();
         settings.blocked_values.insert(scope.clone(), normalized);
@@ -133,6 +134,36 @@ pub fn apply_doc(base: &IdentitySettings, doc: &SettingsDoc) -> Result<IdentityS
         .validate()
         .map_err(|e| AppError::invalid("invalid_settings", e.to_string()))?;
     Ok(settings)
+}
+
+/// `identity_hash` is a built-in kind with a default priority (5) that tenants configured before
+/// it existed may already have given to a kind of their own. A kind the document names wins
+/// the priority, and an `identity_hash` the document does not name moves after every other kind,
+/// so a stored document keeps loading and a tenant's explicit choice is never refused because
+/// of a default it did not choose.
+fn make_room_for_configured_kinds(settings: &mut IdentitySettings, doc: &SettingsDoc) {
+    let hash = IdentifierKind::IDENTITY_HASH;
+    if doc.kinds.contains_key(hash) {
+        return;
+    }
+    let Some(priority) = settings.kinds.get(hash).map(|rule| rule.priority) else {
+        return;
+    };
+    let taken = settings
+        .kinds
+        .iter()
+        .any(|(kind, rule)| kind.as_str() != hash && rule.priority == priority);
+    if taken {
+        let last = settings
+            .kinds
+            .values()
+            .map(|rule| rule.priority)
+            .max()
+            .unwrap_or(priority);
+        if let Some(rule) = settings.kinds.get_mut(hash) {
+            rule.priority = last + 1;
+        }
+    }
 }
 
 /// The tenant's settings: the stored document over the defaults.
@@ -173,4 +204,41 @@ pub async fn put<S: Store>(
         .map_err(AppError::from_store("settings"))?;
     tracing::info!(tenant = %principal.tenant_id, "identity settings changed");
     Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_hash_is_built_in_and_gives_way_to_a_configured_kind() {
+        let defaults = IdentitySettings::default();
+        let hash = defaults.kinds.get(IdentifierKind::IDENTITY_HASH).unwrap();
+        assert_eq!(
+            (hash.priority, hash.policy, hash.limit),
+            (5, Policy::Unique, None)
+        );
+
+        let doc: SettingsDoc = serde_json::from_str(
+            r#"{"kinds": {"device_id": {"priority": 5, "policy": "shared"}}}"#,
+        )
+        .unwrap();
+        let settings = apply_doc(&defaults, &doc).unwrap();
+        assert_eq!(settings.kinds.get("device_id").unwrap().priority, 5);
+        assert_eq!(
+            settings
+                .kinds
+                .get(IdentifierKind::IDENTITY_HASH)
+                .unwrap()
+                .priority,
+            6
+        );
+
+        // Named explicitly, the clash is the tenant's own and is refused.
+        let clash: SettingsDoc = serde_json::from_str(
+            r#"{"kinds": {"device_id": {"priority": 5}, "identity_hash": {"priority": 5}}}"#,
+        )
+        .unwrap();
+        assert!(apply_doc(&defaults, &clash).is_err());
+    }
 }

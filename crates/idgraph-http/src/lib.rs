@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use idgraph_app::EventIds;
+use idgraph_app::imports::Importer;
 use idgraph_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -33,6 +34,8 @@ pub struct AppState<S> {
     pub event_ids: Arc<EventIds>,
     pub limits: Arc<RateLimits>,
     pub audit: AuditSink,
+    /// Runs import jobs in the background; shares the event id generator.
+    pub importer: Importer<S>,
 }
 
 impl<S: Store> AppState<S> {
@@ -42,15 +45,20 @@ impl<S: Store> AppState<S> {
 
     /// Must be called on a tokio runtime: it starts the audit writer.
     pub fn with_rate_limits(store: S, defaults: RateLimitDefaults) -> Self {
+        let event_ids = Arc::new(EventIds::default());
         Self {
             audit: AuditSink::start(store.clone()),
+            importer: Importer::new(store.clone(), Arc::clone(&event_ids)),
             store,
             metrics: metrics_handle(),
-            event_ids: Arc::new(EventIds::default()),
+            event_ids,
             limits: Arc::new(RateLimits::new(defaults)),
         }
     }
 }
+
+/// How long a stopping server lets running imports finish their current chunk.
+const IMPORT_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The Prometheus recorder. The `metrics` facade is process-wide by design, so the recorder is
 /// installed once and every server in the process renders the same registry.
@@ -103,10 +111,13 @@ pub async fn serve<S: Store>(
 ) -> std::io::Result<()> {
     let store = state.store.clone();
     let audit = state.audit.clone();
+    let importer = state.importer.clone();
     metrics::gauge!("idgraph_build_info", "version" => env!("CARGO_PKG_VERSION"), "backend" => store.backend()).set(1.0);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    // Imports stop at a chunk boundary before the store closes; they resume at the next start.
+    importer.stop(IMPORT_STOP_GRACE).await;
     // The last calls' audit entries are written before the store closes.
     audit.flush().await;
     store.close().await;

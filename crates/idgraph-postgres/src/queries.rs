@@ -5,10 +5,11 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome,
-    KeepApartRule, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest, PersonProfile,
-    PersonRow, SignalRecord, Store, StoreError, StoreResult, StoredResponse, SuppressionRow,
-    Tenant, TenantStats, TimelineEvent, Unmerge, UnmergeOutcome, Workspace,
+    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, ImportJob, IngestOutcome,
+    JobMapping, KeepApartRule, LandedRow, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
+    PersonProfile, PersonRow, RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store,
+    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
+    Unmerge, UnmergeOutcome, Workspace,
 };
 use jiff::Timestamp;
 
@@ -613,6 +614,158 @@ impl Store for PostgresStore {
             .await
             .map_err(map_error)?;
         Ok(())
+    }
+
+    fn single_process(&self) -> bool {
+        false
+    }
+
+    async fn create_import(&self, tenant_id: &TenantId, job: &ImportJob) -> StoreResult<()> {
+        self.insert_import(tenant_id.as_str(), job).await
+    }
+
+    async fn get_import(&self, tenant_id: &TenantId, job_id: &str) -> StoreResult<ImportJob> {
+        self.read_import(tenant_id.as_str(), job_id).await
+    }
+
+    async fn list_imports(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ImportJob>> {
+        self.read_imports(tenant_id.as_str(), page).await
+    }
+
+    async fn unfinished_imports(&self, tenant_id: &TenantId) -> StoreResult<Vec<ImportJob>> {
+        self.read_unfinished_imports(tenant_id.as_str()).await
+    }
+
+    async fn land_import_rows(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        rows: Vec<LandedRow>,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.write_landed_rows(tenant_id.as_str(), job_id, rows, at)
+            .await
+    }
+
+    async fn finish_import_landing(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        file_sha256: &str,
+        file_bytes: u64,
+        warnings: Vec<String>,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.write_landing_finished(
+            tenant_id.as_str(),
+            job_id,
+            file_sha256,
+            file_bytes,
+            &warnings,
+            at,
+        )
+        .await
+    }
+
+    async fn fail_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        error: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.write_import_failed(tenant_id.as_str(), job_id, error, at)
+            .await
+    }
+
+    async fn claim_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        runner: &str,
+        at: Timestamp,
+        stale_before: Timestamp,
+    ) -> StoreResult<Option<ImportJob>> {
+        self.write_claim(tenant_id.as_str(), job_id, runner, at, stale_before)
+            .await
+    }
+
+    async fn landed_rows(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<LandedRow>> {
+        self.read_landed_rows(tenant_id.as_str(), job_id, after, limit)
+            .await
+    }
+
+    async fn record_import_chunk(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        chunk: RecordedChunk,
+    ) -> StoreResult<()> {
+        self.write_chunk(tenant_id.as_str(), job_id, chunk).await
+    }
+
+    async fn complete_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        runner: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.write_completed(tenant_id.as_str(), job_id, runner, at)
+            .await
+    }
+
+    async fn reprocess_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        mapping: JobMapping,
+        options: String,
+        runner: &str,
+        at: Timestamp,
+    ) -> StoreResult<ImportJob> {
+        self.write_reprocess(tenant_id.as_str(), job_id, mapping, options, runner, at)
+            .await
+    }
+
+    async fn import_outcomes(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        outcome: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<RowOutcome>> {
+        self.read_outcomes(tenant_id.as_str(), job_id, outcome, page)
+            .await
+    }
+
+    async fn signal_effects(
+        &self,
+        tenant_id: &TenantId,
+        workspace: &WorkspaceName,
+        message_ids: Vec<String>,
+    ) -> StoreResult<Vec<Option<SignalEffects>>> {
+        self.read_signal_effects(tenant_id.as_str(), workspace, message_ids)
+            .await
+    }
+
+    async fn stored_suppression_entries(
+        &self,
+        tenant_id: &TenantId,
+        entry_ids: Vec<String>,
+    ) -> StoreResult<Vec<String>> {
+        self.read_stored_suppressions(tenant_id.as_str(), entry_ids)
+            .await
     }
 }
 

@@ -7,6 +7,7 @@
 mod codec;
 mod compliance;
 mod idempotency;
+mod imports;
 mod merges;
 mod queries;
 mod reads;
@@ -44,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "platform",
         sql: include_str!("../migrations/0004_platform.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "imports",
+        sql: include_str!("../migrations/0005_imports.sql"),
     },
 ];
 

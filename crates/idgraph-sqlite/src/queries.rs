@@ -5,16 +5,17 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, IngestOutcome,
-    KeepApartRule, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest, PersonProfile,
-    PersonRow, SignalRecord, Store, StoreError, StoreResult, StoredResponse, SuppressionRow,
-    Tenant, TenantStats, TimelineEvent, Unmerge, UnmergeOutcome, Workspace,
+    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, ImportJob, IngestOutcome,
+    JobMapping, KeepApartRule, LandedRow, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
+    PersonProfile, PersonRow, RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store,
+    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
+    Unmerge, UnmergeOutcome, Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
-use crate::{SqliteStore, compliance, idempotency, merges, reads, resolve};
+use crate::{SqliteStore, compliance, idempotency, imports, merges, reads, resolve};
 
 /// Turns a unique-constraint failure into a conflict message a user can read.
 fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
@@ -627,6 +628,200 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    fn single_process(&self) -> bool {
+        true
+    }
+
+    async fn create_import(&self, tenant_id: &TenantId, job: &ImportJob) -> StoreResult<()> {
+        let (tenant, job) = (tenant_id.clone(), job.clone());
+        let message = format!("import {} already exists", job.job_id);
+        self.write(move |tx| imports::create(tx, tenant.as_str(), &job))
+            .await
+            .map_err(conflict_as(message))
+    }
+
+    async fn get_import(&self, tenant_id: &TenantId, job_id: &str) -> StoreResult<ImportJob> {
+        let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        self.read(move |conn| imports::get(conn, tenant.as_str(), &job_id))
+            .await
+    }
+
+    async fn list_imports(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ImportJob>> {
+        let (tenant, page) = (tenant_id.clone(), page.clone());
+        self.read(move |conn| imports::list(conn, tenant.as_str(), &page))
+            .await
+    }
+
+    async fn unfinished_imports(&self, tenant_id: &TenantId) -> StoreResult<Vec<ImportJob>> {
+        let tenant = tenant_id.clone();
+        self.read(move |conn| imports::unfinished(conn, tenant.as_str()))
+            .await
+    }
+
+    async fn land_import_rows(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        rows: Vec<LandedRow>,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        self.write(move |tx| imports::land(tx, tenant.as_str(), &job_id, &rows, at))
+            .await
+    }
+
+    async fn finish_import_landing(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        file_sha256: &str,
+        file_bytes: u64,
+        warnings: Vec<String>,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (tenant, job_id, sha) = (tenant_id.clone(), job_id.to_owned(), file_sha256.to_owned());
+        self.write(move |tx| {
+            imports::finish_landing(
+                tx,
+                tenant.as_str(),
+                &job_id,
+                &sha,
+                file_bytes,
+                &warnings,
+                at,
+            )
+        })
+        .await
+    }
+
+    async fn fail_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        error: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (tenant, job_id, error) = (tenant_id.clone(), job_id.to_owned(), error.to_owned());
+        self.write(move |tx| imports::fail(tx, tenant.as_str(), &job_id, &error, at))
+            .await
+    }
+
+    async fn claim_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        runner: &str,
+        at: Timestamp,
+        stale_before: Timestamp,
+    ) -> StoreResult<Option<ImportJob>> {
+        let (tenant, job_id, runner) = (tenant_id.clone(), job_id.to_owned(), runner.to_owned());
+        self.write(move |tx| {
+            imports::claim(tx, tenant.as_str(), &job_id, &runner, at, stale_before)
+        })
+        .await
+    }
+
+    async fn landed_rows(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<LandedRow>> {
+        let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        self.read(move |conn| imports::landed_rows(conn, tenant.as_str(), &job_id, after, limit))
+            .await
+    }
+
+    async fn record_import_chunk(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        chunk: RecordedChunk,
+    ) -> StoreResult<()> {
+        let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        self.write(move |tx| imports::record(tx, tenant.as_str(), &job_id, &chunk))
+            .await
+    }
+
+    async fn complete_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        runner: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (tenant, job_id, runner) = (tenant_id.clone(), job_id.to_owned(), runner.to_owned());
+        self.write(move |tx| imports::complete(tx, tenant.as_str(), &job_id, &runner, at))
+            .await
+    }
+
+    async fn reprocess_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        mapping: JobMapping,
+        options: String,
+        runner: &str,
+        at: Timestamp,
+    ) -> StoreResult<ImportJob> {
+        let (tenant, job_id, runner) = (tenant_id.clone(), job_id.to_owned(), runner.to_owned());
+        self.write(move |tx| {
+            imports::reprocess(
+                tx,
+                tenant.as_str(),
+                &job_id,
+                &mapping,
+                &options,
+                &runner,
+                at,
+            )
+        })
+        .await
+    }
+
+    async fn import_outcomes(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        outcome: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<RowOutcome>> {
+        let (tenant, job_id, page) = (tenant_id.clone(), job_id.to_owned(), page.clone());
+        let outcome = outcome.map(str::to_owned);
+        self.read(move |conn| {
+            imports::outcomes(conn, tenant.as_str(), &job_id, outcome.as_deref(), &page)
+        })
+        .await
+    }
+
+    async fn signal_effects(
+        &self,
+        tenant_id: &TenantId,
+        workspace: &WorkspaceName,
+        message_ids: Vec<String>,
+    ) -> StoreResult<Vec<Option<SignalEffects>>> {
+        let (tenant, workspace) = (tenant_id.clone(), workspace.clone());
+        self.read(move |conn| {
+            imports::effects(conn, tenant.as_str(), workspace.as_str(), &message_ids)
+        })
+        .await
+    }
+
+    async fn stored_suppression_entries(
+        &self,
+        tenant_id: &TenantId,
+        entry_ids: Vec<String>,
+    ) -> StoreResult<Vec<String>> {
+        let tenant = tenant_id.clone();
+        self.read(move |conn| imports::stored_suppressions(conn, tenant.as_str(), &entry_ids))
+            .await
     }
 }
 

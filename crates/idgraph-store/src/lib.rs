@@ -6,6 +6,7 @@
 
 mod batch_graph;
 mod compliance;
+mod imports;
 mod migrations;
 mod model;
 mod resolution;
@@ -24,6 +25,10 @@ pub use compliance::{
     AddressFacts, ComplianceWrites, ConsentEventRow, ConsentSubject, ConsentWrite, ContactRow,
     FactsQuery, GLOBAL_TENANT, SuppressionRow, scope_applies, scope_columns, scope_from_columns,
     suppression_action_from, suppression_action_name, suppression_tenant,
+};
+pub use imports::{
+    ImportCounts, ImportJob, ImportMode, ImportStatus, JobMapping, LandedRow, RecordedChunk,
+    RowOutcome, SignalEffects, decode_warnings, derived_id_range, encode_warnings,
 };
 pub use migrations::{AppliedMigration, Migration, MigrationError, plan_migrations};
 pub use model::{
@@ -356,4 +361,146 @@ pub trait Store: Clone + Send + Sync + 'static {
         settings: String,
         at: Timestamp,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Whether only this process can use the store while it is open (the embedded store locks
+    /// its data dir): work another process was doing can then only belong to a dead process.
+    fn single_process(&self) -> bool;
+
+    /// Stores a new import job as given (status `landing`, nothing landed); `Conflict` when the
+    /// id is taken.
+    fn create_import(
+        &self,
+        tenant_id: &TenantId,
+        job: &ImportJob,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn get_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+    ) -> impl Future<Output = StoreResult<ImportJob>> + Send;
+
+    /// Jobs, newest first; the cursor is the last job id of the previous page.
+    fn list_imports(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<ImportJob>>> + Send;
+
+    /// Jobs still landing or processing.
+    fn unfinished_imports(
+        &self,
+        tenant_id: &TenantId,
+    ) -> impl Future<Output = StoreResult<Vec<ImportJob>>> + Send;
+
+    /// Appends landed rows, numbered on from the job's `landed`, in one transaction. `Conflict`
+    /// unless the job is landing and the first row is `landed + 1`, so a repeated batch is
+    /// refused rather than stored twice.
+    fn land_import_rows(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        rows: Vec<LandedRow>,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Ends LAND: records the file's hash, size and warnings, and the job becomes `processing`.
+    /// `Conflict` unless it was landing.
+    fn finish_import_landing(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        file_sha256: &str,
+        file_bytes: u64,
+        warnings: Vec<String>,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Marks a job failed with its reason and releases it. What it landed stays.
+    fn fail_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        error: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Takes a `processing` job for `runner` when nobody holds it, `runner` already does, or the
+    /// holder's heartbeat is older than `stale_before`; returns the job when taken.
+    fn claim_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        runner: &str,
+        at: Timestamp,
+        stale_before: Timestamp,
+    ) -> impl Future<Output = StoreResult<Option<ImportJob>>> + Send;
+
+    /// Landed rows after row `after`, in order, at most `limit`.
+    fn landed_rows(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<LandedRow>>> + Send;
+
+    /// Records a chunk's row outcomes, adds its counts, moves `processed` to `chunk.to` and
+    /// refreshes the heartbeat, in one transaction, if `chunk.runner` holds the job at
+    /// `chunk.from` with `chunk.mapping_version`; otherwise `Conflict` and nothing changes.
+    fn record_import_chunk(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        chunk: RecordedChunk,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Marks a processing job held by `runner` completed once every landed row is processed,
+    /// and releases it; `Conflict` otherwise.
+    fn complete_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        runner: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Starts PARSE..RECORD again over the landed rows with `mapping` (whose version must be the
+    /// job's plus one): outcomes and counts are cleared and the job is `processing`, held by
+    /// `runner`. `Conflict` while the job is landing or processing, or if its file never
+    /// finished landing. Returns the job as it now is.
+    fn reprocess_import(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        mapping: JobMapping,
+        options: String,
+        runner: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<ImportJob>> + Send;
+
+    /// Row outcomes in row order (only `outcome` when given); the cursor is the last row number.
+    fn import_outcomes(
+        &self,
+        tenant_id: &TenantId,
+        job_id: &str,
+        outcome: Option<&str>,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<RowOutcome>>> + Send;
+
+    /// For each message id of `workspace`, what its stored signal did, or `None` when no
+    /// signal has that id.
+    fn signal_effects(
+        &self,
+        tenant_id: &TenantId,
+        workspace: &WorkspaceName,
+        message_ids: Vec<String>,
+    ) -> impl Future<Output = StoreResult<Vec<Option<SignalEffects>>>> + Send;
+
+    /// Which of `entry_ids` are stored suppression entries of the tenant.
+    fn stored_suppression_entries(
+        &self,
+        tenant_id: &TenantId,
+        entry_ids: Vec<String>,
+    ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
 }

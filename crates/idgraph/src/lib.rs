@@ -2,6 +2,7 @@
 //! bootstrap and the HTTP server together. `main.rs` is only the command line on top.
 
 pub mod config;
+pub mod import;
 pub mod telemetry;
 
 use std::future::Future;
@@ -16,6 +17,9 @@ use idgraph_store::Store;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, Durability};
+
+/// How often unfinished imports are looked for.
+const IMPORT_SWEEP: Duration = Duration::from_secs(30);
 
 type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
@@ -51,30 +55,85 @@ pub async fn launch(
 ) -> anyhow::Result<Running> {
     match config.postgres_url() {
         Some(url) => {
-            let options = PostgresOptions {
-                url: url.to_owned(),
-                pool_size: config.pg_pool_size,
-                connect_timeout: Duration::from_secs(10),
-            };
-            let store = PostgresStore::connect(&options).await?;
-            tracing::info!(store = ?store, "using PostgreSQL");
+            let store = open_postgres(config, url).await?;
             start(store, config, listener, shutdown).await
         }
         None => {
-            let options = SqliteOptions {
-                data_dir: config.data_dir.clone(),
-                durability: match config.durability {
-                    Durability::Full => idgraph_sqlite::Durability::Full,
-                    Durability::Normal => idgraph_sqlite::Durability::Normal,
-                },
-            };
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&options))
-                .await
-                .context("opening the store panicked")??;
-            tracing::info!(path = %store.path().display(), "using the embedded SQLite store");
+            let store = open_sqlite(config).await?;
             start(store, config, listener, shutdown).await
         }
     }
+}
+
+async fn open_postgres(config: &Config, url: &str) -> anyhow::Result<PostgresStore> {
+    let options = PostgresOptions {
+        url: url.to_owned(),
+        pool_size: config.pg_pool_size,
+        connect_timeout: Duration::from_secs(10),
+    };
+    let store = PostgresStore::connect(&options).await?;
+    tracing::info!(store = ?store, "using PostgreSQL");
+    Ok(store)
+}
+
+async fn open_sqlite(config: &Config) -> anyhow::Result<SqliteStore> {
+    let options = SqliteOptions {
+        data_dir: config.data_dir.clone(),
+        durability: match config.durability {
+            Durability::Full => idgraph_sqlite::Durability::Full,
+            Durability::Normal => idgraph_sqlite::Durability::Normal,
+        },
+    };
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&options))
+        .await
+        .context("opening the store panicked")??;
+    tracing::info!(path = %store.path().display(), "using the embedded SQLite store");
+    Ok(store)
+}
+
+/// `idgraph import` without a server: opens the configured store (refused if a server holds
+/// the data dir), bootstraps it, imports the file, and closes the store.
+pub async fn import_directly(
+    config: &Config,
+    tenant: &str,
+    options: &import::ImportOptions,
+) -> anyhow::Result<import::JobState> {
+    let tenant = idgraph_core::tenancy::TenantId::parse(tenant)
+        .map_err(|e| anyhow::anyhow!("invalid --tenant: {e}"))?;
+    match config.postgres_url() {
+        Some(url) => {
+            let store = open_postgres(config, url).await?;
+            import_and_close(store, config, tenant, options).await
+        }
+        None => {
+            let store = open_sqlite(config).await?;
+            import_and_close(store, config, tenant, options).await
+        }
+    }
+}
+
+async fn import_and_close<S: Store>(
+    store: S,
+    config: &Config,
+    tenant: idgraph_core::tenancy::TenantId,
+    options: &import::ImportOptions,
+) -> anyhow::Result<import::JobState> {
+    let master_key = config.master_key.as_ref().map(|k| k.expose());
+    let result = match idgraph_app::bootstrap::bootstrap(&store, master_key).await {
+        Ok(outcome) => {
+            if let Some(key) = outcome.generated_master_key {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "A master key was generated for this new store; it is shown only once: {key}"
+                );
+            }
+            import::import_directly(&store, tenant, options).await
+        }
+        Err(e) => Err(anyhow::anyhow!("bootstrap failed: {}", e.message)),
+    };
+    store.close().await;
+    result
 }
 
 async fn start<S: Store>(
@@ -100,11 +159,11 @@ async fn start<S: Store>(
         ingestion_per_sec: config.rate_limit_ingestion_per_sec,
         management_per_sec: config.rate_limit_management_per_sec,
     };
-    let serving = Box::pin(idgraph_http::serve(
-        AppState::with_rate_limits(store, limits),
-        listener,
-        shutdown,
-    ));
+    let state = AppState::with_rate_limits(store, limits);
+    // Imports left unfinished by a stop or a crash resume now; the sweep also picks up jobs of
+    // processes that died while sharing this database.
+    tokio::spawn(state.importer.clone().sweep(IMPORT_SWEEP));
+    let serving = Box::pin(idgraph_http::serve(state, listener, shutdown));
     Ok(Running {
         generated_master_key: outcome.generated_master_key,
         backend,

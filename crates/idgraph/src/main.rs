@@ -22,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run the server (embedded SQLite in ./idgraph-data unless --database-url is given).
     Serve(ServeArgs),
+    /// Import a CSV file: through a running server (--server, --key), or directly into a store
+    /// no server holds (--data-dir or --database-url, as for serve).
+    Import(ImportArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -59,6 +62,63 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
     /// Log filter, e.g. "info" or "info,idgraph_http=debug" [default: info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// The CSV file; its first line names the columns.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Base URL of a running idgraph (e.g. http://127.0.0.1:8080); env IDGRAPH_SERVER.
+    #[arg(long, value_name = "URL", env = "IDGRAPH_SERVER", requires = "key")]
+    server: Option<String>,
+    /// API key with the imports:write and imports:read scopes; env IDGRAPH_KEY.
+    #[arg(long, value_name = "KEY", env = "IDGRAPH_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Workspace of the imported rows [default: default].
+    #[arg(long, value_name = "NAME")]
+    workspace: Option<String>,
+    /// universe (may create persons), enrichment (only existing persons), or suppression.
+    #[arg(long, value_name = "MODE", default_value = "universe")]
+    mode: String,
+    /// A mapping name (auto, leads, or one saved before), or a TOML/JSON mapping file, saved
+    /// under its file name and used [default: auto].
+    #[arg(long, value_name = "NAME|FILE")]
+    mapping: Option<String>,
+    /// Suppression imports: the reason of rows without a reason column [default: dnc].
+    #[arg(long, value_name = "REASON")]
+    reason: Option<String>,
+    /// Write every row's outcome here as CSV: row, person_id, outcome, reason.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// No progress bar (it is only drawn on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+    /// Without --server: the tenant to import into [default: default].
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value = "default",
+        conflicts_with = "server"
+    )]
+    tenant: String,
+    /// Without --server: a TOML configuration file, as for serve.
+    #[arg(long, value_name = "FILE", conflicts_with = "server")]
+    config: Option<PathBuf>,
+    /// Without --server: the data dir of the embedded store [default: ./idgraph-data].
+    #[arg(long, value_name = "DIR", conflicts_with = "server")]
+    data_dir: Option<PathBuf>,
+    /// Without --server: a PostgreSQL URL instead of the embedded store.
+    #[arg(
+        long,
+        value_name = "URL",
+        hide_env_values = true,
+        conflicts_with = "server"
+    )]
+    database_url: Option<String>,
+    /// Log filter for what happens underneath [default: warn].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
 }
@@ -107,7 +167,57 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args),
+        Command::Import(args) => import(args),
     }
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let options = idgraph::import::ImportOptions {
+        file: args.file,
+        workspace: args.workspace,
+        mode: Some(args.mode),
+        mapping: args.mapping,
+        reason: args.reason,
+        output: args.output,
+        progress: !args.no_progress,
+    };
+    let log_level = args.log_level.unwrap_or_else(|| "warn".to_owned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let state = match (args.server, args.key) {
+        (Some(server), Some(key)) => {
+            idgraph::telemetry::init(LogFormat::Text, &log_level)?;
+            runtime.block_on(idgraph::import::import_through_server(
+                &server, &key, &options,
+            ))?
+        }
+        (None, key) => {
+            if key.is_some() {
+                anyhow::bail!("--key is for --server; directly on a store no key is needed");
+            }
+            let overrides = Overrides {
+                data_dir: args.data_dir,
+                database_url: args.database_url.map(Secret::from),
+                log_level: Some(log_level),
+                ..Overrides::default()
+            };
+            let config = config::load(args.config.as_deref(), &overrides)?;
+            idgraph::telemetry::init(LogFormat::Text, &config.log_level)?;
+            runtime.block_on(idgraph::import_directly(&config, &args.tenant, &options))?
+        }
+        (Some(_), None) => anyhow::bail!("--server needs --key"),
+    };
+    if state.status != "completed" {
+        anyhow::bail!(
+            "import {} {}: {}",
+            state.id,
+            state.status,
+            state.error.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

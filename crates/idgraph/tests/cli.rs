@@ -974,3 +974,447 @@ async fn an_opt_out_through_one_process_is_seen_by_the_other_at_once() {
     a.stop();
     b.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Imports
+// ---------------------------------------------------------------------------------------------
+
+/// A lead file of `rows` rows about `rows / 3` people, deterministic, with everything that makes
+/// a graph interesting: persons seen on several rows (emails in mixed case, phones written
+/// differently), merges (a row that ties two persons together) and conflicts (a second
+/// customer id for a person).
+fn lead_file(rows: usize) -> String {
+    let mut file = String::from("Customer ID,Email,Phone,First Name,Notes\n");
+    let phone = |p: usize| format!("415-{:03}-{:04}", 200 + (p / 10_000) % 700, p % 10_000);
+    for r in 0..rows {
+        let p = r / 3;
+        let customer = match (r % 3, p % 2, p % 97) {
+            (0, 0, _) => format!("c-{p}"),
+            (1, 0, 0) => format!("x-{p}"),
+            _ => String::new(),
+        };
+        let email = if r % 2 == 0 {
+            format!("user{p}@example.com")
+        } else {
+            format!("User{p}@Example.COM")
+        };
+        // Every 50th person's second row also brings the previous person's phone: a merge.
+        let phone = if p % 50 == 1 && r % 3 == 1 {
+            phone(p - 1)
+        } else if r % 3 == 2 {
+            format!("({}", phone(p).replacen('-', ") ", 1))
+        } else {
+            phone(p)
+        };
+        file.push_str(&format!(
+            "{customer},{email},{phone},Name {p},\"note, {r}\"\n"
+        ));
+    }
+    file
+}
+
+async fn upload_csv(server: &Server, key: &str, query: &str, body: String) -> (u16, Value) {
+    let response = http()
+        .post(server.url(&format!("/api/v1/imports{query}")))
+        .bearer_auth(key)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .expect("uploading");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+async fn job(server: &Server, id: &str) -> Value {
+    let (status, job) = call(
+        reqwest::Method::GET,
+        &server.url(&format!("/api/v1/imports/{id}")),
+        CHOSEN_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{job}");
+    job
+}
+
+async fn until_finished(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let job = job(server, id).await;
+        if job["status"] == "completed" || job["status"] == "failed" {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "import {id} did not finish: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn outcomes_csv(server: &Server, id: &str) -> String {
+    let response = http()
+        .get(server.url(&format!("/api/v1/imports/{id}/rows?format=csv")))
+        .bearer_auth(CHOSEN_KEY)
+        .send()
+        .await
+        .expect("rows");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("CSV")
+}
+
+/// Row → outcome, from an outcomes CSV (person ids differ between stores; outcomes must not).
+fn outcome_by_row(csv: &str) -> Vec<(String, String)> {
+    csv.lines()
+        .skip(1)
+        .map(|line| {
+            let mut fields = line.splitn(4, ',');
+            let row = fields.next().unwrap_or_default().to_owned();
+            let _person = fields.next();
+            (row, fields.next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+/// The graph of a stopped server's data dir: each canonical person as the set of its
+/// identifiers. Person ids are left out: two stores that resolved the same file agree on who
+/// holds what, not on the ids they made up.
+fn partition(data_dir: &std::path::Path) -> std::collections::BTreeSet<Vec<String>> {
+    let conn = rusqlite::Connection::open(data_dir.join("idgraph.db")).expect("open the store");
+    let mut statement = conn
+        .prepare(
+            "SELECT COALESCE(p.merged_into, p.person_id), n.kind || ':' || n.value
+             FROM identity_nodes n
+             JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
+             WHERE n.tenant_id = 'default' ORDER BY 1, 2",
+        )
+        .expect("query");
+    let mut persons: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let rows = statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .expect("rows");
+    for row in rows {
+        let (person, identifier) = row.expect("row");
+        persons.entry(person).or_default().push(identifier);
+    }
+    persons.into_values().collect()
+}
+
+/// The crash test: `kill -9` in the middle of processing, restart on the same data dir, and the
+/// job resumes by itself and ends with the graph, the counts and the row outcomes of an import
+/// that was never interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_mid_way_resumes_and_ends_as_if_never_interrupted() {
+    let rows = 30_000;
+    let file = lead_file(rows);
+    let crashed_dir = tempfile::tempdir().unwrap();
+    let crashed = crashed_dir.path().to_str().unwrap();
+    let mut server = start(&["--data-dir", crashed, "--master-key", CHOSEN_KEY]).await;
+    let (status, created) = upload_csv(&server, CHOSEN_KEY, "", file.clone()).await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // Kill it once some chunks are recorded and well before the end.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let at_kill = loop {
+        let now = job(&server, &id).await;
+        let parsed = now["counts"]["parsed"].as_u64().unwrap();
+        if parsed >= 1_000 {
+            server.proc.signal("KILL");
+            break parsed;
+        }
+        assert_eq!(now["status"], "processing", "{now}");
+        assert!(Instant::now() < deadline, "processing never started: {now}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let status = server.proc.wait_exit(EXIT);
+    assert!(!status.success(), "idgraph was not killed: {status}");
+    assert!(
+        at_kill < rows as u64 / 2,
+        "the import was nearly done before the kill ({at_kill} rows); make the file bigger"
+    );
+    drop(server);
+
+    let restarted = start(&["--data-dir", crashed, "--master-key", CHOSEN_KEY]).await;
+    let resumed = until_finished(&restarted, &id).await;
+    assert_eq!(resumed["status"], "completed", "{resumed}");
+    let resumed_rows = outcome_by_row(&outcomes_csv(&restarted, &id).await);
+    restarted.stop();
+
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean = clean_dir.path().to_str().unwrap();
+    let reference = start(&["--data-dir", clean, "--master-key", CHOSEN_KEY]).await;
+    let (status, created) = upload_csv(&reference, CHOSEN_KEY, "", file).await;
+    assert_eq!(status, 202, "{created}");
+    let reference_id = created["id"].as_str().unwrap().to_owned();
+    let uninterrupted = until_finished(&reference, &reference_id).await;
+    let reference_rows = outcome_by_row(&outcomes_csv(&reference, &reference_id).await);
+    reference.stop();
+
+    assert_eq!(
+        resumed["counts"], uninterrupted["counts"],
+        "the counts differ"
+    );
+    assert!(
+        uninterrupted["counts"]["persons_merged"].as_u64().unwrap() > 0
+            && uninterrupted["counts"]["conflicts"].as_u64().unwrap() > 0,
+        "the file should exercise merges and conflicts: {uninterrupted}"
+    );
+    assert_eq!(resumed_rows.len(), rows);
+    assert_eq!(resumed_rows, reference_rows, "the row outcomes differ");
+    let (after_crash, reference_graph) =
+        (partition(crashed_dir.path()), partition(clean_dir.path()));
+    assert!(
+        reference_graph.len() > rows / 4,
+        "{}",
+        reference_graph.len()
+    );
+    assert!(
+        after_crash == reference_graph,
+        "the graph after the crash differs from the uninterrupted import ({} vs {} persons)",
+        after_crash.len(),
+        reference_graph.len()
+    );
+}
+
+/// An upload cut off by a crash cannot resume (the rest of the file is with the client): the
+/// job is marked failed on restart, and uploading the file again finishes the work, with the
+/// rows the first attempt landed neither lost nor imported twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_by_a_crash_is_failed_and_uploading_again_finishes_it() {
+    // More than one landing batch (2,000 rows) arrives before the crash.
+    let file = lead_file(6_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut server = start(&["--data-dir", data, "--master-key", CHOSEN_KEY]).await;
+    let port = server.port;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/imports HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Authorization: Bearer {CHOSEN_KEY}\r\nContent-Type: text/csv\r\n\
+         Content-Length: {}\r\n\r\n",
+        file.len()
+    )
+    .unwrap();
+    let part = file.len() * 2 / 3;
+    stream.write_all(&file.as_bytes()[..part]).unwrap();
+    stream.flush().unwrap();
+    // Wait until the server has landed part of it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let (_, list) = call(
+            reqwest::Method::GET,
+            &server.url("/api/v1/imports"),
+            CHOSEN_KEY,
+            None,
+        )
+        .await;
+        if let Some(job) = list["imports"].as_array().and_then(|j| j.first())
+            && job["counts"]["landed"].as_u64().unwrap_or(0) > 0
+        {
+            assert_eq!(job["status"], "landing", "{job}");
+            break job["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "nothing landed: {list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.proc.signal("KILL");
+    server.proc.wait_exit(EXIT);
+    drop(stream);
+    drop(server);
+
+    let restarted = start(&["--data-dir", data, "--master-key", CHOSEN_KEY]).await;
+    let failed = until_finished(&restarted, &id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("upload the file again"),
+        "{failed}"
+    );
+    let (status, created) = upload_csv(&restarted, CHOSEN_KEY, "", file.clone()).await;
+    assert_eq!(status, 202, "{created}");
+    let again = until_finished(&restarted, created["id"].as_str().unwrap()).await;
+    assert_eq!(again["status"], "completed", "{again}");
+    assert_eq!(again["counts"]["rows"], 6_000);
+    restarted.stop();
+
+    let clean_dir = tempfile::tempdir().unwrap();
+    let reference = start(&[
+        "--data-dir",
+        clean_dir.path().to_str().unwrap(),
+        "--master-key",
+        CHOSEN_KEY,
+    ])
+    .await;
+    let (_, created) = upload_csv(&reference, CHOSEN_KEY, "", file).await;
+    let uninterrupted = until_finished(&reference, created["id"].as_str().unwrap()).await;
+    reference.stop();
+    assert_eq!(again["counts"], uninterrupted["counts"]);
+    assert!(
+        partition(dir.path()) == partition(clean_dir.path()),
+        "the graphs differ"
+    );
+}
+
+// `idgraph import` straight into a data dir: a summary, the outcomes file, and a store a server
+// then serves.
+#[tokio::test]
+async fn import_directly_into_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("leads.csv");
+    let output = dir.path().join("rows.csv");
+    std::fs::write(&csv, "email,phone\nann@example.com,415 555 2671\nbroken\n").unwrap();
+    let mut command = idgraph(&[
+        "import",
+        csv.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--mapping",
+        "leads",
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    command.env("IDGRAPH_MASTER_KEY", CHOSEN_KEY);
+    let mut proc = Proc::spawn(command);
+    let status = proc.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{}", proc.stderr());
+    assert_no_panic(&proc.stderr());
+    let summary = proc.stdout();
+    assert!(summary.contains(": completed in"), "{summary}");
+    assert!(summary.contains("persons created"), "{summary}");
+    let rows = std::fs::read_to_string(&output).unwrap();
+    let lines: Vec<&str> = rows.lines().collect();
+    assert_eq!(lines[0], "row,person_id,outcome,reason");
+    assert!(
+        lines[1].starts_with("1,") && lines[1].contains(",created"),
+        "{rows}"
+    );
+    assert!(lines[2].starts_with("2,,rejected,"), "{rows}");
+
+    // The data dir is a normal store: a server on it finds what was imported.
+    let server = start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--master-key",
+        CHOSEN_KEY,
+    ])
+    .await;
+    let (status, person) = call(
+        reqwest::Method::GET,
+        &server.url("/api/v1/persons/lookup?kind=phone&value=%2B14155552671"),
+        CHOSEN_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{person}");
+    // While it runs, a direct import is refused: the data dir is the server's.
+    let refused = run(&[
+        "import",
+        csv.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let line = sole_error_line(&refused.stderr);
+    assert!(line.contains("in use by another idgraph process"), "{line}");
+    server.stop();
+}
+
+// `idgraph import --server --key`: a client of the HTTP API, with a mapping file uploaded first.
+#[tokio::test]
+async fn import_through_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--master-key",
+        CHOSEN_KEY,
+    ])
+    .await;
+    let (status, created) = call(
+        reqwest::Method::POST,
+        &server.url("/api/v1/keys"),
+        CHOSEN_KEY,
+        Some(json!({"name": "importer", "scopes": ["imports:write", "imports:read"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap();
+    let csv = dir.path().join("crm.csv");
+    std::fs::write(&csv, "Contact,Mobile No\nann@example.com,415 555 2671\n").unwrap();
+    let mapping = dir.path().join("crm.toml");
+    std::fs::write(
+        &mapping,
+        "[columns]\nContact = \"email\"\n\"Mobile No\" = \"phone\"\n",
+    )
+    .unwrap();
+    let output = dir.path().join("out.csv");
+    let base = server.url("");
+    let finished = run_within(
+        &[
+            "import",
+            csv.to_str().unwrap(),
+            "--server",
+            &base,
+            "--key",
+            key,
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        finished.status.success(),
+        "{}\n{}",
+        finished.status,
+        finished.stderr
+    );
+    assert!(
+        finished.stdout.contains("mapping crm v1"),
+        "{}",
+        finished.stdout
+    );
+    let rows = std::fs::read_to_string(&output).unwrap();
+    assert!(rows.lines().nth(1).unwrap().contains(",created"), "{rows}");
+    let (status, person) = call(
+        reqwest::Method::GET,
+        &server.url("/api/v1/persons/lookup?kind=phone&value=%2B14155552671"),
+        CHOSEN_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{person}");
+
+    // An unusable file is one error line with the server's reason, and exit code 1.
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let refused = run(&[
+        "import",
+        empty.to_str().unwrap(),
+        "--server",
+        &base,
+        "--key",
+        key,
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let line = sole_error_line(&refused.stderr);
+    assert!(line.contains("the file is empty"), "{line}");
+    let missing = run(&[
+        "import",
+        "/no/such/file.csv",
+        "--server",
+        &base,
+        "--key",
+        key,
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(sole_error_line(&missing.stderr).contains("/no/such/file.csv"));
+    server.stop();
+}

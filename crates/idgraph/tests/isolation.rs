@@ -141,6 +141,8 @@ fn concrete_path(pattern: &str, a: &TenantA) -> (String, bool) {
         .split('/')
         .map(|segment| match segment {
             "{kind}" => "identify".to_owned(),
+            // A name the caller chooses for its own object (PUT creates or replaces it).
+            "{name}" => "b-chosen-name".to_owned(),
             "{id}" if pattern.starts_with("/api/v1/keys/") => {
                 names_an_object = true;
                 a.key_id.clone()

@@ -25,6 +25,8 @@ impl IdentifierKind {
     pub const EMAIL: &'static str = "email";
     pub const PHONE: &'static str = "phone";
     pub const ANONYMOUS_ID: &'static str = "anonymous_id";
+    /// Built-in custom kind: a hash of a normalized name and postal address, derived by imports.
+    pub const IDENTITY_HASH: &'static str = "identity_hash";
 
     /// The built-in kinds, strongest first.
     pub const BUILT_IN: [&'static str; 4] = [
@@ -53,6 +55,10 @@ impl IdentifierKind {
 
     pub fn anonymous_id() -> Self {
         Self(Self::ANONYMOUS_ID.to_owned())
+    }
+
+    pub fn identity_hash() -> Self {
+        Self(Self::IDENTITY_HASH.to_owned())
     }
 
     pub fn as_str(&self) -> &str {

@@ -116,6 +116,9 @@ impl Default for IdentitySettings {
                 (IdentifierKind::email(), rule(2, Some(5))),
                 (IdentifierKind::phone(), rule(3, Some(5))),
                 (IdentifierKind::anonymous_id(), rule(4, None)),
+                // Derived by imports from a normalized name and postal address: one household
+                // member's identity, so unique, but a person may have lived at many addresses.
+                (IdentifierKind::identity_hash(), rule(5, None)),
             ]),
             blocked_values: BTreeMap::new(),
         }
@@ -137,7 +140,8 @@ mod tests {
         settings.kinds.insert(
             kind("device_id"),
             KindRule {
-                priority: 5,
+                // 5 is the built-in identity_hash's.
+                priority: 6,
                 policy: Policy::Shared,
                 limit: None,
             },

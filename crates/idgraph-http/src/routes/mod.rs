@@ -2,6 +2,7 @@
 
 mod audit;
 mod compliance;
+mod imports;
 mod ingest;
 mod keys;
 mod persons;
@@ -84,4 +85,21 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
             get(compliance::get_settings::<S>).put(compliance::put_settings::<S>),
         )
         .route("/v1/messages/inbound", post(compliance::inbound::<S>))
+        .route(
+            "/api/v1/imports",
+            // The body is streamed into LAND, never buffered: no size limit applies.
+            get(imports::list::<S>)
+                .post(imports::create::<S>)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/imports/{id}", get(imports::get::<S>))
+        .route("/api/v1/imports/{id}/rows", get(imports::rows::<S>))
+        .route(
+            "/api/v1/imports/{id}/reprocess",
+            post(imports::reprocess::<S>),
+        )
+        .route(
+            "/api/v1/import-mappings/{name}",
+            get(imports::get_mapping::<S>).put(imports::put_mapping::<S>),
+        )
 }

@@ -12,6 +12,7 @@ use idgraph_core::tenancy::{Environment, TenantId, WorkspaceName};
 use jiff::Timestamp;
 
 mod compliance;
+mod imports;
 mod resolution;
 mod unmerge;
 
@@ -19,6 +20,11 @@ pub use unmerge::merge_then_unmerge_gives_back_the_graph;
 
 pub use compliance::{
     compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
+};
+pub use imports::{
+    import_jobs_list_newest_first_and_stay_in_their_tenant,
+    import_jobs_progress_by_compare_and_set, signal_effects_are_read_back_by_message_id,
+    stored_suppression_entries_are_found_by_id,
 };
 pub use resolution::{
     a_repeated_message_id_changes_nothing, batches_resolve_as_single_signals_do,
@@ -57,6 +63,10 @@ macro_rules! store_conformance_suite {
             idempotency_keys_claim_once_and_replay,
             audit_entries_page_newest_first,
             merge_then_unmerge_gives_back_the_graph,
+            import_jobs_progress_by_compare_and_set,
+            import_jobs_list_newest_first_and_stay_in_their_tenant,
+            signal_effects_are_read_back_by_message_id,
+            stored_suppression_entries_are_found_by_id,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

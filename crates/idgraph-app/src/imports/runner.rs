@@ -1,0 +1,562 @@
+//! PARSE..RECORD: a job's landed rows, chunk by chunk, through the store, with its progress
+//! committed with each chunk's outcomes. Runs as a background task; one process runs a job at a
+//! time (the store's claim), and a job found unfinished at start or by the periodic sweep is
+//! resumed after its last recorded chunk.
+//!
+//! A chunk that was resolved but not recorded when the process died is resolved again: every
+//! row's signal is then a duplicate, and its outcome is read back from what the first attempt
+//! stored (`Store::signal_effects`), so the outcomes, the counts and the graph are the same as
+//! if nothing had happened.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
+use idgraph_core::tenancy::TenantId;
+use idgraph_store::{
+    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, PageRequest,
+    RecordedChunk, RowOutcome, Store, StoreError,
+};
+use jiff::{SignedDuration, Timestamp};
+
+use super::prepare::{JobContext, Prepared, prepare};
+use super::{Importer, outcome};
+use crate::{AppError, settings};
+
+/// How long a runner's claim on a job lasts without a recorded chunk, for stores shared by
+/// several processes.
+const LEASE: SignedDuration = SignedDuration::from_secs(60);
+
+impl<S: Store> Importer<S> {
+    /// Runs a job in the background unless this process already does.
+    pub fn spawn(&self, tenant: TenantId, job_id: String) {
+        if !self.start_running(&tenant, &job_id) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this.run(&tenant, &job_id).await;
+            this.stop_running(&tenant, &job_id);
+            match result {
+                Ok(()) => {}
+                Err(error) if this.stopping() => {
+                    tracing::info!(job = %job_id, tenant = %tenant, %error, "import paused by shutdown");
+                }
+                Err(error) => {
+                    tracing::error!(job = %job_id, tenant = %tenant, %error, "import processing stopped; it resumes at the next sweep");
+                }
+            }
+        });
+    }
+
+    async fn run(&self, tenant: &TenantId, job_id: &str) -> Result<(), AppError> {
+        let now = Timestamp::now();
+        let stale_before = if self.store.single_process() {
+            // Nobody else can use this store: a holder that is not this process is dead.
+            now + SignedDuration::from_secs(1)
+        } else {
+            now - LEASE
+        };
+        let claimed = self
+            .store
+            .claim_import(tenant, job_id, &self.runner, now, stale_before)
+            .await
+            .map_err(AppError::from_store("import"))?;
+        let Some(job) = claimed else {
+            return Ok(());
+        };
+        let context = match self.context(tenant, job).await {
+            Ok(context) => context,
+            Err(error) => {
+                // The job cannot be read as it was stored (a mapping no longer valid): nothing
+                // will change that by waiting.
+                self.store
+                    .fail_import(tenant, job_id, &error.message, Timestamp::now())
+                    .await
+                    .map_err(AppError::from_store("import"))?;
+                return Ok(());
+            }
+        };
+        tracing::info!(job = %job_id, tenant = %tenant, from_row = context.job.processed + 1,
+                       rows = context.job.landed, mapping_version = context.job.mapping.version,
+                       "import processing");
+        self.process(tenant, Arc::new(context)).await
+    }
+
+    async fn context(&self, tenant: &TenantId, job: ImportJob) -> Result<JobContext, AppError> {
+        let mapping = idgraph_import::Mapping::from_json(&job.mapping.document)
+            .map_err(|e| AppError::invalid("invalid_mapping", e.to_string()))?;
+        let header = idgraph_import::Header::parse(&job.header, job.delimiter)
+            .map_err(|e| AppError::invalid(e.code(), e.to_string()))?;
+        let plan = mapping.plan(&header);
+        let mut settings = settings::load(&self.store, tenant).await?;
+        apply_preset(&mut settings, mapping.preset);
+        let default_reason = super::options_of(&job.options)
+            .reason
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or(idgraph_core::compliance::SuppressionReason::Dnc);
+        Ok(JobContext {
+            job,
+            plan,
+            settings,
+            default_reason,
+            limits: idgraph_import::Limits::default(),
+        })
+    }
+
+    async fn process(&self, tenant: &TenantId, context: Arc<JobContext>) -> Result<(), AppError> {
+        let job_id = context.job.job_id.clone();
+        let mut processed = context.job.processed;
+        let landed = context.job.landed;
+        // PARSE of the next chunk overlaps RESOLVE..RECORD of this one.
+        let (parsed_tx, mut parsed_rx) =
+            tokio::sync::mpsc::channel::<Result<Vec<Prepared>, AppError>>(2);
+        let reader = {
+            let (store, tenant, context, event_ids) = (
+                self.store.clone(),
+                tenant.clone(),
+                Arc::clone(&context),
+                Arc::clone(&self.event_ids),
+            );
+            let chunk_rows = self.chunk_rows;
+            tokio::spawn(async move {
+                let mut after = context.job.processed;
+                while after < context.job.landed {
+                    let rows = match store
+                        .landed_rows(&tenant, &context.job.job_id, after, chunk_rows)
+                        .await
+                    {
+                        Ok(rows) if rows.is_empty() => {
+                            let _ = parsed_tx
+                                .send(Err(AppError::internal("landed rows are missing")))
+                                .await;
+                            return;
+                        }
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            let _ = parsed_tx.send(Err(AppError::from_store("import")(e))).await;
+                            return;
+                        }
+                    };
+                    after = rows.last().map_or(after, |r| r.row);
+                    let context = Arc::clone(&context);
+                    let event_ids = Arc::clone(&event_ids);
+                    let parsed = tokio::task::spawn_blocking(move || {
+                        let now = Timestamp::now();
+                        rows.into_iter()
+                            .map(|row| prepare(&context, &event_ids, row, now))
+                            .collect::<Vec<_>>()
+                    })
+                    .await
+                    .map_err(|e| AppError::internal(format!("parsing failed: {e}")));
+                    if parsed_tx.send(parsed).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let result = async {
+            while processed < landed {
+                if self.stopping() {
+                    return Err(AppError::internal("the server is shutting down"));
+                }
+                let prepared = parsed_rx
+                    .recv()
+                    .await
+                    .ok_or_else(|| AppError::internal("the row reader stopped"))??;
+                let to = prepared.last().map_or(processed, Prepared::row);
+                let (outcomes, counts) = match context.job.mode {
+                    ImportMode::Universe => self.resolve(tenant, &context, prepared, false).await?,
+                    ImportMode::Enrichment => {
+                        self.resolve(tenant, &context, prepared, true).await?
+                    }
+                    ImportMode::Suppression => self.suppress(tenant, &context, prepared).await?,
+                };
+                let chunk = RecordedChunk {
+                    runner: self.runner.clone(),
+                    mapping_version: context.job.mapping.version,
+                    from: processed,
+                    to,
+                    outcomes,
+                    counts,
+                    at: Timestamp::now(),
+                };
+                match self.store.record_import_chunk(tenant, &job_id, chunk).await {
+                    Ok(()) => processed = to,
+                    Err(StoreError::Conflict(why)) => {
+                        // Another runner took over, or the job was reprocessed: its work now.
+                        tracing::info!(job = %job_id, %why, "import handed over");
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(AppError::from_store("import")(e)),
+                }
+            }
+            Ok(true)
+        }
+        .await;
+        reader.abort();
+        if result? {
+            self.store
+                .complete_import(tenant, &job_id, &self.runner, Timestamp::now())
+                .await
+                .map_err(AppError::from_store("import"))?;
+            let job = self
+                .store
+                .get_import(tenant, &job_id)
+                .await
+                .map_err(AppError::from_store("import"))?;
+            tracing::info!(job = %job_id, tenant = %tenant, rows = job.landed,
+                           rejected = job.counts.rejected, persons_created = job.counts.persons_created,
+                           "import completed");
+        }
+        Ok(())
+    }
+
+    /// RESOLVE and MERGE through `Store::ingest`, then the outcome of every row from what the
+    /// graph holds for its message id.
+    async fn resolve(
+        &self,
+        tenant: &TenantId,
+        context: &JobContext,
+        prepared: Vec<Prepared>,
+        enrichment: bool,
+    ) -> Result<(Vec<RowOutcome>, ImportCounts), AppError> {
+        let mut counts = ImportCounts::default();
+        let mut outcomes: BTreeMap<u64, RowOutcome> = BTreeMap::new();
+        let mut signals = Vec::new();
+        let mut pending: Vec<(u64, Vec<String>)> = Vec::new();
+        // Identifiers that rows of this chunk already bring to existing persons (enrichment).
+        let mut joining: HashSet<Identifier> = HashSet::new();
+        for item in prepared {
+            match item {
+                Prepared::Rejected { row, reason } => {
+                    counts.rejected += 1;
+                    outcomes.insert(row, outcome(row, "rejected", None, Some(reason)));
+                }
+                Prepared::Suppression { row, .. } => {
+                    counts.rejected += 1;
+                    outcomes.insert(
+                        row,
+                        outcome(
+                            row,
+                            "rejected",
+                            None,
+                            Some("not a suppression import".into()),
+                        ),
+                    );
+                }
+                Prepared::Signal {
+                    row,
+                    mut signal,
+                    mut notes,
+                } => {
+                    if enrichment {
+                        match self
+                            .enrichment_filter(tenant, &context.settings, &mut signal, &joining)
+                            .await?
+                        {
+                            Some(dropped) => notes.extend(dropped),
+                            None => {
+                                counts.skipped += 1;
+                                outcomes.insert(
+                                    row,
+                                    outcome(
+                                        row,
+                                        "skipped",
+                                        None,
+                                        Some("no existing person".into()),
+                                    ),
+                                );
+                                continue;
+                            }
+                        }
+                        joining.extend(signal.identifiers.iter().cloned());
+                    }
+                    pending.push((row, notes));
+                    signals.push(*signal);
+                }
+            }
+        }
+        if !signals.is_empty() {
+            let message_ids: Vec<String> =
+                signals.iter().map(|s| s.event.message_id.clone()).collect();
+            let workspace = context.job.workspace.clone();
+            self.store
+                .ingest(tenant, &context.settings, signals)
+                .await
+                .map_err(AppError::from_store("signal"))?;
+            let effects = self
+                .store
+                .signal_effects(tenant, &workspace, message_ids)
+                .await
+                .map_err(AppError::from_store("signal"))?;
+            let source = context.source();
+            for ((row, mut notes), effects) in pending.into_iter().zip(effects) {
+                let Some(effects) = effects else {
+                    return Err(AppError::internal(format!(
+                        "row {row} was ingested but its signal is not found"
+                    )));
+                };
+                if effects.source != source {
+                    counts.duplicates += 1;
+                    notes.insert(
+                        0,
+                        format!(
+                            "already imported ({}, event {})",
+                            effects.source, effects.event_id
+                        ),
+                    );
+                    outcomes.insert(
+                        row,
+                        outcome(row, "duplicate", Some(effects.person_id), join(notes)),
+                    );
+                    continue;
+                }
+                counts.persons_created += u64::from(effects.created);
+                counts.persons_merged += effects.merges;
+                counts.identifiers_attached += effects.attached;
+                counts.conflicts += effects.conflicts;
+                if effects.conflicts > 0 {
+                    notes.push(format!(
+                        "{} identifier(s) left with another person (a limit would break); see the person's merges",
+                        effects.conflicts
+                    ));
+                }
+                let what = if effects.created {
+                    "created"
+                } else if effects.merges > 0 {
+                    "merged"
+                } else if effects.attached > 0 {
+                    "attached"
+                } else {
+                    "matched"
+                };
+                outcomes.insert(
+                    row,
+                    outcome(row, what, Some(effects.person_id), join(notes)),
+                );
+            }
+        }
+        Ok((outcomes.into_values().collect(), counts))
+    }
+
+    /// Enrichment: keeps a row only if one of its `unique` identifiers already belongs to a
+    /// person (or joins one through an earlier row of the chunk), and drops its new identifiers
+    /// of kinds stronger than the strongest known one, so that resolution can only ever join
+    /// the existing person (a stronger new value would be taken first and start a new person).
+    /// Returns what was dropped, or `None` to skip the row.
+    async fn enrichment_filter(
+        &self,
+        tenant: &TenantId,
+        settings: &IdentitySettings,
+        signal: &mut idgraph_store::SignalRecord,
+        joining: &HashSet<Identifier>,
+    ) -> Result<Option<Vec<String>>, AppError> {
+        let mut strongest_known: Option<u32> = None;
+        let mut known: HashSet<Identifier> = HashSet::new();
+        for identifier in &signal.identifiers {
+            let Some(rule) = settings.rule(identifier.kind()) else {
+                continue;
+            };
+            if rule.policy != Policy::Unique {
+                continue;
+            }
+            let exists = joining.contains(identifier)
+                || self
+                    .store
+                    .lookup_person(tenant, identifier)
+                    .await
+                    .map_err(AppError::from_store("person"))?
+                    .is_some();
+            if exists {
+                known.insert(identifier.clone());
+                strongest_known =
+                    Some(strongest_known.map_or(rule.priority, |p| p.min(rule.priority)));
+            }
+        }
+        let Some(strongest) = strongest_known else {
+            return Ok(None);
+        };
+        let mut dropped = Vec::new();
+        signal.identifiers.retain(|identifier| {
+            let stronger = settings
+                .rule(identifier.kind())
+                .is_some_and(|rule| rule.policy == Policy::Unique && rule.priority < strongest);
+            if stronger && !known.contains(identifier) {
+                dropped.push(format!(
+                    "new {} {:?} left out: enrichment only adds to the person found",
+                    identifier.kind(),
+                    identifier.value()
+                ));
+                false
+            } else {
+                true
+            }
+        });
+        Ok(Some(dropped))
+    }
+
+    /// Suppression imports: each row's addresses become tenant-scope suppression entries, with
+    /// ids derived from the file and row so that importing the file again adds nothing.
+    async fn suppress(
+        &self,
+        tenant: &TenantId,
+        _context: &JobContext,
+        prepared: Vec<Prepared>,
+    ) -> Result<(Vec<RowOutcome>, ImportCounts), AppError> {
+        let mut counts = ImportCounts::default();
+        let mut outcomes = Vec::with_capacity(prepared.len());
+        let all_ids: Vec<String> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Suppression { entries, .. } => Some(entries),
+                _ => None,
+            })
+            .flatten()
+            .map(|e| e.entry_id.clone())
+            .collect();
+        let stored: HashSet<String> = self
+            .store
+            .stored_suppression_entries(tenant, all_ids)
+            .await
+            .map_err(AppError::from_store("suppression"))?
+            .into_iter()
+            .collect();
+        let mut writes = Vec::new();
+        for item in prepared {
+            match item {
+                Prepared::Rejected { row, reason } => {
+                    counts.rejected += 1;
+                    outcomes.push(outcome(row, "rejected", None, Some(reason)));
+                }
+                Prepared::Signal { row, .. } => {
+                    counts.rejected += 1;
+                    outcomes.push(outcome(
+                        row,
+                        "rejected",
+                        None,
+                        Some("not a suppression row".into()),
+                    ));
+                }
+                Prepared::Suppression {
+                    row,
+                    entries,
+                    mut notes,
+                } => {
+                    let fresh: Vec<_> = entries
+                        .into_iter()
+                        .filter(|e| !stored.contains(&e.entry_id))
+                        .collect();
+                    if fresh.is_empty() {
+                        counts.duplicates += 1;
+                        notes.insert(0, "already on the suppression list from this file".into());
+                        outcomes.push(outcome(row, "duplicate", None, join(notes)));
+                        continue;
+                    }
+                    counts.suppressed += 1;
+                    let listed: Vec<String> = fresh
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{} {} ({})",
+                                e.identifier.kind(),
+                                e.identifier.value(),
+                                e.reason.as_str()
+                            )
+                        })
+                        .collect();
+                    notes.insert(0, format!("suppressed {}", listed.join(", ")));
+                    writes.extend(fresh);
+                    outcomes.push(outcome(row, "suppressed", None, join(notes)));
+                }
+            }
+        }
+        if !writes.is_empty() {
+            self.store
+                .record_compliance(
+                    tenant,
+                    ComplianceWrites {
+                        suppressions: writes,
+                        ..ComplianceWrites::default()
+                    },
+                )
+                .await
+                .map_err(AppError::from_store("suppression"))?;
+        }
+        Ok((outcomes, counts))
+    }
+
+    /// Finds jobs left unfinished (by a stop, a crash, or another process that died) and takes
+    /// them up: processing jobs resume; a job whose upload was cut off cannot be finished
+    /// without the rest of the file and is marked failed.
+    pub async fn resume_unfinished(&self) -> Result<usize, AppError> {
+        let mut resumed = 0;
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let tenants = self
+                .store
+                .list_tenants(&page)
+                .await
+                .map_err(AppError::from_store("tenant"))?;
+            for tenant in &tenants.items {
+                let jobs = self
+                    .store
+                    .unfinished_imports(&tenant.id)
+                    .await
+                    .map_err(AppError::from_store("import"))?;
+                for job in jobs {
+                    if self.is_running(&tenant.id, &job.job_id) {
+                        continue;
+                    }
+                    match job.status {
+                        ImportStatus::Processing => {
+                            self.spawn(tenant.id.clone(), job.job_id.clone());
+                            resumed += 1;
+                        }
+                        ImportStatus::Landing => {
+                            let abandoned = self.store.single_process()
+                                || job.updated_at < Timestamp::now() - LEASE;
+                            if abandoned {
+                                let error = format!(
+                                    "the upload broke off after {} rows; upload the file again (rows already imported from it are recognized and not imported twice)",
+                                    job.landed
+                                );
+                                self.store
+                                    .fail_import(&tenant.id, &job.job_id, &error, Timestamp::now())
+                                    .await
+                                    .map_err(AppError::from_store("import"))?;
+                                tracing::warn!(job = %job.job_id, tenant = %tenant.id, landed = job.landed, "an interrupted upload was marked failed");
+                            }
+                        }
+                        ImportStatus::Completed | ImportStatus::Failed => {}
+                    }
+                }
+            }
+            match tenants.next_cursor {
+                Some(cursor) => page.after = Some(cursor),
+                None => break,
+            }
+        }
+        Ok(resumed)
+    }
+}
+
+/// The leads preset: phone numbers link people without merging them.
+pub(crate) fn apply_preset(
+    settings: &mut IdentitySettings,
+    preset: Option<idgraph_import::Preset>,
+) {
+    if preset == Some(idgraph_import::Preset::Leads)
+        && let Some(rule) = settings
+            .kinds
+            .get_mut(idgraph_core::identity::IdentifierKind::PHONE)
+    {
+        rule.policy = Policy::Shared;
+    }
+}
+
+fn join(notes: Vec<String>) -> Option<String> {
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
