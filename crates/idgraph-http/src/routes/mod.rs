@@ -60,6 +60,10 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
             "/api/v1/settings/identity",
             get(persons::get_settings::<S>).put(persons::put_settings::<S>),
         )
+        .route(
+            "/api/v1/settings/identity/preview",
+            post(persons::preview_settings::<S>),
+        )
         .route("/api/v1/consent", post(compliance::record_consent::<S>))
         .route(
             "/api/v1/persons/{id}/consent",

@@ -186,6 +186,52 @@ pub(crate) async fn put_settings<S: Store>(
     Ok(Json(settings::put(&state.store, &principal, &doc).await?))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PreviewQuery {
+    max_signals: Option<u64>,
+}
+
+/// `POST /api/v1/settings/identity/preview`: what the proposed rules would merge and split.
+pub(crate) async fn preview_settings<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Query(query): Query<PreviewQuery>,
+    Json(doc): Json<SettingsDoc>,
+) -> Result<Json<Value>, ApiError> {
+    let preview =
+        idgraph_app::preview::preview(&state.store, &principal, &doc, query.max_signals).await?;
+    let changes = |changes: &[idgraph_app::preview::Change]| -> Vec<Value> {
+        changes
+            .iter()
+            .map(|change| {
+                let parts: Vec<Value> = change
+                    .parts
+                    .iter()
+                    .map(|part| {
+                        json!({
+                            "person_id": part.person_id,
+                            "identifier_count": part.identifier_count,
+                            "identifiers": identifiers_json(part.identifiers.iter()),
+                        })
+                    })
+                    .collect();
+                json!({ "parts": parts })
+            })
+            .collect()
+    };
+    Ok(Json(json!({
+        "signals": preview.signals,
+        "complete": preview.complete,
+        "current": {"persons": preview.current.persons, "merges": preview.current.merges},
+        "proposed": {"persons": preview.proposed.persons, "merges": preview.proposed.merges},
+        "identifiers_dropped": preview.identifiers_dropped,
+        "signals_rejected": preview.signals_rejected,
+        "would_merge": {"count": preview.merge_count, "samples": changes(&preview.merges)},
+        "would_split": {"count": preview.split_count, "samples": changes(&preview.splits)},
+    })))
+}
+
 fn identifiers_json<'a>(
     identifiers: impl Iterator<Item = &'a idgraph_core::identity::Identifier>,
 ) -> Vec<Value> {
