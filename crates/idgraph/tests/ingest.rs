@@ -29,6 +29,7 @@ on_both_backends!(
     a_person_exports_whole_with_every_event,
     an_unmerge_restores_both_persons_and_keeps_them_apart,
     a_settings_preview_reports_merges_and_splits_and_changes_nothing,
+    a_mega_person_glued_by_a_shared_device_splits_with_one_call,
 );
 
 async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
@@ -1351,7 +1352,151 @@ async fn an_unmerge_restores_both_persons_and_keeps_them_apart(app: &TestApp) {
             json!({"identifiers": [{"kind": "email", "value": "x@example.com"}]}),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "no merge was caused by it: {body}"
+    );
+    for bad in [
+        json!({}),
+        json!({"merge_id": "m", "identifiers": [{"kind": "email", "value": "x@example.com"}]}),
+        json!({"identifiers": []}),
+        json!({"identifiers": [{"kind": "email", "value": "not an email"}]}),
+        json!({"identifiers": [{"kind": "email"}]}),
+    ] {
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/persons/{customer}/unmerge"),
+                MASTER_KEY,
+                bad.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} {body}");
+    }
+}
+
+async fn a_mega_person_glued_by_a_shared_device_splits_with_one_call(app: &TestApp) {
+    let key = app.write_key().await;
+    // Visitor 0 has a second device, linked by email: a merge the split must leave alone.
+    app.track("/v1/identify", &key, json!({"anonymousId": "phone-0"}))
+        .await;
+    for i in 0..4 {
+        let (status, body) = app
+            .track(
+                "/v1/identify",
+                &key,
+                json!({"anonymousId": format!("own-{i}"),
+                       "traits": {"email": format!("v{i}@example.com")}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        app.track(
+            "/v1/track",
+            &key,
+            json!({"anonymousId": format!("own-{i}"), "event": format!("Visit {i}")}),
+        )
+        .await;
+    }
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"anonymousId": "phone-0", "traits": {"email": "v0@example.com"}}),
+    )
+    .await;
+    // Every visitor signs in on the shop's kiosk: the kiosk's id glues them all together.
+    for i in 0..4 {
+        app.track(
+            "/v1/identify",
+            &key,
+            json!({"anonymousId": "kiosk", "traits": {"email": format!("v{i}@example.com")}}),
+        )
+        .await;
+    }
+    let mega = lookup(app, "anonymous_id", "kiosk").await.1;
+    let mega_id = mega["id"].as_str().expect("id").to_owned();
+    for i in 0..4 {
+        assert_eq!(
+            lookup(app, "email", &format!("v{i}@example.com")).await.1["id"],
+            mega_id.as_str()
+        );
+    }
+    let (_, found) = app
+        .get("/api/v1/persons?min_identifiers=8", MASTER_KEY)
+        .await;
+    assert!(
+        found.to_string().contains(&mega_id),
+        "the mega person is found: {found}"
+    );
+
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/persons/{mega_id}/unmerge"),
+            MASTER_KEY,
+            json!({"identifiers": [{"kind": "anonymous_id", "value": " kiosk "}],
+                   "reason": "shared kiosk"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["unmerges"].as_array().map(Vec::len), Some(3), "{body}");
+    assert_eq!(body["persons"].as_array().map(Vec::len), Some(4), "{body}");
+
+    // Four people again, each with their own device and visit; visitor 0 keeps its phone.
+    let mut people = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let (status, person) = lookup(app, "email", &format!("v{i}@example.com")).await;
+        assert_eq!(status, StatusCode::OK);
+        let id = person["id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            lookup(app, "anonymous_id", &format!("own-{i}")).await.1["id"],
+            id.as_str()
+        );
+        let (_, timeline) = app
+            .get(
+                &format!("/api/v1/persons/{id}/timeline?kind=track"),
+                MASTER_KEY,
+            )
+            .await;
+        let names: Vec<&str> = timeline["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(names, [format!("Visit {i}")], "{timeline}");
+        people.insert(id);
+    }
+    assert_eq!(people.len(), 4);
+    assert_eq!(
+        lookup(app, "anonymous_id", "phone-0").await.1["id"],
+        lookup(app, "email", "v0@example.com").await.1["id"],
+        "the merge by email stays"
+    );
+    // The kiosk's id is now declared shared, visibly: the same evidence does not glue any
+    // two of them together again.
+    assert_eq!(
+        body["shared_values"],
+        json!([{"kind": "anonymous_id", "value": "kiosk"}])
+    );
+    let (_, settings) = app.get("/api/v1/settings/identity", MASTER_KEY).await;
+    assert_eq!(
+        settings["shared_values"],
+        json!({"anonymous_id": ["kiosk"]})
+    );
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"anonymousId": "kiosk", "traits": {"email": "v3@example.com"}}),
+    )
+    .await;
+    let after: std::collections::BTreeSet<String> = {
+        let mut ids = std::collections::BTreeSet::new();
+        for i in 0..4 {
+            let (_, person) = lookup(app, "email", &format!("v{i}@example.com")).await;
+            ids.insert(person["id"].as_str().expect("id").to_owned());
+        }
+        ids
+    };
+    assert_eq!(after, people);
 }
 
 async fn a_settings_preview_reports_merges_and_splits_and_changes_nothing(app: &TestApp) {

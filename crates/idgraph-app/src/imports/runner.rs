@@ -360,7 +360,7 @@ impl<S: Store> Importer<S> {
             let Some(rule) = settings.rule(identifier.kind()) else {
                 continue;
             };
-            if rule.policy != Policy::Unique {
+            if settings.policy_of(identifier) != Some(Policy::Unique) {
                 continue;
             }
             let exists = joining.contains(identifier)
@@ -381,9 +381,9 @@ impl<S: Store> Importer<S> {
         };
         let mut dropped = Vec::new();
         signal.identifiers.retain(|identifier| {
-            let stronger = settings
-                .rule(identifier.kind())
-                .is_some_and(|rule| rule.policy == Policy::Unique && rule.priority < strongest);
+            let stronger = settings.rule(identifier.kind()).is_some_and(|rule| {
+                settings.policy_of(identifier) == Some(Policy::Unique) && rule.priority < strongest
+            });
             if stronger && !known.contains(identifier) {
                 dropped.push(format!(
                     "new {} {:?} left out: enrichment only adds to the person found",

@@ -521,8 +521,15 @@ pub(crate) async fn export<S: Store>(
 #[serde(deny_unknown_fields)]
 pub(crate) struct UnmergeDto {
     merge_id: Option<String>,
-    identifiers: Option<Vec<Value>>,
+    identifiers: Option<Vec<IdentifierDto>>,
     reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdentifierDto {
+    kind: String,
+    value: String,
 }
 
 pub(crate) async fn unmerge<S: Store>(
@@ -531,27 +538,52 @@ pub(crate) async fn unmerge<S: Store>(
     Path(person_id): Path<String>,
     Json(dto): Json<UnmergeDto>,
 ) -> Result<Json<Value>, ApiError> {
+    let target = match (dto.merge_id, dto.identifiers) {
+        (Some(merge_id), None) => persons::UnmergeTarget::Merge(merge_id),
+        (None, Some(identifiers)) => persons::UnmergeTarget::Identifiers(
+            identifiers.into_iter().map(|i| (i.kind, i.value)).collect(),
+        ),
+        _ => {
+            return Err(idgraph_app::AppError::invalid(
+                "invalid_input",
+                "give either merge_id (see GET /api/v1/persons/{id}/merges) or identifiers \
+                 (a list of {kind, value} whose merges to undo), not both",
+            )
+            .into());
+        }
+    };
     let unmerged = persons::unmerge(
         &state.store,
         &principal,
         &person_id,
-        dto.merge_id.as_deref(),
-        dto.identifiers.is_some(),
+        target,
         dto.reason.as_deref().unwrap_or(""),
     )
     .await?;
-    let outcome = &unmerged.outcome;
-    Ok(Json(json!({
-        "persons": [person_json(unmerged.survivor), person_json(unmerged.restored)],
-        "unmerge": {
-            "survivor": outcome.survivor,
-            "restored": outcome.restored,
-            "restored_members": outcome.restored_members,
-            "events_moved": outcome.events_moved,
-            "identifiers_moved": outcome.identifiers_moved,
-            "keep_apart_rule": outcome.rule_id,
-        },
-    })))
+    let unmerges: Vec<Value> = unmerged
+        .outcomes
+        .iter()
+        .map(|outcome| {
+            json!({
+                "survivor": outcome.survivor,
+                "restored": outcome.restored,
+                "restored_members": outcome.restored_members,
+                "events_moved": outcome.events_moved,
+                "identifiers_moved": outcome.identifiers_moved,
+                "keep_apart_rule": outcome.rule_id,
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "persons": unmerged.persons.into_iter().map(person_json).collect::<Vec<_>>(),
+        "shared_values": identifiers_json(unmerged.shared.iter()),
+    });
+    // `unmerge` describes the one merge a merge_id names; a split lists each in `unmerges`.
+    if let [only] = unmerges.as_slice() {
+        body["unmerge"] = only.clone();
+    }
+    body["unmerges"] = Value::Array(unmerges);
+    Ok(Json(body))
 }
 
 pub(crate) async fn keep_apart<S: Store>(
