@@ -79,6 +79,9 @@ pub struct UnmergeOutcome {
     /// Events recorded after the merge that moved back, by the identifiers they arrived with.
     pub events_moved: u64,
     pub identifiers_moved: u64,
+    /// Copies of consent grants recorded on the group while merged, taken from the restored
+    /// side: a grant must come from the person it permits, and whose it was is unknown.
+    pub grants_withdrawn: u64,
     pub rule_id: String,
 }
 

@@ -570,6 +570,7 @@ pub(crate) async fn unmerge<S: Store>(
                 "restored_members": outcome.restored_members,
                 "events_moved": outcome.events_moved,
                 "identifiers_moved": outcome.identifiers_moved,
+                "grants_withdrawn": outcome.grants_withdrawn,
                 "keep_apart_rule": outcome.rule_id,
             })
         })

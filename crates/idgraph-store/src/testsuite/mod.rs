@@ -16,7 +16,9 @@ mod imports;
 mod resolution;
 mod unmerge;
 
-pub use unmerge::merge_then_unmerge_gives_back_the_graph;
+pub use unmerge::{
+    merge_then_unmerge_gives_back_the_graph, unmerge_withdraws_grants_made_while_merged,
+};
 
 pub use compliance::{
     compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
@@ -63,6 +65,7 @@ macro_rules! store_conformance_suite {
             idempotency_keys_claim_once_and_replay,
             audit_entries_page_newest_first,
             merge_then_unmerge_gives_back_the_graph,
+            unmerge_withdraws_grants_made_while_merged,
             import_jobs_progress_by_compare_and_set,
             import_jobs_list_newest_first_and_stay_in_their_tenant,
             signal_effects_are_read_back_by_message_id,

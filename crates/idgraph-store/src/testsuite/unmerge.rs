@@ -313,3 +313,122 @@ pub async fn merge_then_unmerge_gives_back_the_graph<S: Store>(store: &S) {
         "only {undone} of {cases} cases undid a merge"
     );
 }
+
+/// Consent recorded on a merged group is copied to every member. Undoing the merge takes the
+/// restored side's copies of grants made while merged (whose they were is unknown, and a grant
+/// must come from the person it permits) and leaves revocations and earlier grants alone.
+pub async fn unmerge_withdraws_grants_made_while_merged<S: Store>(store: &S) {
+    use crate::{ComplianceWrites, ConsentSubject, ConsentWrite};
+    use idgraph_core::compliance::{ConsentAction, Purpose};
+
+    let tenant = with_tenants(store, &["unmerge-consent"]).await.remove(0);
+    let settings = IdentitySettings::default();
+    let email = |v: &str| settings.normalize("email", v).expect("valid");
+    for (n, ids) in [(1, vec![email("a@x.com")]), (2, vec![email("s@x.com")])] {
+        store
+            .ingest(&tenant, &settings, vec![signal(n, ids)])
+            .await
+            .expect("ingest");
+    }
+    let person = |id: &str| ConsentSubject::Person(id.to_owned());
+    let consent = |event: &str, subject, purpose: &str, action, at| ConsentWrite {
+        event_id: event.to_owned(),
+        subject,
+        purpose: Purpose::parse(purpose).expect("valid"),
+        action,
+        source: "conformance".into(),
+        evidence: None,
+        workspace: WorkspaceName::default_workspace(),
+        occurred_at: at,
+        recorded_at: at,
+    };
+    let record = |writes: Vec<ConsentWrite>| {
+        store.record_compliance(
+            &tenant,
+            ComplianceWrites {
+                consent: writes,
+                ..ComplianceWrites::default()
+            },
+        )
+    };
+    // Each person's own grant before the merge.
+    record(vec![
+        consent(
+            "own-a",
+            person("u00001"),
+            "sms:marketing",
+            ConsentAction::Grant,
+            ts(0),
+        ),
+        consent(
+            "own-s",
+            person("u00002"),
+            "email:marketing",
+            ConsentAction::Grant,
+            ts(0),
+        ),
+    ])
+    .await
+    .expect("consent");
+    let merging = signal(3, vec![email("a@x.com"), email("s@x.com")]);
+    let merge_event = merging.event.event_id.clone();
+    store
+        .ingest(&tenant, &settings, vec![merging])
+        .await
+        .expect("merge");
+    // While merged: a grant and a revocation on the group.
+    record(vec![
+        consent(
+            "while-grant",
+            person("u00001"),
+            "sms:transactional",
+            ConsentAction::Grant,
+            ts(100),
+        ),
+        consent(
+            "while-revoke",
+            person("u00002"),
+            "email:marketing",
+            ConsentAction::Revoke,
+            ts(100),
+        ),
+    ])
+    .await
+    .expect("consent");
+    let outcome = store
+        .unmerge(
+            &tenant,
+            Unmerge {
+                merge_id: derived_id(&merge_event, 'm', 0),
+                reason: "conformance".into(),
+                actor: "test".into(),
+                at: ts(200),
+                rule_id: "rule-consent".into(),
+            },
+        )
+        .await
+        .expect("unmerge");
+    assert_eq!(outcome.grants_withdrawn, 1, "{outcome:?}");
+    let tenant_ref = &tenant;
+    let events_of = |person: String| async move {
+        store
+            .person_consent(tenant_ref, &person)
+            .await
+            .expect("consent")
+            .into_iter()
+            .map(|row| row.event_id)
+            .collect::<BTreeSet<String>>()
+    };
+    let own = |id: &str| if id == "u00001" { "own-a" } else { "own-s" };
+    let survivor = events_of(outcome.survivor.clone()).await;
+    let restored = events_of(outcome.restored.clone()).await;
+    let expected_survivor: BTreeSet<String> =
+        [own(&outcome.survivor), "while-grant", "while-revoke"]
+            .map(str::to_owned)
+            .into();
+    assert_eq!(survivor, expected_survivor);
+    let expected_restored: BTreeSet<String> = [own(&outcome.restored), "while-revoke"]
+        .map(str::to_owned)
+        .into();
+    assert_eq!(restored, expected_restored);
+}
