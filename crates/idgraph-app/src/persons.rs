@@ -431,12 +431,24 @@ pub async fn unmerge<S: Store>(
     store: &S,
     principal: &Principal,
     person_id: &str,
-    target: UnmergeTarget,
+    merge_id: Option<String>,
+    identifiers: Option<Vec<(String, String)>>,
     reason: &str,
 ) -> Result<Unmerged, AppError> {
     principal.require(Scope::PersonsWrite)?;
     // The person first: another tenant's id is a 404 whatever the body says.
     let person_id = canonical(store, principal, person_id).await?;
+    let target = match (merge_id, identifiers) {
+        (Some(merge_id), None) => UnmergeTarget::Merge(merge_id),
+        (None, Some(identifiers)) => UnmergeTarget::Identifiers(identifiers),
+        _ => {
+            return Err(AppError::invalid(
+                "invalid_input",
+                "give either merge_id (see GET /api/v1/persons/{id}/merges) or identifiers \
+                 (a list of {kind, value} whose merges to undo), not both",
+            ));
+        }
+    };
     let mut shared = Vec::new();
     let (mut merges, _) = store
         .merges_of(&principal.tenant_id, &person_id)

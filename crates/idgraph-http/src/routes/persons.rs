@@ -538,25 +538,13 @@ pub(crate) async fn unmerge<S: Store>(
     Path(person_id): Path<String>,
     Json(dto): Json<UnmergeDto>,
 ) -> Result<Json<Value>, ApiError> {
-    let target = match (dto.merge_id, dto.identifiers) {
-        (Some(merge_id), None) => persons::UnmergeTarget::Merge(merge_id),
-        (None, Some(identifiers)) => persons::UnmergeTarget::Identifiers(
-            identifiers.into_iter().map(|i| (i.kind, i.value)).collect(),
-        ),
-        _ => {
-            return Err(idgraph_app::AppError::invalid(
-                "invalid_input",
-                "give either merge_id (see GET /api/v1/persons/{id}/merges) or identifiers \
-                 (a list of {kind, value} whose merges to undo), not both",
-            )
-            .into());
-        }
-    };
     let unmerged = persons::unmerge(
         &state.store,
         &principal,
         &person_id,
-        target,
+        dto.merge_id,
+        dto.identifiers
+            .map(|list| list.into_iter().map(|i| (i.kind, i.value)).collect()),
         dto.reason.as_deref().unwrap_or(""),
     )
     .await?;
