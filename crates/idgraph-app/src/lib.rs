@@ -11,6 +11,7 @@ pub mod imports;
 pub mod ingest;
 pub mod keys;
 pub mod persons;
+pub mod privacy;
 pub mod settings;
 pub mod tenants;
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use idgraph_core::auth::Scope;
 use idgraph_core::identity::{IdentifierKind, IdentitySettings, KindRule, Policy};
+use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_store::Store;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,9 @@ pub struct SettingsDoc {
     pub kinds: BTreeMap<String, KindDoc>,
     #[serde(default)]
     pub blocked_values: BTreeMap<String, BTreeSet<String>>,
+    /// `block` (default) or `allow`: what a signal carrying a deleted person's identifier does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_identifiers: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,6 +85,7 @@ pub fn to_doc(settings: &IdentitySettings) -> SettingsDoc {
             })
             .collect(),
         blocked_values: settings.blocked_values.clone(),
+        erased_identifiers: Some(settings.erased_identifiers.as_str().to_owned()),
     }
 }
 
@@ -129,6 +134,15 @@ pub fn apply_doc(base: &IdentitySettings, doc: &SettingsDoc) -> Result<IdentityS
     for (scope, values) in &doc.blocked_values {
         let normalized: BTreeSet<String> = values.iter().map(|v| v.trim().to_lowercase()).collect();
         settings.blocked_values.insert(scope.clone(), normalized);
+    }
+    if let Some(raw) = &doc.erased_identifiers {
+        settings.erased_identifiers = ErasedIdentifiers::parse(raw).ok_or_else(|| {
+            AppError::invalid(
+                "invalid_settings",
+                format!("erased_identifiers {raw:?} is not one of block, allow"),
+            )
+            .with_detail("field", "erased_identifiers")
+        })?;
     }
     settings
         .validate()

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, PageRequest,
-    RecordedChunk, RowOutcome, Store, StoreError,
+    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, IngestOutcome,
+    PageRequest, RecordedChunk, RowOutcome, Store, StoreError, erased_reason,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -283,10 +283,30 @@ impl<S: Store> Importer<S> {
             let message_ids: Vec<String> =
                 signals.iter().map(|s| s.event.message_id.clone()).collect();
             let workspace = context.job.workspace.clone();
-            self.store
+            let ingested = self
+                .store
                 .ingest(tenant, &context.settings, signals)
                 .await
                 .map_err(AppError::from_store("signal"))?;
+            // A row carrying a deleted person's identifier recorded nothing: it has no effects
+            // to read back, only its refusal.
+            let mut recorded = Vec::with_capacity(pending.len());
+            let mut message_ids_recorded = Vec::with_capacity(pending.len());
+            for (((row, notes), ingested), message_id) in
+                pending.into_iter().zip(ingested).zip(message_ids)
+            {
+                if let IngestOutcome::Erased { kinds } = ingested {
+                    counts.rejected += 1;
+                    outcomes.insert(
+                        row,
+                        outcome(row, "rejected", None, Some(erased_reason(&kinds))),
+                    );
+                } else {
+                    recorded.push((row, notes));
+                    message_ids_recorded.push(message_id);
+                }
+            }
+            let (pending, message_ids) = (recorded, message_ids_recorded);
             let effects = self
                 .store
                 .signal_effects(tenant, &workspace, message_ids)

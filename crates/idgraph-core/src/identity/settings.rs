@@ -35,6 +35,8 @@ pub struct IdentitySettings {
     /// Blocked values the tenant adds on top of [`super::default_blocked_values`], keyed by kind
     /// name, or `"*"` for every kind. Compared case-insensitively.
     pub blocked_values: BTreeMap<String, BTreeSet<String>>,
+    /// What a signal carrying an identifier of a deleted person does.
+    pub erased_identifiers: crate::privacy::ErasedIdentifiers,
 }
 
 impl IdentitySettings {
@@ -121,6 +123,7 @@ impl Default for IdentitySettings {
                 (IdentifierKind::identity_hash(), rule(5, None)),
             ]),
             blocked_values: BTreeMap::new(),
+            erased_identifiers: crate::privacy::ErasedIdentifiers::default(),
         }
     }
 }
