@@ -42,9 +42,8 @@ pub async fn delete_person<S: Store>(
         )
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => {
-                AppError::not_found("person").with_detail("person_id", person_id)
-            }
+            // Never echo the id: the isolation rule is that another tenant's ids reveal nothing.
+            StoreError::NotFound => AppError::not_found("person"),
             other => AppError::from_store("person")(other),
         })?;
     tracing::info!(tenant = %principal.tenant_id, person = %outcome.person_id,
