@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod keys;
 pub mod persons;
 pub mod preview;
+pub mod privacy;
 pub mod settings;
 pub mod tenants;
 

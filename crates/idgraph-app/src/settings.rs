@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use idgraph_core::auth::Scope;
 use idgraph_core::identity::{IdentifierKind, IdentitySettings, KindRule, Policy};
+use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_store::Store;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,9 @@ pub struct SettingsDoc {
     /// kind listed here replaces that kind's list (an empty list clears it).
     #[serde(default)]
     pub shared_values: BTreeMap<String, BTreeSet<String>>,
+    /// `block` (default) or `allow`: what a signal carrying a deleted person's identifier does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_identifiers: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -86,6 +90,7 @@ pub fn to_doc(settings: &IdentitySettings) -> SettingsDoc {
             .collect(),
         blocked_values: settings.blocked_values.clone(),
         shared_values: settings.shared_values.clone(),
+        erased_identifiers: Some(settings.erased_identifiers.as_str().to_owned()),
     }
 }
 
@@ -149,6 +154,15 @@ pub fn apply_doc(base: &IdentitySettings, doc: &SettingsDoc) -> Result<IdentityS
         } else {
             settings.shared_values.insert(kind.clone(), normalized);
         }
+    }
+    if let Some(raw) = &doc.erased_identifiers {
+        settings.erased_identifiers = ErasedIdentifiers::parse(raw).ok_or_else(|| {
+            AppError::invalid(
+                "invalid_settings",
+                format!("erased_identifiers {raw:?} is not one of block, allow"),
+            )
+            .with_detail("field", "erased_identifiers")
+        })?;
     }
     settings
         .validate()

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod compliance;
 pub mod identity;
+pub mod privacy;
 pub mod resolve;
 pub mod tenancy;
 pub mod traits;

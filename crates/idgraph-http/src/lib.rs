@@ -36,6 +36,8 @@ pub struct AppState<S> {
     pub audit: AuditSink,
     /// Runs import jobs in the background; shares the event id generator.
     pub importer: Importer<S>,
+    /// How long a deleted person's data waits for the purge.
+    pub deletion_retention: jiff::SignedDuration,
 }
 
 impl<S: Store> AppState<S> {
@@ -53,6 +55,7 @@ impl<S: Store> AppState<S> {
             metrics: metrics_handle(),
             event_ids,
             limits: Arc::new(RateLimits::new(defaults)),
+            deletion_retention: idgraph_app::privacy::DEFAULT_RETENTION,
         }
     }
 }

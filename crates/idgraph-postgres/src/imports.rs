@@ -470,6 +470,17 @@ impl PostgresStore {
         )
         .await
         .map_err(map_error)?;
+        if !chunk.erase_landed.is_empty() {
+            let erased: Vec<i64> = chunk.erase_landed.iter().map(|&row| big(row)).collect();
+            tx.execute(
+                "UPDATE import_rows SET bytes = '\\x'::bytea,
+                        defect = 'erased: carried a deleted person''s identifier'
+                 WHERE tenant_id = $1 AND job_id = $2 AND row_no = ANY($3)",
+                &[&tenant, &job_id, &erased],
+            )
+            .await
+            .map_err(map_error)?;
+        }
         tx.commit().await.map_err(map_error)
     }
 

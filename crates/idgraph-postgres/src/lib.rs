@@ -4,6 +4,7 @@
 mod batch;
 mod codec;
 mod compliance;
+mod deletion;
 mod idempotency;
 mod imports;
 mod merges;
@@ -45,6 +46,12 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "imports",
         sql: include_str!("../migrations/0005_imports.sql"),
+    },
+    // 6 is left for another line of work; the runner applies missing versions in order.
+    Migration {
+        version: 7,
+        name: "deletion",
+        sql: include_str!("../migrations/0007_deletion.sql"),
     },
 ];
 

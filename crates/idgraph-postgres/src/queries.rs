@@ -5,11 +5,12 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, ImportJob, IngestOutcome,
-    JobMapping, KeepApartRule, LandedRow, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
-    PersonProfile, PersonRow, RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store,
-    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
-    Unmerge, UnmergeOutcome, Workspace,
+    DeletionOutcome, DeletionRequest, FactsQuery, IdempotencyBegin, IdempotencyRequest,
+    IdentityNodeRow, ImportJob, IngestOutcome, JobMapping, KeepApartRule, LandedRow, LoggedSignal,
+    ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, PurgeOutcome,
+    RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store, StoreError, StoreResult,
+    StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent, Unmerge, UnmergeOutcome,
+    Workspace,
 };
 use jiff::Timestamp;
 
@@ -757,6 +758,22 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<Option<SignalEffects>>> {
         self.read_signal_effects(tenant_id.as_str(), workspace, message_ids)
             .await
+    }
+
+    async fn delete_person(
+        &self,
+        tenant_id: &TenantId,
+        request: DeletionRequest,
+    ) -> StoreResult<DeletionOutcome> {
+        self.request_deletion(tenant_id, request).await
+    }
+
+    async fn purge_deleted(
+        &self,
+        tenant_id: &TenantId,
+        now: Timestamp,
+    ) -> StoreResult<PurgeOutcome> {
+        self.purge(tenant_id, now).await
     }
 
     async fn stored_suppression_entries(

@@ -5,17 +5,18 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, ImportJob, IngestOutcome,
-    JobMapping, KeepApartRule, LandedRow, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
-    PersonProfile, PersonRow, RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store,
-    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
-    Unmerge, UnmergeOutcome, Workspace,
+    DeletionOutcome, DeletionRequest, FactsQuery, IdempotencyBegin, IdempotencyRequest,
+    IdentityNodeRow, ImportJob, IngestOutcome, JobMapping, KeepApartRule, LandedRow, LoggedSignal,
+    ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, PurgeOutcome,
+    RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store, StoreError, StoreResult,
+    StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent, Unmerge, UnmergeOutcome,
+    Workspace,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
-use crate::{SqliteStore, compliance, idempotency, imports, merges, reads, resolve};
+use crate::{SqliteStore, compliance, deletion, idempotency, imports, merges, reads, resolve};
 
 /// Turns a unique-constraint failure into a conflict message a user can read.
 fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
@@ -812,6 +813,26 @@ impl Store for SqliteStore {
             imports::effects(conn, tenant.as_str(), workspace.as_str(), &message_ids)
         })
         .await
+    }
+
+    async fn delete_person(
+        &self,
+        tenant_id: &TenantId,
+        request: DeletionRequest,
+    ) -> StoreResult<DeletionOutcome> {
+        let tenant_id = tenant_id.clone();
+        self.write(move |tx| deletion::delete_person(tx, tenant_id.as_str(), &request))
+            .await
+    }
+
+    async fn purge_deleted(
+        &self,
+        tenant_id: &TenantId,
+        now: Timestamp,
+    ) -> StoreResult<PurgeOutcome> {
+        let tenant_id = tenant_id.clone();
+        self.write(move |tx| deletion::purge(tx, tenant_id.as_str(), now))
+            .await
     }
 
     async fn stored_suppression_entries(

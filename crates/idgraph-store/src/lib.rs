@@ -6,6 +6,7 @@
 
 mod batch_graph;
 mod compliance;
+mod deletion;
 mod imports;
 mod migrations;
 mod model;
@@ -26,6 +27,7 @@ pub use compliance::{
     FactsQuery, GLOBAL_TENANT, SuppressionRow, scope_applies, scope_columns, scope_from_columns,
     suppression_action_from, suppression_action_name, suppression_tenant,
 };
+pub use deletion::{DeletionOutcome, DeletionRequest, PurgeOutcome, erased_kinds, erased_reason};
 pub use imports::{
     ImportCounts, ImportJob, ImportMode, ImportStatus, JobMapping, LandedRow, RecordedChunk,
     RowOutcome, SignalEffects, decode_warnings, derived_id_range, encode_warnings,
@@ -496,6 +498,22 @@ pub trait Store: Clone + Send + Sync + 'static {
         workspace: &WorkspaceName,
         message_ids: Vec<String>,
     ) -> impl Future<Output = StoreResult<Vec<Option<SignalEffects>>>> + Send;
+
+    /// Deletes a person's group (decision 0011): it vanishes from every read at once, its
+    /// identifiers become tombstones, and what it left waits for `purge_deleted`. `NotFound`
+    /// for an unknown or already deleted person. Serialized with resolution.
+    fn delete_person(
+        &self,
+        tenant_id: &TenantId,
+        request: DeletionRequest,
+    ) -> impl Future<Output = StoreResult<DeletionOutcome>> + Send;
+
+    /// Hard-deletes everything deleted persons left whose `purge_after` is at or before `now`.
+    fn purge_deleted(
+        &self,
+        tenant_id: &TenantId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<PurgeOutcome>> + Send;
 
     /// Which of `entry_ids` are stored suppression entries of the tenant.
     fn stored_suppression_entries(

@@ -100,7 +100,7 @@ pub struct KeepApartRule {
 /// Replaying these in `seq` order into an empty tenant rebuilds the same graph.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedSignal {
-    /// Position in the tenant's log, from 1, without gaps.
+    /// Position in the tenant's log, from 1; without gaps unless persons were deleted.
     pub seq: i64,
     pub event: EventRow,
     pub identifiers: Vec<Identifier>,
@@ -138,6 +138,9 @@ pub enum IngestOutcome {
         merges: usize,
         conflicts: usize,
     },
+    /// It carries an identifier of a deleted person and the tenant blocks those: nothing was
+    /// recorded. `kinds` names the erased identifiers' kinds (never their values).
+    Erased { kinds: Vec<String> },
 }
 
 /// A person row; `merged_into` is the final survivor when the person was absorbed.

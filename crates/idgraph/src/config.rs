@@ -63,6 +63,8 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub rate_limit_ingestion_per_sec: u32,
     pub rate_limit_management_per_sec: u32,
+    pub deletion_retention_days: u32,
+    pub purge_interval_seconds: u64,
 }
 
 impl Default for Config {
@@ -79,13 +81,15 @@ impl Default for Config {
             shutdown_grace_seconds: 30,
             rate_limit_ingestion_per_sec: 1000,
             rate_limit_management_per_sec: 100,
+            deletion_retention_days: 30,
+            purge_interval_seconds: 3600,
         }
     }
 }
 
 /// The keys that may come from `IDGRAPH_*` variables. Other `IDGRAPH_*` variables (used by
 /// tests and tools) are not configuration and must not be refused as unknown keys.
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 13] = [
     "listen",
     "data_dir",
     "database_url",
@@ -97,6 +101,8 @@ const ENV_KEYS: [&str; 11] = [
     "shutdown_grace_seconds",
     "rate_limit_ingestion_per_sec",
     "rate_limit_management_per_sec",
+    "deletion_retention_days",
+    "purge_interval_seconds",
 ];
 
 /// `idgraph config default`: every key with its default and what it means.
@@ -137,6 +143,13 @@ shutdown_grace_seconds = 30
 # Beyond it: 429 with Retry-After. The master key is not limited. 0 disables the default.
 rate_limit_ingestion_per_sec = 1000
 rate_limit_management_per_sec = 100
+
+# A deleted person vanishes from every read at once; what it left (events, traits, import rows)
+# is hard-deleted by the purge once this many days have passed. 0: at the next purge.
+deletion_retention_days = 30
+
+# How often the server runs the purge; 0 never (run `idgraph purge --now` from a scheduler).
+purge_interval_seconds = 3600
 "#;
 
 /// Builds the configuration from its layers; `overrides` are the flags given on the command line.
@@ -176,12 +189,20 @@ impl Config {
             idgraph_core::auth::check_master_key(key.expose())
                 .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         }
+        if self.deletion_retention_days > 36_500 {
+            anyhow::bail!("invalid configuration: deletion_retention_days is at most 36500");
+        }
         if self.pg_pool_size == 0 {
             anyhow::bail!("invalid configuration: pg_pool_size must be at least 1");
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid configuration: log_level {:?}", self.log_level))?;
         Ok(())
+    }
+
+    /// How long a deleted person's data is kept before the purge removes it.
+    pub fn deletion_retention(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_hours(i64::from(self.deletion_retention_days) * 24)
     }
 
     /// The database URL when PostgreSQL is configured (an empty value means the embedded store).

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, PageRequest,
-    RecordedChunk, RowOutcome, Store, StoreError,
+    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, IngestOutcome,
+    PageRequest, RecordedChunk, RowOutcome, Store, StoreError, erased_reason,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -167,12 +167,15 @@ impl<S: Store> Importer<S> {
                     .await
                     .ok_or_else(|| AppError::internal("the row reader stopped"))??;
                 let to = prepared.last().map_or(processed, Prepared::row);
-                let (outcomes, counts) = match context.job.mode {
+                let (outcomes, counts, erase_landed) = match context.job.mode {
                     ImportMode::Universe => self.resolve(tenant, &context, prepared, false).await?,
                     ImportMode::Enrichment => {
                         self.resolve(tenant, &context, prepared, true).await?
                     }
-                    ImportMode::Suppression => self.suppress(tenant, &context, prepared).await?,
+                    ImportMode::Suppression => {
+                        let (outcomes, counts) = self.suppress(tenant, &context, prepared).await?;
+                        (outcomes, counts, Vec::new())
+                    }
                 };
                 let chunk = RecordedChunk {
                     runner: self.runner.clone(),
@@ -182,6 +185,7 @@ impl<S: Store> Importer<S> {
                     outcomes,
                     counts,
                     at: Timestamp::now(),
+                    erase_landed,
                 };
                 match self.store.record_import_chunk(tenant, &job_id, chunk).await {
                     Ok(()) => processed = to,
@@ -222,9 +226,10 @@ impl<S: Store> Importer<S> {
         context: &JobContext,
         prepared: Vec<Prepared>,
         enrichment: bool,
-    ) -> Result<(Vec<RowOutcome>, ImportCounts), AppError> {
+    ) -> Result<(Vec<RowOutcome>, ImportCounts, Vec<u64>), AppError> {
         let mut counts = ImportCounts::default();
         let mut outcomes: BTreeMap<u64, RowOutcome> = BTreeMap::new();
+        let mut erased_rows = Vec::new();
         let mut signals = Vec::new();
         let mut pending: Vec<(u64, Vec<String>)> = Vec::new();
         // Identifiers that rows of this chunk already bring to existing persons (enrichment).
@@ -283,10 +288,31 @@ impl<S: Store> Importer<S> {
             let message_ids: Vec<String> =
                 signals.iter().map(|s| s.event.message_id.clone()).collect();
             let workspace = context.job.workspace.clone();
-            self.store
+            let ingested = self
+                .store
                 .ingest(tenant, &context.settings, signals)
                 .await
                 .map_err(AppError::from_store("signal"))?;
+            // A row carrying a deleted person's identifier recorded nothing: it has no effects
+            // to read back, only its refusal.
+            let mut recorded = Vec::with_capacity(pending.len());
+            let mut message_ids_recorded = Vec::with_capacity(pending.len());
+            for (((row, notes), ingested), message_id) in
+                pending.into_iter().zip(ingested).zip(message_ids)
+            {
+                if let IngestOutcome::Erased { kinds } = ingested {
+                    counts.rejected += 1;
+                    erased_rows.push(row);
+                    outcomes.insert(
+                        row,
+                        outcome(row, "rejected", None, Some(erased_reason(&kinds))),
+                    );
+                } else {
+                    recorded.push((row, notes));
+                    message_ids_recorded.push(message_id);
+                }
+            }
+            let (pending, message_ids) = (recorded, message_ids_recorded);
             let effects = self
                 .store
                 .signal_effects(tenant, &workspace, message_ids)
@@ -339,7 +365,7 @@ impl<S: Store> Importer<S> {
                 );
             }
         }
-        Ok((outcomes.into_values().collect(), counts))
+        Ok((outcomes.into_values().collect(), counts, erased_rows))
     }
 
     /// Enrichment: keeps a row only if one of its `unique` identifiers already belongs to a

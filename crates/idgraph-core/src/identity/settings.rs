@@ -40,6 +40,8 @@ pub struct IdentitySettings {
     /// Keyed by kind name; values as normalized. Splitting a person apart by an identifier
     /// adds it here, so the same evidence does not glue the persons together again.
     pub shared_values: BTreeMap<String, BTreeSet<String>>,
+    /// What a signal carrying an identifier of a deleted person does.
+    pub erased_identifiers: crate::privacy::ErasedIdentifiers,
 }
 
 impl IdentitySettings {
@@ -151,6 +153,7 @@ impl Default for IdentitySettings {
             ]),
             blocked_values: BTreeMap::new(),
             shared_values: BTreeMap::new(),
+            erased_identifiers: crate::privacy::ErasedIdentifiers::default(),
         }
     }
 }

@@ -42,7 +42,10 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/persons", get(persons::list::<S>))
         .route("/api/v1/persons/lookup", get(persons::lookup::<S>))
         .route("/api/v1/persons/merge", post(persons::merge::<S>))
-        .route("/api/v1/persons/{id}", get(persons::get::<S>))
+        .route(
+            "/api/v1/persons/{id}",
+            get(persons::get::<S>).delete(persons::delete::<S>),
+        )
         .route("/api/v1/persons/{id}/timeline", get(persons::timeline::<S>))
         .route("/api/v1/persons/{id}/merges", get(persons::merges::<S>))
         .route("/api/v1/persons/{id}/explain", get(persons::explain::<S>))

@@ -1,6 +1,7 @@
 //! Persons: lookup, profile, timeline, merges; and the tenant's identity settings.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use idgraph_app::persons::{self, PersonDetails};
@@ -94,6 +95,30 @@ pub(crate) async fn get<S: Store>(
     Ok(Json(person_json(
         persons::get(&state.store, &principal, &person_id).await?,
     )))
+}
+
+/// `DELETE /api/v1/persons/{id}`: 202, the person is gone from every read at once and its data
+/// is purged after the retention window.
+pub(crate) async fn delete<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let outcome = idgraph_app::privacy::delete_person(
+        &state.store,
+        &principal,
+        &person_id,
+        state.deletion_retention,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "status": "deletion_requested",
+            "person_id": outcome.person_id,
+            "persons_deleted": outcome.members,
+        })),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,10 +12,12 @@ use idgraph_core::tenancy::{Environment, TenantId, WorkspaceName};
 use jiff::Timestamp;
 
 mod compliance;
+mod deletion;
 mod imports;
 mod resolution;
 mod unmerge;
 
+pub use deletion::deleting_a_person_hides_it_tombstones_it_and_purges_it;
 pub use unmerge::{
     merge_then_unmerge_gives_back_the_graph, unmerge_withdraws_grants_made_while_merged,
 };
@@ -70,6 +72,7 @@ macro_rules! store_conformance_suite {
             import_jobs_list_newest_first_and_stay_in_their_tenant,
             signal_effects_are_read_back_by_message_id,
             stored_suppression_entries_are_found_by_id,
+            deleting_a_person_hides_it_tombstones_it_and_purges_it,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

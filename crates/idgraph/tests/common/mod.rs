@@ -23,14 +23,27 @@ pub(crate) struct TestApp {
 
 impl TestApp {
     pub(crate) async fn start(database_url: Option<String>) -> TestApp {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            data_dir: data_dir.path().to_owned(),
+        Self::start_with(database_url, |_| {}).await
+    }
+
+    /// The configuration a test server runs with, for tests that also run commands on its store.
+    pub(crate) fn config(data_dir: &std::path::Path, database_url: Option<String>) -> Config {
+        Config {
+            data_dir: data_dir.to_owned(),
             database_url: database_url.map(Secret::from),
             master_key: Some(Secret::from(MASTER_KEY.to_owned())),
             pg_pool_size: 4,
             ..Config::default()
-        };
+        }
+    }
+
+    pub(crate) async fn start_with(
+        database_url: Option<String>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Self::config(data_dir.path(), database_url);
+        configure(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
