@@ -10,6 +10,7 @@ mod merges;
 mod queries;
 mod reads;
 mod resolve;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -45,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "imports",
         sql: include_str!("../migrations/0005_imports.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "webhooks",
+        sql: include_str!("../migrations/0006_webhooks.sql"),
     },
 ];
 

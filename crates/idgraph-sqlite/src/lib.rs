@@ -12,6 +12,7 @@ mod merges;
 mod queries;
 mod reads;
 mod resolve;
+mod webhooks;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "imports",
         sql: include_str!("../migrations/0005_imports.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "webhooks",
+        sql: include_str!("../migrations/0006_webhooks.sql"),
     },
 ];
 

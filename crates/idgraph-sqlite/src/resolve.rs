@@ -36,6 +36,7 @@ pub(crate) fn ingest(
         .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ?1")
         .and_then(|mut s| s.query_row(params![tenant], |r| r.get(0)))
         .map_err(map_error)?;
+    let subscribers = crate::webhooks::subscribers(tx, tenant)?;
     let mut outcomes = Vec::with_capacity(signals.len());
     for signal in signals {
         let event = &signal.event;
@@ -75,6 +76,8 @@ pub(crate) fn ingest(
         }
         seq += 1;
         apply(tx, tenant, seq, &signal, &resolution)?;
+        let announced = idgraph_store::signal_events(&subscribers, &signal, &resolution);
+        crate::webhooks::enqueue(tx, tenant, &subscribers, &announced)?;
         outcomes.push(IngestOutcome::Recorded {
             person_id: resolution.person.clone(),
             created: resolution.created,
