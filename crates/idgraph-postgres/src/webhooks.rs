@@ -237,11 +237,9 @@ impl PostgresStore {
         let at = to_sql_time(at);
         let changed = tx
             .execute(
-                "UPDATE webhook_subscriptions
-                 SET disabled_at = CASE WHEN $3::text IS NULL THEN NULL ELSE $4 END,
-                     disabled_reason = $3
+                "UPDATE webhook_subscriptions SET disabled_at = $4, disabled_reason = $3
                  WHERE tenant_id = $1 AND subscription_id = $2 AND deleted_at IS NULL",
-                &[&tenant, &id, &disabled, &at],
+                &[&tenant, &id, &disabled, &disabled.as_ref().map(|_| at)],
             )
             .await
             .map_err(map_error)?;

@@ -208,11 +208,10 @@ pub(crate) fn set_disabled(
 ) -> StoreResult<WebhookSubscription> {
     let changed = conn
         .prepare_cached(
-            "UPDATE webhook_subscriptions
-             SET disabled_at = CASE WHEN ?3 IS NULL THEN NULL ELSE ?4 END, disabled_reason = ?3
+            "UPDATE webhook_subscriptions SET disabled_at = ?4, disabled_reason = ?3
              WHERE tenant_id = ?1 AND subscription_id = ?2 AND deleted_at IS NULL",
         )
-        .and_then(|mut s| s.execute(params![tenant, id, disabled, micros(at)]))
+        .and_then(|mut s| s.execute(params![tenant, id, disabled, disabled.map(|_| micros(at))]))
         .map_err(map_error)?;
     if changed == 0 {
         return Err(StoreError::NotFound);

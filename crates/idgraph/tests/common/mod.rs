@@ -24,13 +24,24 @@ pub(crate) struct TestApp {
 impl TestApp {
     pub(crate) async fn start(database_url: Option<String>) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
+        Self::start_configured(database_url, data_dir, |_| {}).await
+    }
+
+    /// A server on `data_dir` (kept by the app, and handed back by `stop_keeping_data`), with
+    /// the test's changes to the configuration.
+    pub(crate) async fn start_configured(
+        database_url: Option<String>,
+        data_dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let mut config = Config {
             data_dir: data_dir.path().to_owned(),
             database_url: database_url.map(Secret::from),
             master_key: Some(Secret::from(MASTER_KEY.to_owned())),
             pg_pool_size: 4,
             ..Config::default()
         };
+        tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -147,13 +158,19 @@ impl TestApp {
             .await
     }
 
-    pub(crate) async fn stop(mut self) {
+    pub(crate) async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server and hands back its data dir, to start another server on it.
+    pub(crate) async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
             server.await.expect("join").expect("server stopped cleanly");
         }
+        self._data_dir
     }
 }
 
