@@ -15,8 +15,13 @@ mod compliance;
 mod imports;
 mod resolution;
 mod unmerge;
+mod webhooks;
 
 pub use unmerge::merge_then_unmerge_gives_back_the_graph;
+pub use webhooks::{
+    claims_hand_out_each_endpoints_deliveries_one_at_a_time,
+    the_outbox_holds_committed_changes_someone_subscribed_to,
+};
 
 pub use compliance::{
     compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
@@ -67,6 +72,8 @@ macro_rules! store_conformance_suite {
             import_jobs_list_newest_first_and_stay_in_their_tenant,
             signal_effects_are_read_back_by_message_id,
             stored_suppression_entries_are_found_by_id,
+            the_outbox_holds_committed_changes_someone_subscribed_to,
+            claims_hand_out_each_endpoints_deliveries_one_at_a_time,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
