@@ -13,7 +13,7 @@ use idgraph_store::{
 };
 use jiff::Timestamp;
 
-pub use worker::{WebhookWorker, WorkerSettings};
+pub use worker::{WebhookWorker, WorkerSettings, install_tls_provider};
 
 use crate::access::Principal;
 use crate::data_key::DataKey;

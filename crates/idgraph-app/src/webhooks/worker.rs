@@ -68,9 +68,7 @@ impl WebhookWorker {
         data_key: Option<Arc<DataKey>>,
         settings: WorkerSettings,
     ) -> Result<Self, crate::AppError> {
-        // reqwest is built without a TLS provider of its own: ring is the one the whole binary
-        // uses. Installing it twice is harmless (the second call just reports it is there).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let client = reqwest::Client::builder()
             // A receiver must answer itself: a redirect could point the signed payload anywhere.
             .redirect(reqwest::redirect::Policy::none())
@@ -299,6 +297,13 @@ impl<S: Store> Sender<S> {
             }
         }
     }
+}
+
+/// Installs ring as the process's TLS provider. reqwest is built without a provider of its own
+/// (another would pull a second crypto library and clash with ring at run time), so every
+/// process that builds an HTTP client calls this first. Calling it again is harmless.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

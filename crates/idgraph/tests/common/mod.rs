@@ -59,7 +59,10 @@ impl TestApp {
         let server = tokio::spawn(running.wait());
         TestApp {
             address,
-            client: reqwest::Client::new(),
+            client: {
+                idgraph_app::webhooks::install_tls_provider();
+                reqwest::Client::new()
+            },
             stop: Some(stop),
             server: Some(server),
             _data_dir: data_dir,
