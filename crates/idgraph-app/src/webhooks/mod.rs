@@ -198,7 +198,8 @@ pub async fn enable_webhook<S: Store>(
         .map_err(AppError::from_store("webhook"))
 }
 
-/// Stops sending to a subscription until it is enabled again; deliveries keep queueing.
+/// Stops sending to a subscription until it is enabled again: queued deliveries wait, and
+/// later events are not recorded for it.
 pub async fn disable_webhook<S: Store>(
     store: &S,
     principal: &Principal,
