@@ -141,6 +141,9 @@ struct TimelineArgs {
 }
 
 fn main() -> ExitCode {
+    // Built together with idgraph, reqwest has rustls without a provider: install ring, as the
+    // server does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

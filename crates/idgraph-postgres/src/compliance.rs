@@ -282,7 +282,10 @@ impl PostgresStore {
     ) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_error)?;
+        let subscribers = crate::webhooks::subscribers(&tx, tenant.as_str()).await?;
+        let events = idgraph_store::compliance_events(&subscribers, &writes);
         record(&tx, tenant, writes).await?;
+        crate::webhooks::enqueue(&tx, tenant.as_str(), &subscribers, &events).await?;
         tx.commit().await.map_err(map_error)
     }
 

@@ -222,18 +222,22 @@ async fn delete_person(
         members,
         identifiers_erased: erased,
     };
-    person_deleted(tx, tenant, &outcome).await?;
+    person_deleted(tx, tenant, &outcome, request.at).await?;
     Ok(outcome)
 }
 
 /// Runs inside the deletion's transaction, after everything else: the one place where what
 /// must follow a deletion atomically (a `person.deleted` outbox row) is written.
 async fn person_deleted(
-    _tx: &Transaction<'_>,
-    _tenant: &str,
-    _outcome: &DeletionOutcome,
+    tx: &Transaction<'_>,
+    tenant: &str,
+    outcome: &DeletionOutcome,
+    at: Timestamp,
 ) -> StoreResult<()> {
-    Ok(())
+    let subscribers = crate::webhooks::subscribers(tx, tenant).await?;
+    // A person is deleted once, so its id makes the event's id.
+    let event = idgraph_store::person_deleted_event(&outcome.person_id, &outcome.person_id, at);
+    crate::webhooks::enqueue(tx, tenant, &subscribers, &[event]).await
 }
 
 async fn purge(tx: &Transaction<'_>, tenant: &str, now: Timestamp) -> StoreResult<PurgeOutcome> {

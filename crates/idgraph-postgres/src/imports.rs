@@ -491,9 +491,9 @@ impl PostgresStore {
         runner: &str,
         at: Timestamp,
     ) -> StoreResult<()> {
-        let moved = self
-            .client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_error)?;
+        let moved = tx
             .execute(
                 "UPDATE import_jobs SET status = 'completed', runner = NULL, heartbeat = NULL,
                         updated_at = $4, finished_at = $4
@@ -508,7 +508,13 @@ impl PostgresStore {
                 "import {job_id} is not fully processed by this runner"
             )));
         }
-        Ok(())
+        let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
+        if subscribers.any(idgraph_core::webhooks::EventType::ImportCompleted) {
+            let job = read_job(&tx, tenant, job_id).await?;
+            let event = idgraph_store::import_completed_event(&job, at);
+            crate::webhooks::enqueue(&tx, tenant, &subscribers, &[event]).await?;
+        }
+        tx.commit().await.map_err(map_error)
     }
 
     pub(crate) async fn write_reprocess(

@@ -136,6 +136,11 @@ impl PostgresStore {
         )
         .await
         .map_err(map_error)?;
+        let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
+        if subscribers.any(idgraph_core::webhooks::EventType::PersonMerged) {
+            let event = idgraph_store::merge_event(&row);
+            crate::webhooks::enqueue(&tx, tenant, &subscribers, &[event]).await?;
+        }
         tx.commit().await.map_err(map_error)?;
         Ok(row)
     }

@@ -784,6 +784,87 @@ impl Store for PostgresStore {
         self.read_stored_suppressions(tenant_id.as_str(), entry_ids)
             .await
     }
+
+    async fn create_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription: &idgraph_store::WebhookSubscription,
+    ) -> StoreResult<()> {
+        self.write_webhook(tenant_id.as_str(), subscription).await
+    }
+
+    async fn get_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+    ) -> StoreResult<idgraph_store::WebhookSubscription> {
+        self.read_webhook(tenant_id.as_str(), subscription_id).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<idgraph_store::WebhookSubscription>> {
+        self.read_webhooks(tenant_id.as_str(), page).await
+    }
+
+    async fn delete_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.write_webhook_deleted(tenant_id.as_str(), subscription_id, at)
+            .await
+    }
+
+    async fn set_webhook_disabled(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        disabled: Option<String>,
+        at: Timestamp,
+    ) -> StoreResult<idgraph_store::WebhookSubscription> {
+        self.write_webhook_disabled(tenant_id.as_str(), subscription_id, disabled, at)
+            .await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<idgraph_store::WebhookDelivery>> {
+        self.read_deliveries(tenant_id.as_str(), subscription_id, page)
+            .await
+    }
+
+    async fn webhook_attempts(
+        &self,
+        tenant_id: &TenantId,
+        delivery_ids: Vec<String>,
+    ) -> StoreResult<Vec<idgraph_store::DeliveryAttempt>> {
+        self.read_attempts(tenant_id.as_str(), &delivery_ids).await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        claim: &idgraph_store::DeliveryClaim,
+    ) -> StoreResult<Vec<idgraph_store::ClaimedDelivery>> {
+        self.write_delivery_claim(tenant_id.as_str(), claim).await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        tenant_id: &TenantId,
+        delivery_id: &str,
+        record: idgraph_store::AttemptRecord,
+    ) -> StoreResult<()> {
+        self.write_attempt(tenant_id.as_str(), delivery_id, &record)
+            .await
+    }
 }
 
 impl PostgresStore {

@@ -74,6 +74,8 @@ impl PostgresStore {
         let erased = erased_tombstones(&tx, tenant, settings, &signals).await?;
         let mut graph = BatchGraph::new(settings);
         let mut writes = read_graph(&tx, tenant, &mut graph, &signals, &fresh).await?;
+        let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
+        let mut announced = Vec::new();
         let mut outcomes = Vec::with_capacity(signals.len());
         for (signal, fresh) in signals.into_iter().zip(fresh) {
             if !fresh {
@@ -107,9 +109,15 @@ impl PostgresStore {
                 merges: resolution.merges.len(),
                 conflicts: resolution.conflicts.len(),
             });
+            announced.extend(idgraph_store::signal_events(
+                &subscribers,
+                &signal,
+                &resolution,
+            ));
             writes.record(&graph, seq, signal, &resolution, now, seen)?;
         }
         write(&tx, tenant, &writes).await?;
+        crate::webhooks::enqueue(&tx, tenant, &subscribers, &announced).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(outcomes)
     }

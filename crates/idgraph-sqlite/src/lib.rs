@@ -13,6 +13,7 @@ mod merges;
 mod queries;
 mod reads;
 mod resolve;
+mod webhooks;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -52,7 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "imports",
         sql: include_str!("../migrations/0005_imports.sql"),
     },
-    // 6 is left for another line of work; the runner applies missing versions in order.
+    Migration {
+        version: 6,
+        name: "webhooks",
+        sql: include_str!("../migrations/0006_webhooks.sql"),
+    },
     Migration {
         version: 7,
         name: "deletion",

@@ -42,6 +42,7 @@ pub(crate) fn ingest(
         ErasedIdentifiers::Block => crate::deletion::salt(tx, tenant)?,
         ErasedIdentifiers::Allow => None,
     };
+    let subscribers = crate::webhooks::subscribers(tx, tenant)?;
     let mut outcomes = Vec::with_capacity(signals.len());
     for signal in signals {
         let event = &signal.event;
@@ -97,6 +98,8 @@ pub(crate) fn ingest(
         }
         seq += 1;
         apply(tx, tenant, seq, &signal, &resolution)?;
+        let announced = idgraph_store::signal_events(&subscribers, &signal, &resolution);
+        crate::webhooks::enqueue(tx, tenant, &subscribers, &announced)?;
         outcomes.push(IngestOutcome::Recorded {
             person_id: resolution.person.clone(),
             created: resolution.created,

@@ -2,6 +2,7 @@
 //! bootstrap and the HTTP server together. `main.rs` is only the command line on top.
 
 pub mod config;
+pub mod data_key;
 pub mod import;
 pub mod telemetry;
 
@@ -159,7 +160,16 @@ async fn start<S: Store>(
         ingestion_per_sec: config.rate_limit_ingestion_per_sec,
         management_per_sec: config.rate_limit_management_per_sec,
     };
-    let mut state = AppState::with_rate_limits(store, limits);
+    let data_key = match data_key::resolve(&store, config).await {
+        Ok(key) => key,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
+    let mut state = AppState::with_rate_limits(store, limits)
+        .with_webhooks(data_key, config.webhook_settings())
+        .map_err(|e| anyhow::anyhow!("cannot start the webhook worker: {}", e.message))?;
     state.deletion_retention = config.deletion_retention();
     if config.purge_interval_seconds > 0 {
         tokio::spawn(purge_periodically(

@@ -146,6 +146,7 @@ struct ImportArgs {
 }
 
 fn main() -> ExitCode {
+    idgraph_app::webhooks::install_tls_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -282,6 +282,7 @@ impl Server {
 }
 
 fn http() -> reqwest::Client {
+    idgraph_app::webhooks::install_tls_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))

@@ -8,6 +8,7 @@ mod keys;
 mod persons;
 mod system;
 mod tenancy;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -104,6 +105,23 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route(
             "/api/v1/imports/{id}/reprocess",
             post(imports::reprocess::<S>),
+        )
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list::<S>).post(webhooks::create::<S>),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            get(webhooks::get::<S>).delete(webhooks::delete::<S>),
+        )
+        .route("/api/v1/webhooks/{id}/enable", post(webhooks::enable::<S>))
+        .route(
+            "/api/v1/webhooks/{id}/disable",
+            post(webhooks::disable::<S>),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries::<S>),
         )
         .route(
             "/api/v1/import-mappings/{name}",

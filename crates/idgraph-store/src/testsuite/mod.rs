@@ -16,10 +16,15 @@ mod deletion;
 mod imports;
 mod resolution;
 mod unmerge;
+mod webhooks;
 
 pub use deletion::deleting_a_person_hides_it_tombstones_it_and_purges_it;
 pub use unmerge::{
     merge_then_unmerge_gives_back_the_graph, unmerge_withdraws_grants_made_while_merged,
+};
+pub use webhooks::{
+    claims_hand_out_each_endpoints_deliveries_one_at_a_time,
+    the_outbox_holds_committed_changes_someone_subscribed_to,
 };
 
 pub use compliance::{
@@ -73,6 +78,8 @@ macro_rules! store_conformance_suite {
             signal_effects_are_read_back_by_message_id,
             stored_suppression_entries_are_found_by_id,
             deleting_a_person_hides_it_tombstones_it_and_purges_it,
+            the_outbox_holds_committed_changes_someone_subscribed_to,
+            claims_hand_out_each_endpoints_deliveries_one_at_a_time,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
