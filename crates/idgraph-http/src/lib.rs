@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod idempotency;
 mod observe;
+mod openapi;
 mod platform;
 mod routes;
 mod segment;
@@ -38,6 +39,8 @@ pub struct AppState<S> {
     pub importer: Importer<S>,
     /// How long a deleted person's data waits for the purge.
     pub deletion_retention: jiff::SignedDuration,
+    /// The rendered OpenAPI document of this build.
+    pub openapi: Arc<str>,
 }
 
 impl<S: Store> AppState<S> {
@@ -56,6 +59,7 @@ impl<S: Store> AppState<S> {
             event_ids,
             limits: Arc::new(RateLimits::new(defaults)),
             deletion_retention: idgraph_app::privacy::DEFAULT_RETENTION,
+            openapi: openapi::document_json(),
         }
     }
 }
