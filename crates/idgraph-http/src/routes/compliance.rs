@@ -62,7 +62,7 @@ pub(crate) struct ConsentRecordedDto {
 /// Record a grant or a revoke of consent for a purpose.
 #[utoipa::path(post, path = "/api/v1/consent", tag = "compliance", request_body = ConsentDto,
     responses((status = 201, description = "Recorded.", body = ConsentRecordedDto),
-              (status = 404, description = "No such person.", body = ErrorBody)))]
+              (status = 404, description = "No such person or workspace.", body = ErrorBody)))]
 pub(crate) async fn record_consent<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -238,7 +238,8 @@ async fn suppression<S: Store>(
 
 /// Suppress an address.
 #[utoipa::path(post, path = "/api/v1/suppressions", tag = "compliance", request_body = SuppressionDto,
-    responses((status = 201, description = "The entry.", body = SuppressionEntryDto)))]
+    responses((status = 201, description = "The entry.", body = SuppressionEntryDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn add_suppression<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -249,7 +250,8 @@ pub(crate) async fn add_suppression<S: Store>(
 
 /// Lift a suppression: a new entry, the old one stays in the history.
 #[utoipa::path(post, path = "/api/v1/suppressions/lift", tag = "compliance", request_body = SuppressionDto,
-    responses((status = 201, description = "The lift entry.", body = SuppressionEntryDto)))]
+    responses((status = 201, description = "The lift entry.", body = SuppressionEntryDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn lift_suppression<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -361,7 +363,8 @@ fn outcome_json(outcome: &CheckOutcome) -> CheckResultDto {
 
 /// The compliance gate, for one address.
 #[utoipa::path(post, path = "/api/v1/compliance/check", tag = "compliance", request_body = CheckDto,
-    responses((status = 200, description = "The decision, with every reason.", body = CheckResultDto)))]
+    responses((status = 200, description = "The decision, with every reason.", body = CheckResultDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn check<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -397,7 +400,8 @@ pub(crate) struct CheckBatchResultDto {
 
 /// The compliance gate, for many addresses (up to 32 MB of checks).
 #[utoipa::path(post, path = "/api/v1/compliance/check-batch", tag = "compliance", request_body = CheckBatchDto,
-    responses((status = 200, description = "The decisions, in order.", body = CheckBatchResultDto)))]
+    responses((status = 200, description = "The decisions, in order.", body = CheckBatchResultDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn check_batch<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -444,7 +448,8 @@ pub(crate) struct CreatedIdDto {
 
 /// Record a contact attempt.
 #[utoipa::path(post, path = "/api/v1/contacts", tag = "compliance", request_body = ContactDto,
-    responses((status = 201, description = "Recorded.", body = CreatedIdDto)))]
+    responses((status = 201, description = "Recorded.", body = CreatedIdDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn record_contact<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,

@@ -170,7 +170,8 @@ pub(crate) struct ImportCreatedDto {
 #[utoipa::path(post, path = "/api/v1/imports", tag = "imports", params(CreateQuery),
     request_body(content = String, description = "The CSV file; the first line is the header.", content_type = "text/csv"),
     responses((status = 202, description = "Landed; follow `Location` for progress.", body = ImportCreatedDto,
-               headers(("Location" = String, description = "The job's URL.")))))]
+               headers(("Location" = String, description = "The job's URL."))),
+              (status = 404, description = "No such workspace or mapping.", body = crate::error::ErrorBody)))]
 pub(crate) async fn create<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,

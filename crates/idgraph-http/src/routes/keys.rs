@@ -13,7 +13,8 @@ use crate::{ApiError, AppState};
 
 /// Create an API key; its secret `key` is in this answer only.
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKeyDto,
-    responses((status = 201, description = "The key, with its secret.", body = CreatedKeyDto)))]
+    responses((status = 201, description = "The key, with its secret.", body = CreatedKeyDto),
+              (status = 404, description = "No such workspace.", body = crate::error::ErrorBody)))]
 pub(crate) async fn create<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
