@@ -277,10 +277,11 @@ fn swagger_file(file: &str) -> Result<Response, ApiError> {
             found.bytes.into_owned(),
         )
             .into_response()),
+        // The name is not echoed: whatever a caller puts in a path stays out of the answer.
         Ok(None) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no file {file:?} in the API reference"),
+            "no such file in the API reference",
         )),
         Err(e) => Err(ApiError::from(idgraph_app::AppError::internal(format!(
             "the API reference could not be rendered: {e}"
