@@ -557,7 +557,11 @@ async fn a_pending_delivery_is_sent_after_a_restart() {
         (receiver.received().len() == 1).then_some(())
     })
     .await;
-    assert_eq!(deliveries(&app, &id).await[0]["status"], "delivered");
+    // The attempt is recorded after the receiver answered: wait for it too.
+    eventually("the delivery to be recorded as delivered", async || {
+        (deliveries(&app, &id).await[0]["status"] == "delivered").then_some(())
+    })
+    .await;
     app.stop().await;
 }
 
