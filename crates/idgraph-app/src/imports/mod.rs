@@ -37,7 +37,10 @@ use crate::access::Principal;
 use crate::{AppError, ErrorKind, EventIds, compliance, new_id, settings};
 
 /// Rows per RESOLVE..RECORD chunk: one `Store::ingest` call and one recorded transaction.
-pub const CHUNK_ROWS: u32 = 500;
+/// Large enough that the index pages a chunk dirties are written once for many rows (on the
+/// embedded store every commit writes each dirty page to the WAL), small enough that a chunk
+/// holds the writer for well under a second.
+pub const CHUNK_ROWS: u32 = 5_000;
 /// LAND writes a batch when it has this many rows or bytes.
 const LAND_BATCH_ROWS: usize = 2_000;
 const LAND_BATCH_BYTES: usize = 4 << 20;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, PageRequest,
-    RecordedChunk, RowOutcome, Store, StoreError,
+    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, IngestOutcome,
+    PageRequest, RecordedChunk, RowOutcome, SignalEffects, Store, StoreError,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -157,23 +157,31 @@ impl<S: Store> Importer<S> {
                 }
             })
         };
+        let mut timings = Timings::default();
         let result = async {
             while processed < landed {
                 if self.stopping() {
                     return Err(AppError::internal("the server is shutting down"));
                 }
+                let started = std::time::Instant::now();
                 let prepared = parsed_rx
                     .recv()
                     .await
                     .ok_or_else(|| AppError::internal("the row reader stopped"))??;
+                timings.waiting_for_rows += started.elapsed();
                 let to = prepared.last().map_or(processed, Prepared::row);
                 let (outcomes, counts) = match context.job.mode {
-                    ImportMode::Universe => self.resolve(tenant, &context, prepared, false).await?,
+                    ImportMode::Universe => {
+                        self.resolve(tenant, &context, prepared, false, &mut timings)
+                            .await?
+                    }
                     ImportMode::Enrichment => {
-                        self.resolve(tenant, &context, prepared, true).await?
+                        self.resolve(tenant, &context, prepared, true, &mut timings)
+                            .await?
                     }
                     ImportMode::Suppression => self.suppress(tenant, &context, prepared).await?,
                 };
+                let started = std::time::Instant::now();
                 let chunk = RecordedChunk {
                     runner: self.runner.clone(),
                     mapping_version: context.job.mapping.version,
@@ -183,7 +191,9 @@ impl<S: Store> Importer<S> {
                     counts,
                     at: Timestamp::now(),
                 };
-                match self.store.record_import_chunk(tenant, &job_id, chunk).await {
+                let recorded = self.store.record_import_chunk(tenant, &job_id, chunk).await;
+                timings.recording += started.elapsed();
+                match recorded {
                     Ok(()) => processed = to,
                     Err(StoreError::Conflict(why)) => {
                         // Another runner took over, or the job was reprocessed: its work now.
@@ -209,6 +219,10 @@ impl<S: Store> Importer<S> {
                 .map_err(AppError::from_store("import"))?;
             tracing::info!(job = %job_id, tenant = %tenant, rows = job.landed,
                            rejected = job.counts.rejected, persons_created = job.counts.persons_created,
+                           waiting_for_rows_ms = timings.waiting_for_rows.as_millis(),
+                           resolving_ms = timings.resolving.as_millis(),
+                           reading_back_ms = timings.reading_back.as_millis(),
+                           recording_ms = timings.recording.as_millis(),
                            "import completed");
         }
         Ok(())
@@ -222,6 +236,7 @@ impl<S: Store> Importer<S> {
         context: &JobContext,
         prepared: Vec<Prepared>,
         enrichment: bool,
+        timings: &mut Timings,
     ) -> Result<(Vec<RowOutcome>, ImportCounts), AppError> {
         let mut counts = ImportCounts::default();
         let mut outcomes: BTreeMap<u64, RowOutcome> = BTreeMap::new();
@@ -282,16 +297,61 @@ impl<S: Store> Importer<S> {
         if !signals.is_empty() {
             let message_ids: Vec<String> =
                 signals.iter().map(|s| s.event.message_id.clone()).collect();
+            let identifier_counts: Vec<u64> =
+                signals.iter().map(|s| s.identifiers.len() as u64).collect();
             let workspace = context.job.workspace.clone();
-            self.store
+            let started = std::time::Instant::now();
+            let ingested = self
+                .store
                 .ingest(tenant, &context.settings, signals)
                 .await
                 .map_err(AppError::from_store("signal"))?;
-            let effects = self
-                .store
-                .signal_effects(tenant, &workspace, message_ids)
-                .await
-                .map_err(AppError::from_store("signal"))?;
+            timings.resolving += started.elapsed();
+            // What each signal did. A signal that created its person without a conflict attached
+            // every one of its identifiers: PARSE left them distinct and valid (duplicates after
+            // normalization and blocked values are dropped there), and the resolver attaches
+            // each distinct identifier, touches it, or records a conflict, while a new person
+            // touches nothing (`replaying_a_log_keeps_every_invariant` in idgraph-core checks
+            // both). So nothing needs reading back for it. Any other signal's attachments, and a
+            // duplicate's whole effect (from an earlier job, or from this one before an
+            // interruption), are read back from the graph.
+            let mut effects: Vec<Option<SignalEffects>> = Vec::with_capacity(ingested.len());
+            let mut read_back: Vec<(usize, String)> = Vec::new();
+            for (index, outcome) in ingested.iter().enumerate() {
+                match outcome {
+                    IngestOutcome::Recorded {
+                        person_id,
+                        created: true,
+                        merges,
+                        conflicts: 0,
+                    } => effects.push(Some(SignalEffects {
+                        event_id: String::new(),
+                        person_id: person_id.clone(),
+                        source: context.source(),
+                        created: true,
+                        merges: *merges as u64,
+                        conflicts: 0,
+                        attached: identifier_counts[index],
+                    })),
+                    _ => {
+                        effects.push(None);
+                        read_back.push((index, message_ids[index].clone()));
+                    }
+                }
+            }
+            if !read_back.is_empty() {
+                let started = std::time::Instant::now();
+                let (indexes, ids): (Vec<usize>, Vec<String>) = read_back.into_iter().unzip();
+                let found = self
+                    .store
+                    .signal_effects(tenant, &workspace, ids)
+                    .await
+                    .map_err(AppError::from_store("signal"))?;
+                for (index, found) in indexes.into_iter().zip(found) {
+                    effects[index] = found;
+                }
+                timings.reading_back += started.elapsed();
+            }
             let source = context.source();
             for ((row, mut notes), effects) in pending.into_iter().zip(effects) {
                 let Some(effects) = effects else {
@@ -541,6 +601,15 @@ impl<S: Store> Importer<S> {
         }
         Ok(resumed)
     }
+}
+
+/// Where a processing run spent its time, for the completion log line.
+#[derive(Debug, Default)]
+struct Timings {
+    waiting_for_rows: std::time::Duration,
+    resolving: std::time::Duration,
+    reading_back: std::time::Duration,
+    recording: std::time::Duration,
 }
 
 /// The leads preset: phone numbers link people without merging them.
