@@ -25,6 +25,7 @@ on_both_backends!(
     imports_need_their_scopes_and_stay_in_their_tenant,
     a_file_of_many_chunks_is_processed_in_order,
     attachments_are_counted_as_the_graph_holds_them,
+    row_outcomes_name_the_person_a_row_belongs_to_now,
 );
 
 /// Uploads `body` as CSV; returns the status and the JSON answer.
@@ -996,4 +997,26 @@ ANN@EXAMPLE.COM,dee@example.com,,,,,,
     assert_eq!(counts["identifiers_attached"], 2 + 5 + 1 + 1, "{job}");
     let held: u64 = graph(app).await.iter().map(|(_, n)| n).sum();
     assert_eq!(counts["identifiers_attached"], held, "{job}");
+}
+
+/// A row's person is shown as it is now: after a later row merged it into another person, the
+/// survivor (so the outcomes group rows by person however the persons came together).
+async fn row_outcomes_name_the_person_a_row_belongs_to_now(app: &TestApp) {
+    let file = "email,phone\nann@example.com,\n,(415) 555-2671\nann@example.com,415.555.2671\n";
+    let job = import(app, "", file).await;
+    assert_eq!(job["counts"]["persons_merged"], 1, "{job}");
+    let rows = by_row(&outcomes(app, job["id"].as_str().expect("id")).await);
+    assert_eq!(
+        [&rows[&1].0, &rows[&2].0, &rows[&3].0],
+        ["created", "created", "merged"],
+        "{rows:?}"
+    );
+    let ann = person_of(app, "email", "ann@example.com").await;
+    for row in 1..=3 {
+        assert_eq!(
+            rows[&row].1.as_deref(),
+            Some(ann.as_str()),
+            "row {row}: {rows:?}"
+        );
+    }
 }
