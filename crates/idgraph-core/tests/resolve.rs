@@ -556,8 +556,8 @@ fn replay(
             accounted.into_iter().collect::<BTreeSet<_>>(),
             distinct.clone()
         );
-        // A new person without a conflict holds every distinct identifier of its signal (the
-        // import runner counts its attachments without reading them back).
+        // A new person touches nothing: without a conflict it holds every distinct identifier
+        // of its signal.
         if r.created && r.conflicts.is_empty() {
             prop_assert!(r.touch.is_empty(), "{:?}", r);
             prop_assert_eq!(r.attach.len(), distinct.len(), "{:?}", r);

@@ -660,7 +660,11 @@ impl PostgresStore {
             let event_id: String = get(row, 1)?;
             let person_id: String = get(row, 2)?;
             let identifiers: String = get(row, 4)?;
-            for identifier in decode_identifiers(&identifiers) {
+            // A signal may carry an identifier twice; it attached at most one node for it.
+            let mut distinct = decode_identifiers(&identifiers);
+            distinct.sort();
+            distinct.dedup();
+            for identifier in distinct {
                 let (kind, value) = identifier.into_parts();
                 kinds.push(kind.as_str().to_owned());
                 values.push(value);

@@ -97,6 +97,7 @@ impl PostgresStore {
                 created: resolution.created,
                 merges: resolution.merges.len(),
                 conflicts: resolution.conflicts.len(),
+                attached: resolution.attach.len(),
             });
             writes.record(&graph, seq, signal, &resolution, now, seen)?;
         }

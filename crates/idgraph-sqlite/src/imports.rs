@@ -597,8 +597,12 @@ pub(crate) fn effects(
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(map_error)?;
+        // A signal may carry an identifier twice; it attached at most one node for it.
+        let mut distinct = decode_identifiers(&identifiers);
+        distinct.sort();
+        distinct.dedup();
         let mut nodes = 0i64;
-        for identifier in decode_identifiers(&identifiers) {
+        for identifier in distinct {
             nodes += attached
                 .query_row(
                     params![

@@ -134,6 +134,8 @@ pub enum IngestOutcome {
         created: bool,
         merges: usize,
         conflicts: usize,
+        /// Identity nodes it attached (what `Store::signal_effects` reads back as `attached`).
+        attached: usize,
     },
 }
 

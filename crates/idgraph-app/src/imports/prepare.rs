@@ -96,7 +96,7 @@ impl Prepared {
 }
 
 /// The row's identifiers normalized, without invalid or blocked values (noted) and without
-/// duplicates: the runner counts a new person's attachments as the signal's identifiers.
+/// duplicates.
 fn normalized(
     settings: &IdentitySettings,
     raw: Vec<(String, String)>,

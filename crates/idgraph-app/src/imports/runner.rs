@@ -297,8 +297,6 @@ impl<S: Store> Importer<S> {
         if !signals.is_empty() {
             let message_ids: Vec<String> =
                 signals.iter().map(|s| s.event.message_id.clone()).collect();
-            let identifier_counts: Vec<u64> =
-                signals.iter().map(|s| s.identifiers.len() as u64).collect();
             let workspace = context.job.workspace.clone();
             let started = std::time::Instant::now();
             let ingested = self
@@ -307,33 +305,28 @@ impl<S: Store> Importer<S> {
                 .await
                 .map_err(AppError::from_store("signal"))?;
             timings.resolving += started.elapsed();
-            // What each signal did. A signal that created its person without a conflict attached
-            // every one of its identifiers: PARSE left them distinct and valid (duplicates after
-            // normalization and blocked values are dropped there), and the resolver attaches
-            // each distinct identifier, touches it, or records a conflict, while a new person
-            // touches nothing (`replaying_a_log_keeps_every_invariant` in idgraph-core checks
-            // both). So nothing needs reading back for it. Any other signal's attachments, and a
-            // duplicate's whole effect (from an earlier job, or from this one before an
-            // interruption), are read back from the graph.
+            // What each signal did, as ingest reports it; a duplicate's effect (from an earlier
+            // job, or from this one before an interruption) is read back from the graph.
             let mut effects: Vec<Option<SignalEffects>> = Vec::with_capacity(ingested.len());
             let mut read_back: Vec<(usize, String)> = Vec::new();
             for (index, outcome) in ingested.iter().enumerate() {
                 match outcome {
                     IngestOutcome::Recorded {
                         person_id,
-                        created: true,
+                        created,
                         merges,
-                        conflicts: 0,
+                        conflicts,
+                        attached,
                     } => effects.push(Some(SignalEffects {
                         event_id: String::new(),
                         person_id: person_id.clone(),
                         source: context.source(),
-                        created: true,
+                        created: *created,
                         merges: *merges as u64,
-                        conflicts: 0,
-                        attached: identifier_counts[index],
+                        conflicts: *conflicts as u64,
+                        attached: *attached as u64,
                     })),
-                    _ => {
+                    IngestOutcome::Duplicate => {
                         effects.push(None);
                         read_back.push((index, message_ids[index].clone()));
                     }
