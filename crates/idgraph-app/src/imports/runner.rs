@@ -110,9 +110,11 @@ impl<S: Store> Importer<S> {
         let job_id = context.job.job_id.clone();
         let mut processed = context.job.processed;
         let landed = context.job.landed;
-        // PARSE of the next chunk overlaps RESOLVE..RECORD of this one.
+        // PARSE of the next chunks overlaps RESOLVE..RECORD of this one: one parsed chunk waits
+        // while the reader parses the one after (PARSE is the faster stage; more would only
+        // hold more rows in memory).
         let (parsed_tx, mut parsed_rx) =
-            tokio::sync::mpsc::channel::<Result<Vec<Prepared>, AppError>>(2);
+            tokio::sync::mpsc::channel::<Result<Vec<Prepared>, AppError>>(1);
         let reader = {
             let (store, tenant, context, event_ids) = (
                 self.store.clone(),
