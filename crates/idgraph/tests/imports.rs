@@ -474,6 +474,24 @@ async fn unusable_files_are_refused_with_a_clear_error(app: &TestApp) {
         .await
         .expect("request");
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // What curl sends for --data-binary without a Content-Type: the answer says what to add.
+    let response = app
+        .client
+        .post(app.url("/api/v1/imports"))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email\na@x.com\n")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let answer: Value = response.json().await.expect("json");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Content-Type: text/csv")),
+        "{answer}"
+    );
     // Nothing was created by a refused file.
     let (_, list) = app.get("/api/v1/imports", MASTER_KEY).await;
     assert!(
