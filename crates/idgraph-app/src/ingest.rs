@@ -262,6 +262,9 @@ pub struct IngestReport {
     pub merges: usize,
     pub conflicts: usize,
     pub identifiers_rejected: usize,
+    /// Signals refused because they carry a deleted person's identifier: their position among
+    /// the prepared signals and the erased identifiers' kinds.
+    pub erased: Vec<(usize, Vec<String>)>,
 }
 
 /// Resolves and records prepared signals in order.
@@ -281,9 +284,10 @@ pub async fn record<S: Store>(
         .ingest(tenant_id, settings, signals)
         .await
         .map_err(AppError::from_store("signal"))?;
-    for outcome in outcomes {
+    for (position, outcome) in outcomes.into_iter().enumerate() {
         match outcome {
             IngestOutcome::Duplicate => report.duplicates += 1,
+            IngestOutcome::Erased { kinds } => report.erased.push((position, kinds)),
             IngestOutcome::Recorded {
                 created,
                 merges,

@@ -5,14 +5,18 @@ pub mod access;
 pub mod audit;
 pub mod bootstrap;
 pub mod compliance;
+pub mod data_key;
 mod error;
 mod ids;
 pub mod imports;
 pub mod ingest;
 pub mod keys;
 pub mod persons;
+pub mod preview;
+pub mod privacy;
 pub mod settings;
 pub mod tenants;
+pub mod webhooks;
 
 pub use error::{AppError, ErrorKind};
 pub use ids::{EventIds, new_id};

@@ -397,71 +397,145 @@ pub async fn export_head<S: Store>(
     })
 }
 
-/// What an unmerge left: both persons as they now are, and what moved.
+/// What an unmerge left: every person it touched as they now are, and what moved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unmerged {
-    pub outcome: idgraph_store::UnmergeOutcome,
-    pub survivor: PersonDetails,
-    pub restored: PersonDetails,
+    /// One per merge undone, in the order they were undone.
+    pub outcomes: Vec<idgraph_store::UnmergeOutcome>,
+    /// The survivor first, then each restored person.
+    pub persons: Vec<PersonDetails>,
+    /// Values a split declared shared in the tenant's identity settings.
+    pub shared: Vec<idgraph_core::identity::Identifier>,
 }
 
-/// Undoes one merge of the person's group (`merge_id`, from `GET .../merges`). Splitting off a
-/// set of identifiers instead is not built yet.
+/// What to undo.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UnmergeTarget {
+    /// One merge of the person's group, by id (from `GET .../merges`).
+    Merge(String),
+    /// Every merge in force in the person's group that one of these identifiers (kind, raw
+    /// value) caused, newest first: the way to split a person glued together by a shared
+    /// device id or a junk value.
+    Identifiers(Vec<(String, String)>),
+}
+
+/// Most identifiers one split names.
+const SPLIT_IDENTIFIERS: usize = 100;
+
+/// Undoes merges of the person's group; each undone merge leaves its own keep-apart rule, and
+/// a split by identifiers also declares those values shared (`shared_values` in the identity
+/// settings, where an operator sees and can remove them).
+/// Merges are undone one transaction each, newest first; should one fail, those undone before
+/// it stay undone (each is whole) and the error says which failed.
 pub async fn unmerge<S: Store>(
     store: &S,
     principal: &Principal,
     person_id: &str,
-    merge_id: Option<&str>,
-    split_identifiers: bool,
+    merge_id: Option<String>,
+    identifiers: Option<Vec<(String, String)>>,
     reason: &str,
 ) -> Result<Unmerged, AppError> {
     principal.require(Scope::PersonsWrite)?;
     // The person first: another tenant's id is a 404 whatever the body says.
     let person_id = canonical(store, principal, person_id).await?;
-    let Some(merge_id) = merge_id else {
-        return Err(AppError::invalid(
-            "invalid_input",
-            if split_identifiers {
-                "splitting off identifiers is not supported yet; undo a merge with merge_id"
-            } else {
-                "give the merge_id to undo (see GET /api/v1/persons/{id}/merges)"
-            },
-        )
-        .with_detail("field", "merge_id"));
+    let target = match (merge_id, identifiers) {
+        (Some(merge_id), None) => UnmergeTarget::Merge(merge_id),
+        (None, Some(identifiers)) => UnmergeTarget::Identifiers(identifiers),
+        _ => {
+            return Err(AppError::invalid(
+                "invalid_input",
+                "give either merge_id (see GET /api/v1/persons/{id}/merges) or identifiers \
+                 (a list of {kind, value} whose merges to undo), not both",
+            ));
+        }
     };
-    let (merges, _) = store
+    let mut shared = Vec::new();
+    let (mut merges, _) = store
         .merges_of(&principal.tenant_id, &person_id)
         .await
         .map_err(AppError::from_store("person"))?;
-    if !merges.iter().any(|m| m.merge_id == merge_id) {
-        return Err(AppError::not_found("merge").with_detail("merge_id", merge_id));
-    }
-    let request = idgraph_store::Unmerge {
-        merge_id: merge_id.to_owned(),
-        reason: if reason.trim().is_empty() {
-            "unspecified".to_owned()
-        } else {
-            reason.trim().to_owned()
-        },
-        actor: principal.key_id.clone(),
-        at: jiff::Timestamp::now(),
-        rule_id: crate::new_id(),
-    };
-    let outcome = store
-        .unmerge(&principal.tenant_id, request)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(message) => {
-                AppError::new(crate::ErrorKind::Conflict, "unmerge_refused", message)
+    let to_undo: Vec<String> = match target {
+        UnmergeTarget::Merge(merge_id) => {
+            if !merges.iter().any(|m| m.merge_id == merge_id) {
+                return Err(AppError::not_found("merge").with_detail("merge_id", merge_id));
             }
-            other => AppError::from_store("merge")(other),
-        })?;
-    let survivor = details(store, principal, &outcome.survivor).await?;
-    let restored = details(store, principal, &outcome.restored).await?;
+            vec![merge_id]
+        }
+        UnmergeTarget::Identifiers(raw) => {
+            if raw.is_empty() || raw.len() > SPLIT_IDENTIFIERS {
+                return Err(AppError::invalid(
+                    "invalid_input",
+                    format!("identifiers must list 1 to {SPLIT_IDENTIFIERS} identifiers"),
+                )
+                .with_detail("field", "identifiers"));
+            }
+            let settings = settings::load(store, &principal.tenant_id).await?;
+            let mut wanted = Vec::with_capacity(raw.len());
+            for (index, (kind, value)) in raw.iter().enumerate() {
+                let identifier = settings.normalize(kind, value).map_err(|rejection| {
+                    AppError::invalid("invalid_identifier", rejection.to_string())
+                        .with_detail("field", format!("identifiers[{index}]"))
+                })?;
+                wanted.push(identifier);
+            }
+            merges.retain(|m| m.identifiers.iter().any(|i| wanted.contains(i)));
+            if merges.is_empty() {
+                return Err(AppError::new(
+                    crate::ErrorKind::Conflict,
+                    "unmerge_refused",
+                    "none of these identifiers caused a merge of this person that is still in force",
+                ));
+            }
+            // Newest first, so each undo finds the group as it was just after its merge.
+            merges.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.merge_id.cmp(&a.merge_id)));
+            // Declared shared before anything is undone, so no signal can glue the parts back
+            // together in between. A keep-apart rule per undone merge only covers the pair
+            // that merge joined; the glue may link any two of the parts.
+            shared = settings::share_values(store, &principal.tenant_id, &wanted).await?;
+            merges.into_iter().map(|m| m.merge_id).collect()
+        }
+    };
+    let reason = if reason.trim().is_empty() {
+        "unspecified".to_owned()
+    } else {
+        reason.trim().to_owned()
+    };
+    let mut outcomes = Vec::with_capacity(to_undo.len());
+    for merge_id in to_undo {
+        let request = idgraph_store::Unmerge {
+            merge_id: merge_id.clone(),
+            reason: reason.clone(),
+            actor: principal.key_id.clone(),
+            at: jiff::Timestamp::now(),
+            rule_id: crate::new_id(),
+        };
+        let outcome = store
+            .unmerge(&principal.tenant_id, request)
+            .await
+            .map_err(|e| {
+                let undone = outcomes.len();
+                match e {
+                    StoreError::Conflict(message) => {
+                        AppError::new(crate::ErrorKind::Conflict, "unmerge_refused", message)
+                    }
+                    other => AppError::from_store("merge")(other),
+                }
+                .with_detail("merge_id", merge_id.clone())
+                .with_detail("merges_undone_before", undone.to_string())
+            })?;
+        outcomes.push(outcome);
+    }
+    let mut persons = Vec::with_capacity(outcomes.len() + 1);
+    if let Some(first) = outcomes.first() {
+        persons.push(details(store, principal, &first.survivor).await?);
+    }
+    for outcome in &outcomes {
+        persons.push(details(store, principal, &outcome.restored).await?);
+    }
     Ok(Unmerged {
-        outcome,
-        survivor,
-        restored,
+        outcomes,
+        persons,
+        shared,
     })
 }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use idgraph_core::auth::Scope;
 use idgraph_core::identity::{IdentifierKind, IdentitySettings, KindRule, Policy};
+use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_store::Store;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,13 @@ pub struct SettingsDoc {
     pub kinds: BTreeMap<String, KindDoc>,
     #[serde(default)]
     pub blocked_values: BTreeMap<String, BTreeSet<String>>,
+    /// Values of `unique` kinds that link persons without merging them. In an update, a
+    /// kind listed here replaces that kind's list (an empty list clears it).
+    #[serde(default)]
+    pub shared_values: BTreeMap<String, BTreeSet<String>>,
+    /// `block` (default) or `allow`: what a signal carrying a deleted person's identifier does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_identifiers: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,6 +89,8 @@ pub fn to_doc(settings: &IdentitySettings) -> SettingsDoc {
             })
             .collect(),
         blocked_values: settings.blocked_values.clone(),
+        shared_values: settings.shared_values.clone(),
+        erased_identifiers: Some(settings.erased_identifiers.as_str().to_owned()),
     }
 }
 
@@ -129,6 +139,30 @@ pub fn apply_doc(base: &IdentitySettings, doc: &SettingsDoc) -> Result<IdentityS
     for (scope, values) in &doc.blocked_values {
         let normalized: BTreeSet<String> = values.iter().map(|v| v.trim().to_lowercase()).collect();
         settings.blocked_values.insert(scope.clone(), normalized);
+    }
+    for (kind, values) in &doc.shared_values {
+        let mut normalized = BTreeSet::new();
+        for value in values {
+            let identifier = settings.normalize(kind, value).map_err(|rejection| {
+                AppError::invalid("invalid_settings", rejection.to_string())
+                    .with_detail("field", format!("shared_values.{kind}"))
+            })?;
+            normalized.insert(identifier.value().to_owned());
+        }
+        if normalized.is_empty() {
+            settings.shared_values.remove(kind);
+        } else {
+            settings.shared_values.insert(kind.clone(), normalized);
+        }
+    }
+    if let Some(raw) = &doc.erased_identifiers {
+        settings.erased_identifiers = ErasedIdentifiers::parse(raw).ok_or_else(|| {
+            AppError::invalid(
+                "invalid_settings",
+                format!("erased_identifiers {raw:?} is not one of block, allow"),
+            )
+            .with_detail("field", "erased_identifiers")
+        })?;
     }
     settings
         .validate()
@@ -204,6 +238,39 @@ pub async fn put<S: Store>(
         .map_err(AppError::from_store("settings"))?;
     tracing::info!(tenant = %principal.tenant_id, "identity settings changed");
     Ok(full)
+}
+
+/// Declares these values shared (see `IdentitySettings::shared_values`): from now on they link
+/// the persons who carry them without merging anyone. Values of kinds that are shared already
+/// need nothing. Returns the values it added.
+pub(crate) async fn share_values<S: Store>(
+    store: &S,
+    tenant: &idgraph_core::tenancy::TenantId,
+    identifiers: &[idgraph_core::identity::Identifier],
+) -> Result<Vec<idgraph_core::identity::Identifier>, AppError> {
+    let mut settings = load(store, tenant).await?;
+    let mut added = Vec::new();
+    for identifier in identifiers {
+        if settings.policy_of(identifier) == Some(Policy::Unique) {
+            settings
+                .shared_values
+                .entry(identifier.kind().as_str().to_owned())
+                .or_default()
+                .insert(identifier.value().to_owned());
+            added.push(identifier.clone());
+        }
+    }
+    if added.is_empty() {
+        return Ok(added);
+    }
+    let text =
+        serde_json::to_string(&to_doc(&settings)).map_err(|e| AppError::internal(e.to_string()))?;
+    store
+        .put_identity_settings(tenant, text, Timestamp::now())
+        .await
+        .map_err(AppError::from_store("settings"))?;
+    tracing::info!(tenant = %tenant, values = added.len(), "identifier values declared shared");
+    Ok(added)
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_like_idgraph() {
         let server = TrivialServer::start().unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let url = format!("{}/v1/batch", server.base_url());
         let ok = client

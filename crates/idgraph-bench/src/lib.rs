@@ -205,6 +205,9 @@ where
 }
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
+    // Built together with idgraph, reqwest has rustls without a provider: install ring, as the
+    // server does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,5 +1,6 @@
 //! The pure domain of idgraph: tenancy names, API key scopes and formats, identifier
-//! normalization, identity resolution, trait precedence and the compliance gate.
+//! normalization, identity resolution, trait precedence, the compliance gate and webhook
+//! signatures.
 //!
 //! Nothing here does IO, spawns tasks, or knows about SQL or HTTP; every function is a plain
 //! transformation of plain data, so it can be tested exhaustively.
@@ -7,9 +8,11 @@
 pub mod auth;
 pub mod compliance;
 pub mod identity;
+pub mod privacy;
 pub mod resolve;
 pub mod tenancy;
 pub mod traits;
+pub mod webhooks;
 
 /// Why a value handed to a constructor in this crate was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

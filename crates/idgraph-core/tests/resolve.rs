@@ -377,6 +377,26 @@ fn a_shared_identifier_links_without_merging() {
 }
 
 #[test]
+fn a_value_declared_shared_links_without_merging_while_its_kind_stays_unique() {
+    let mut settings = IdentitySettings::default();
+    settings.shared_values.insert(
+        "anonymous_id".to_owned(),
+        BTreeSet::from(["kiosk".to_owned()]),
+    );
+    let mut world = World::with(settings);
+    world.signal(&[("email", "a@x.com"), ("anonymous_id", "kiosk")]); // p1
+    let r = world.signal(&[("email", "b@x.com"), ("anonymous_id", "kiosk")]);
+    assert_eq!((r.person.as_str(), r.created), ("p2", true));
+    assert!(r.merges.is_empty());
+    assert_eq!(world.owners("anonymous_id", "kiosk"), ["p1", "p2"]);
+    // Another device id of the same kind still merges.
+    world.signal(&[("email", "c@x.com"), ("anonymous_id", "laptop")]); // p3
+    let r = world.signal(&[("email", "b@x.com"), ("anonymous_id", "laptop")]);
+    assert_eq!(r.merges.len(), 1, "{r:?}");
+    assert_eq!(world.graph.person_count(), 2);
+}
+
+#[test]
 fn persons_sharing_a_value_keep_one_link_when_they_merge() {
     let mut settings = IdentitySettings::default();
     settings.kinds.get_mut("phone").expect("built in").policy = Policy::Shared;

@@ -18,7 +18,9 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use idgraph_app::EventIds;
+use idgraph_app::data_key::DataKey;
 use idgraph_app::imports::Importer;
+use idgraph_app::webhooks::{WebhookWorker, WorkerSettings};
 use idgraph_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -36,6 +38,12 @@ pub struct AppState<S> {
     pub audit: AuditSink,
     /// Runs import jobs in the background; shares the event id generator.
     pub importer: Importer<S>,
+    /// How long a deleted person's data waits for the purge.
+    pub deletion_retention: jiff::SignedDuration,
+    /// Seals webhook secrets; `None` when the operator configured no data key (PostgreSQL).
+    pub data_key: Option<Arc<DataKey>>,
+    /// Sends webhook deliveries; stopped with the server.
+    pub webhook_worker: Option<WebhookWorker>,
 }
 
 impl<S: Store> AppState<S> {
@@ -53,7 +61,25 @@ impl<S: Store> AppState<S> {
             metrics: metrics_handle(),
             event_ids,
             limits: Arc::new(RateLimits::new(defaults)),
+            deletion_retention: idgraph_app::privacy::DEFAULT_RETENTION,
+            data_key: None,
+            webhook_worker: None,
         }
+    }
+
+    /// Adds the data key and starts the webhook worker. Must be called on a tokio runtime.
+    pub fn with_webhooks(
+        mut self,
+        data_key: Option<DataKey>,
+        settings: WorkerSettings,
+    ) -> Result<Self, idgraph_app::AppError> {
+        self.data_key = data_key.map(Arc::new);
+        self.webhook_worker = Some(WebhookWorker::start(
+            self.store.clone(),
+            self.data_key.clone(),
+            settings,
+        )?);
+        Ok(self)
     }
 }
 
@@ -112,12 +138,17 @@ pub async fn serve<S: Store>(
     let store = state.store.clone();
     let audit = state.audit.clone();
     let importer = state.importer.clone();
+    let webhook_worker = state.webhook_worker.clone();
     metrics::gauge!("idgraph_build_info", "version" => env!("CARGO_PKG_VERSION"), "backend" => store.backend()).set(1.0);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     // Imports stop at a chunk boundary before the store closes; they resume at the next start.
     importer.stop(IMPORT_STOP_GRACE).await;
+    // Requests in flight finish and are logged; what is still pending waits in the outbox.
+    if let Some(worker) = webhook_worker {
+        worker.stop().await;
+    }
     // The last calls' audit entries are written before the store closes.
     audit.flush().await;
     store.close().await;

@@ -249,18 +249,29 @@ async fn suppressions_of(
     tenant: &str,
     address: &Identifier,
 ) -> StoreResult<Vec<SuppressionRow>> {
+    // An erased person's entries stay in force under the tombstone of their address.
+    let stone = crate::deletion::salt(client, tenant)
+        .await?
+        .map(|salt| idgraph_core::privacy::tombstone(&salt, address));
     let rows = client
         .query(
             &format!(
                 "SELECT {SUPPRESSION_COLUMNS} FROM suppression_entries
-                 WHERE tenant_id IN ($1, '{GLOBAL_TENANT}') AND kind = $2 AND value = $3
+                 WHERE tenant_id IN ($1, '{GLOBAL_TENANT}') AND kind = $2 AND value IN ($3, $4)
                  ORDER BY at, recorded"
             ),
-            &[&tenant, &address.kind().as_str(), &address.value()],
+            &[&tenant, &address.kind().as_str(), &address.value(), &stone],
         )
         .await
         .map_err(map_error)?;
-    rows.iter().map(suppression_row).collect()
+    rows.iter()
+        .map(|row| {
+            suppression_row(row).map(|mut entry| {
+                entry.identifier = address.clone();
+                entry
+            })
+        })
+        .collect()
 }
 
 impl PostgresStore {
@@ -271,7 +282,10 @@ impl PostgresStore {
     ) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_error)?;
+        let subscribers = crate::webhooks::subscribers(&tx, tenant.as_str()).await?;
+        let events = idgraph_store::compliance_events(&subscribers, &writes);
         record(&tx, tenant, writes).await?;
+        crate::webhooks::enqueue(&tx, tenant.as_str(), &subscribers, &events).await?;
         tx.commit().await.map_err(map_error)
     }
 

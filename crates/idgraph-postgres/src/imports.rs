@@ -470,6 +470,17 @@ impl PostgresStore {
         )
         .await
         .map_err(map_error)?;
+        if !chunk.erase_landed.is_empty() {
+            let erased: Vec<i64> = chunk.erase_landed.iter().map(|&row| big(row)).collect();
+            tx.execute(
+                "UPDATE import_rows SET bytes = '\\x'::bytea,
+                        defect = 'erased: carried a deleted person''s identifier'
+                 WHERE tenant_id = $1 AND job_id = $2 AND row_no = ANY($3)",
+                &[&tenant, &job_id, &erased],
+            )
+            .await
+            .map_err(map_error)?;
+        }
         tx.commit().await.map_err(map_error)
     }
 
@@ -480,9 +491,9 @@ impl PostgresStore {
         runner: &str,
         at: Timestamp,
     ) -> StoreResult<()> {
-        let moved = self
-            .client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_error)?;
+        let moved = tx
             .execute(
                 "UPDATE import_jobs SET status = 'completed', runner = NULL, heartbeat = NULL,
                         updated_at = $4, finished_at = $4
@@ -497,7 +508,13 @@ impl PostgresStore {
                 "import {job_id} is not fully processed by this runner"
             )));
         }
-        Ok(())
+        let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
+        if subscribers.any(idgraph_core::webhooks::EventType::ImportCompleted) {
+            let job = read_job(&tx, tenant, job_id).await?;
+            let event = idgraph_store::import_completed_event(&job, at);
+            crate::webhooks::enqueue(&tx, tenant, &subscribers, &[event]).await?;
+        }
+        tx.commit().await.map_err(map_error)
     }
 
     pub(crate) async fn write_reprocess(

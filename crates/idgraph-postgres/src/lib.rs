@@ -4,12 +4,14 @@
 mod batch;
 mod codec;
 mod compliance;
+mod deletion;
 mod idempotency;
 mod imports;
 mod merges;
 mod queries;
 mod reads;
 mod resolve;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -45,6 +47,16 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "imports",
         sql: include_str!("../migrations/0005_imports.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "webhooks",
+        sql: include_str!("../migrations/0006_webhooks.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "deletion",
+        sql: include_str!("../migrations/0007_deletion.sql"),
     },
 ];
 

@@ -9,8 +9,8 @@ use idgraph_core::identity::{IdentifierKind, IdentitySettings};
 use idgraph_core::resolve::{PersonView, merge_breaks_limit};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    KeepApartRule, ManualMerge, MergeRow, StoreError, StoreResult, Unmerge, UnmergeOutcome,
-    decode_identifiers, limit_refusal,
+    ConsentSubject, KeepApartRule, ManualMerge, MergeRow, StoreError, StoreResult, Unmerge,
+    UnmergeOutcome, decode_identifiers, limit_refusal,
 };
 use jiff::Timestamp;
 
@@ -136,6 +136,11 @@ impl PostgresStore {
         )
         .await
         .map_err(map_error)?;
+        let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
+        if subscribers.any(idgraph_core::webhooks::EventType::PersonMerged) {
+            let event = idgraph_store::merge_event(&row);
+            crate::webhooks::enqueue(&tx, tenant, &subscribers, &[event]).await?;
+        }
         tx.commit().await.map_err(map_error)?;
         Ok(row)
     }
@@ -311,6 +316,29 @@ impl PostgresStore {
             }
             events_moved += 1;
         }
+        // A consent event recorded on the group while merged was copied to every member (the
+        // survivor always among them). Whose a grant was cannot be known, so the restored side
+        // loses its copies of grants; it keeps revocations, honouring an opt-out for both
+        // people being the safe side of the doubt.
+        let side_subjects: Vec<String> = side
+            .iter()
+            .map(|member| ConsentSubject::key_of_person(member))
+            .collect();
+        let grants_withdrawn = tx
+            .execute(
+                "DELETE FROM consent_events
+                 WHERE tenant_id = $1 AND subject = ANY($2) AND action = 'grant' AND recorded_at >= $3
+                   AND event_id IN (SELECT event_id FROM consent_events
+                                    WHERE tenant_id = $1 AND subject = $4)",
+                &[
+                    &tenant,
+                    &side_subjects,
+                    &merge_at,
+                    &ConsentSubject::key_of_person(&survivor),
+                ],
+            )
+            .await
+            .map_err(map_error)?;
         tx.execute(
             "INSERT INTO unmerges (tenant_id, merge_id, at, actor, reason) VALUES ($1, $2, $3, $4, $5)",
             &[&tenant, &request.merge_id, &now, &request.actor, &request.reason],
@@ -338,6 +366,7 @@ impl PostgresStore {
             restored: absorbed,
             events_moved,
             identifiers_moved,
+            grants_withdrawn,
             rule_id: request.rule_id,
         })
     }

@@ -5,11 +5,12 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_store::{
     AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
-    FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, ImportJob, IngestOutcome,
-    JobMapping, KeepApartRule, LandedRow, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
-    PersonProfile, PersonRow, RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store,
-    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
-    Unmerge, UnmergeOutcome, Workspace,
+    DeletionOutcome, DeletionRequest, FactsQuery, IdempotencyBegin, IdempotencyRequest,
+    IdentityNodeRow, ImportJob, IngestOutcome, JobMapping, KeepApartRule, LandedRow, LoggedSignal,
+    ManualMerge, MergeRow, Page, PageRequest, PersonProfile, PersonRow, PurgeOutcome,
+    RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store, StoreError, StoreResult,
+    StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent, Unmerge, UnmergeOutcome,
+    Workspace,
 };
 use jiff::Timestamp;
 
@@ -759,12 +760,109 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn delete_person(
+        &self,
+        tenant_id: &TenantId,
+        request: DeletionRequest,
+    ) -> StoreResult<DeletionOutcome> {
+        self.request_deletion(tenant_id, request).await
+    }
+
+    async fn purge_deleted(
+        &self,
+        tenant_id: &TenantId,
+        now: Timestamp,
+    ) -> StoreResult<PurgeOutcome> {
+        self.purge(tenant_id, now).await
+    }
+
     async fn stored_suppression_entries(
         &self,
         tenant_id: &TenantId,
         entry_ids: Vec<String>,
     ) -> StoreResult<Vec<String>> {
         self.read_stored_suppressions(tenant_id.as_str(), entry_ids)
+            .await
+    }
+
+    async fn create_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription: &idgraph_store::WebhookSubscription,
+    ) -> StoreResult<()> {
+        self.write_webhook(tenant_id.as_str(), subscription).await
+    }
+
+    async fn get_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+    ) -> StoreResult<idgraph_store::WebhookSubscription> {
+        self.read_webhook(tenant_id.as_str(), subscription_id).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<idgraph_store::WebhookSubscription>> {
+        self.read_webhooks(tenant_id.as_str(), page).await
+    }
+
+    async fn delete_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.write_webhook_deleted(tenant_id.as_str(), subscription_id, at)
+            .await
+    }
+
+    async fn set_webhook_disabled(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        disabled: Option<String>,
+        at: Timestamp,
+    ) -> StoreResult<idgraph_store::WebhookSubscription> {
+        self.write_webhook_disabled(tenant_id.as_str(), subscription_id, disabled, at)
+            .await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<idgraph_store::WebhookDelivery>> {
+        self.read_deliveries(tenant_id.as_str(), subscription_id, page)
+            .await
+    }
+
+    async fn webhook_attempts(
+        &self,
+        tenant_id: &TenantId,
+        delivery_ids: Vec<String>,
+    ) -> StoreResult<Vec<idgraph_store::DeliveryAttempt>> {
+        self.read_attempts(tenant_id.as_str(), &delivery_ids).await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        claim: &idgraph_store::DeliveryClaim,
+    ) -> StoreResult<Vec<idgraph_store::ClaimedDelivery>> {
+        self.write_delivery_claim(tenant_id.as_str(), claim).await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        tenant_id: &TenantId,
+        delivery_id: &str,
+        record: idgraph_store::AttemptRecord,
+    ) -> StoreResult<()> {
+        self.write_attempt(tenant_id.as_str(), delivery_id, &record)
             .await
     }
 }

@@ -220,7 +220,7 @@ impl PostgresStore {
             .await?
             .query(
                 &format!(
-                    "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                    "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 AND {NOT_DELETED} ORDER BY seq LIMIT $3"
                 ),
                 &[&tenant, &after, &i64::from(limit)],
             )
@@ -310,9 +310,9 @@ impl PostgresStore {
             .collect();
         let events_by_kind_and_day = tx
             .query(
-                "SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, kind, COUNT(*)
-                 FROM events WHERE tenant_id = $1 AND occurred_at >= $2
-                 GROUP BY day, kind ORDER BY day, kind",
+                &format!("SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, kind, COUNT(*)
+                 FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND {NOT_DELETED}
+                 GROUP BY day, kind ORDER BY day, kind"),
                 &[&tenant, &to_sql_time(events_since)],
             )
             .await
@@ -347,7 +347,7 @@ impl PostgresStore {
             .await?
             .query_opt(
                 &format!(
-                    "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = $1 AND event_id = $2"
+                    "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = $1 AND event_id = $2 AND {NOT_DELETED}"
                 ),
                 &[&tenant, &event_id],
             )
@@ -415,6 +415,10 @@ impl PostgresStore {
         Ok((merges, conflicts))
     }
 }
+
+/// Events of a deleted person wait for the purge; no read may see them meanwhile.
+const NOT_DELETED: &str = "NOT EXISTS (SELECT 1 FROM deleted_persons d \
+    WHERE d.tenant_id = events.tenant_id AND d.person_id = events.person_id)";
 
 const LOGGED_COLUMNS: &str = "seq, event_id, workspace, kind, name, occurred_at, ingested_at, \
     schema_version, message_id, properties, context, identifiers, source";

@@ -22,10 +22,11 @@ use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
+use idgraph_core::privacy::{ErasedIdentifiers, tombstone};
 use idgraph_core::resolve::{PersonId, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    BatchGraph, IdentityNodeRow, IngestOutcome, SignalRecord, StoreError, StoreResult,
+    BatchGraph, IdentityNodeRow, IngestOutcome, SignalRecord, StoreError, StoreResult, erased_kinds,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
@@ -70,13 +71,23 @@ impl PostgresStore {
             .map_err(map_error)?
             .get(0);
         let fresh = first_occurrences(&tx, tenant, &signals).await?;
+        let erased = erased_tombstones(&tx, tenant, settings, &signals).await?;
         let mut graph = BatchGraph::new(settings);
         let mut writes = read_graph(&tx, tenant, &mut graph, &signals, &fresh).await?;
+        let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
+        let mut announced = Vec::new();
         let mut outcomes = Vec::with_capacity(signals.len());
         for (signal, fresh) in signals.into_iter().zip(fresh) {
             if !fresh {
                 outcomes.push(IngestOutcome::Duplicate);
                 continue;
+            }
+            if let Some((salt, erased)) = &erased {
+                let kinds = erased_kinds(salt, &signal.identifiers, |stone| erased.contains(stone));
+                if !kinds.is_empty() {
+                    outcomes.push(IngestOutcome::Erased { kinds });
+                    continue;
+                }
             }
             let event = &signal.event;
             let resolution = resolve(
@@ -99,12 +110,41 @@ impl PostgresStore {
                 conflicts: resolution.conflicts.len(),
                 attached: resolution.attach.len(),
             });
+            announced.extend(idgraph_store::signal_events(
+                &subscribers,
+                &signal,
+                &resolution,
+            ));
             writes.record(&graph, seq, signal, &resolution, now, seen)?;
         }
         write(&tx, tenant, &writes).await?;
+        crate::webhooks::enqueue(&tx, tenant, &subscribers, &announced).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(outcomes)
     }
+}
+
+/// The tenant's salt and which of the batch's identifiers are tombstones, when the tenant blocks
+/// erased identifiers and ever deleted someone (otherwise there is nothing to look up).
+async fn erased_tombstones(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    settings: &IdentitySettings,
+    signals: &[SignalRecord],
+) -> StoreResult<Option<(Vec<u8>, HashSet<String>)>> {
+    if settings.erased_identifiers == ErasedIdentifiers::Allow {
+        return Ok(None);
+    }
+    let Some(salt) = crate::deletion::salt(tx, tenant).await? else {
+        return Ok(None);
+    };
+    let stones: Vec<String> = signals
+        .iter()
+        .flat_map(|s| s.identifiers.iter())
+        .map(|identifier| tombstone(&salt, identifier))
+        .collect();
+    let erased = crate::deletion::erased(tx, tenant, &stones).await?;
+    Ok(Some((salt, erased)))
 }
 
 /// Whether each signal is the first of its message id: not stored in its workspace, and not

@@ -72,6 +72,7 @@ fn through_store(
     runtime: &tokio::runtime::Runtime,
     batches: Vec<Vec<SignalRecord>>,
     durability: Durability,
+    subscribed: bool,
 ) -> (Duration, [usize; 3]) {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = SqliteOptions {
@@ -82,6 +83,26 @@ fn through_store(
     let tenant = TenantId::default_tenant();
     let settings = IdentitySettings::default();
     runtime.block_on(async {
+        if subscribed {
+            // What a webhook subscription adds: an outbox row per created person and merge.
+            let subscription = idgraph_store::WebhookSubscription {
+                subscription_id: "bench".into(),
+                workspace: idgraph_core::tenancy::WorkspaceName::default_workspace(),
+                url: "http://127.0.0.1:9/hook".into(),
+                events: vec![
+                    idgraph_core::webhooks::EventType::PersonCreated,
+                    idgraph_core::webhooks::EventType::PersonMerged,
+                ],
+                secret_sealed: vec![0; 72],
+                created_at: jiff::Timestamp::now(),
+                disabled_at: None,
+                disabled_reason: None,
+            };
+            store
+                .create_webhook(&tenant, &subscription)
+                .await
+                .expect("subscribe");
+        }
         let (mut created, mut merges, mut conflicts) = (0, 0, 0);
         let started = Instant::now();
         for batch in batches {
@@ -181,10 +202,12 @@ fn main() {
     for durability in [Durability::Full, Durability::Normal] {
         let bare = bare_loop(&batches(signals, batch), durability);
         let (store, [created, merges, conflicts]) =
-            through_store(&runtime, batches(signals, batch), durability);
+            through_store(&runtime, batches(signals, batch), durability, false);
+        let (subscribed, _) = through_store(&runtime, batches(signals, batch), durability, true);
         for (what, elapsed) in [
             ("baseline: bare INSERT of the same event rows", bare),
             ("idgraph store: resolve + record", store),
+            ("same, with a webhook subscription (outbox)", subscribed),
         ] {
             println!(
                 "| {:<16} | {what:<44} | {:>10.0} | {:>8.2} |",
@@ -194,9 +217,10 @@ fn main() {
             );
         }
         println!(
-            "  store / bare time {:.2}x; {created} persons created, {merges} merges ({:.1}% of \
-             signals), {conflicts} conflicts",
+            "  store / bare time {:.2}x; subscribed / store time {:.2}x; {created} persons \
+             created, {merges} merges ({:.1}% of signals), {conflicts} conflicts",
             store.as_secs_f64() / bare.as_secs_f64(),
+            subscribed.as_secs_f64() / store.as_secs_f64(),
             merges as f64 * 100.0 / signals as f64
         );
     }

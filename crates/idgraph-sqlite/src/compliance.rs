@@ -263,20 +263,26 @@ pub(crate) fn suppression_history(
     tenant: &str,
     address: &Identifier,
 ) -> StoreResult<Vec<SuppressionRow>> {
+    // An erased person's entries stay in force under the tombstone of their address.
+    let stone = crate::deletion::salt(conn, tenant)?
+        .map(|salt| idgraph_core::privacy::tombstone(&salt, address));
     let mut rows = conn
         .prepare_cached(&format!(
             "SELECT {SUPPRESSION_COLUMNS} FROM suppression_entries
-             WHERE tenant_id IN (?1, '{GLOBAL_TENANT}') AND kind = ?2 AND value = ?3
+             WHERE tenant_id IN (?1, '{GLOBAL_TENANT}') AND kind = ?2 AND value IN (?3, ?4)
              ORDER BY tenant_id, recorded"
         ))
         .and_then(|mut s| {
             s.query_map(
-                params![tenant, address.kind().as_str(), address.value()],
+                params![tenant, address.kind().as_str(), address.value(), stone],
                 suppression_row,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(map_error)?;
+    for row in &mut rows {
+        row.identifier = address.clone();
+    }
     rows.sort_by_key(|r| r.at);
     Ok(rows)
 }

@@ -414,6 +414,14 @@ pub(crate) fn record(
             ])
             .map_err(map_error)?;
     }
+    for row in &chunk.erase_landed {
+        tx.prepare_cached(
+            "UPDATE import_rows SET bytes = X'', defect = 'erased: carried a deleted person''s identifier'
+             WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, job_id, *row as i64]))
+        .map_err(map_error)?;
+    }
     Ok(())
 }
 

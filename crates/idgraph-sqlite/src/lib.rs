@@ -10,12 +10,14 @@
 
 mod codec;
 mod compliance;
+mod deletion;
 mod idempotency;
 mod imports;
 mod merges;
 mod queries;
 mod reads;
 mod resolve;
+mod webhooks;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -54,6 +56,16 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "imports",
         sql: include_str!("../migrations/0005_imports.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "webhooks",
+        sql: include_str!("../migrations/0006_webhooks.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "deletion",
+        sql: include_str!("../migrations/0007_deletion.sql"),
     },
 ];
 
@@ -308,6 +320,9 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
     // Savepoints (one per job of a group commit) journal the pages they change; in a temp file
     // that costs a write() per page.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Deleted rows are overwritten, not left in free pages: a purged person's data must not
+    // survive in the file. Deletes are rare here, so the extra writes cost little.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -416,7 +431,9 @@ fn writer_loop(
         }
         run_group(&mut conn, &mut group);
     }
-    if let Err(e) = conn.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>) {
+    if let Err(e) =
+        conn.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>)
+    {
         tracing::warn!(error = %e, "removing the WAL hook failed");
     }
     checkpointer.stop();
@@ -465,8 +482,9 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path, durability: Durability) -> StoreResult<Self> {
-        let unusable =
-            |e: rusqlite::Error| StoreError::Unusable(format!("cannot use {}: {e}", path.display()));
+        let unusable = |e: rusqlite::Error| {
+            StoreError::Unusable(format!("cannot use {}: {e}", path.display()))
+        };
         let conn = Connection::open(path).map_err(unusable)?;
         // The checkpoint syncs the log before copying and the database file after, as the
         // store's durability asks.
@@ -494,8 +512,7 @@ impl Checkpointer {
 
 fn checkpoint_loop(conn: &Connection, nudged: &std::sync::mpsc::Receiver<()>) {
     while nudged.recv().is_ok() {
-        if let Err(e) =
-            conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)
+        if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)
         {
             tracing::warn!(error = %e, "WAL checkpoint failed; it is tried again after the next commit");
         }

@@ -6,8 +6,8 @@ use idgraph_core::resolve::merge_breaks_limit;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use idgraph_store::{
-    KeepApartRule, ManualMerge, MergeRow, StoreError, StoreResult, Unmerge, UnmergeOutcome,
-    decode_identifiers, limit_refusal,
+    ConsentSubject, KeepApartRule, ManualMerge, MergeRow, StoreError, StoreResult, Unmerge,
+    UnmergeOutcome, decode_identifiers, limit_refusal,
 };
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -269,6 +269,28 @@ pub(crate) fn unmerge(
         }
         events_moved += 1;
     }
+    // A consent event recorded on the group while merged was copied to every member (the
+    // survivor always among them). Whose a grant was cannot be known, so the restored side
+    // loses its copies of grants; it keeps revocations, honouring an opt-out for both people
+    // being the safe side of the doubt.
+    let mut grants_withdrawn = 0u64;
+    {
+        let mut withdraw = tx
+            .prepare_cached(
+                "DELETE FROM consent_events
+                 WHERE tenant_id = ?1 AND subject = ?2 AND action = 'grant' AND recorded_at >= ?3
+                   AND event_id IN (SELECT event_id FROM consent_events
+                                    WHERE tenant_id = ?1 AND subject = ?4)",
+            )
+            .map_err(map_error)?;
+        let survivor_subject = ConsentSubject::key_of_person(&survivor);
+        for member in &side {
+            let subject = ConsentSubject::key_of_person(member);
+            grants_withdrawn += withdraw
+                .execute(params![tenant, subject, merge_at, survivor_subject])
+                .map_err(map_error)? as u64;
+        }
+    }
     tx.prepare_cached(
         "INSERT INTO unmerges (tenant_id, merge_id, at, actor, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
@@ -294,6 +316,7 @@ pub(crate) fn unmerge(
         restored_members: side.into_iter().filter(|m| *m != absorbed).collect(),
         events_moved,
         identifiers_moved,
+        grants_withdrawn,
         rule_id: request.rule_id.clone(),
     })
 }

@@ -3,19 +3,24 @@
 use idgraph_core::auth::KeyHash;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use idgraph_core::webhooks::EventType;
 use idgraph_store::{
-    AddressFacts, ApiKeyRecord, AuditEntry, ComplianceWrites, ConflictRow, ConsentEventRow,
+    AddressFacts, ApiKeyRecord, AttemptRecord, AuditEntry, ClaimedDelivery, ComplianceWrites,
+    ConflictRow, ConsentEventRow, DeletionOutcome, DeletionRequest, DeliveryAttempt, DeliveryClaim,
     FactsQuery, IdempotencyBegin, IdempotencyRequest, IdentityNodeRow, ImportJob, IngestOutcome,
     JobMapping, KeepApartRule, LandedRow, LoggedSignal, ManualMerge, MergeRow, Page, PageRequest,
-    PersonProfile, PersonRow, RecordedChunk, RowOutcome, SignalEffects, SignalRecord, Store,
-    StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats, TimelineEvent,
-    Unmerge, UnmergeOutcome, Workspace,
+    PersonProfile, PersonRow, PurgeOutcome, RecordedChunk, RowOutcome, SignalEffects, SignalRecord,
+    Store, StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats,
+    TimelineEvent, Unmerge, UnmergeOutcome, WebhookDelivery, WebhookSubscription, Workspace,
+    compliance_events, import_completed_event, merge_event,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
-use crate::{SqliteStore, compliance, idempotency, imports, merges, reads, resolve};
+use crate::{
+    SqliteStore, compliance, deletion, idempotency, imports, merges, reads, resolve, webhooks,
+};
 
 /// Turns a unique-constraint failure into a conflict message a user can read.
 fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
@@ -400,8 +405,13 @@ impl Store for SqliteStore {
         writes: ComplianceWrites,
     ) -> StoreResult<()> {
         let tenant_id = tenant_id.clone();
-        self.write(move |tx| compliance::record(tx, &tenant_id, writes))
-            .await
+        self.write(move |tx| {
+            let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
+            let events = compliance_events(&subscribers, &writes);
+            compliance::record(tx, &tenant_id, writes)?;
+            webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &events)
+        })
+        .await
     }
 
     async fn compliance_facts(
@@ -466,8 +476,15 @@ impl Store for SqliteStore {
         merge: ManualMerge,
     ) -> StoreResult<MergeRow> {
         let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
-        self.write(move |tx| merges::merge(tx, tenant_id.as_str(), &settings, &merge))
-            .await
+        self.write(move |tx| {
+            let row = merges::merge(tx, tenant_id.as_str(), &settings, &merge)?;
+            let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
+            if subscribers.any(EventType::PersonMerged) {
+                webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &[merge_event(&row)])?;
+            }
+            Ok(row)
+        })
+        .await
     }
 
     async fn persons_by_identifier_count(
@@ -758,8 +775,17 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let (tenant, job_id, runner) = (tenant_id.clone(), job_id.to_owned(), runner.to_owned());
-        self.write(move |tx| imports::complete(tx, tenant.as_str(), &job_id, &runner, at))
-            .await
+        self.write(move |tx| {
+            imports::complete(tx, tenant.as_str(), &job_id, &runner, at)?;
+            let subscribers = webhooks::subscribers(tx, tenant.as_str())?;
+            if subscribers.any(EventType::ImportCompleted) {
+                let job = imports::get(tx, tenant.as_str(), &job_id)?;
+                let event = import_completed_event(&job, at);
+                webhooks::enqueue(tx, tenant.as_str(), &subscribers, &[event])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn reprocess_import(
@@ -814,6 +840,26 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_person(
+        &self,
+        tenant_id: &TenantId,
+        request: DeletionRequest,
+    ) -> StoreResult<DeletionOutcome> {
+        let tenant_id = tenant_id.clone();
+        self.write(move |tx| deletion::delete_person(tx, tenant_id.as_str(), &request))
+            .await
+    }
+
+    async fn purge_deleted(
+        &self,
+        tenant_id: &TenantId,
+        now: Timestamp,
+    ) -> StoreResult<PurgeOutcome> {
+        let tenant_id = tenant_id.clone();
+        self.write(move |tx| deletion::purge(tx, tenant_id.as_str(), now))
+            .await
+    }
+
     async fn stored_suppression_entries(
         &self,
         tenant_id: &TenantId,
@@ -821,6 +867,103 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<String>> {
         let tenant = tenant_id.clone();
         self.read(move |conn| imports::stored_suppressions(conn, tenant.as_str(), &entry_ids))
+            .await
+    }
+
+    async fn create_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription: &WebhookSubscription,
+    ) -> StoreResult<()> {
+        let (tenant, subscription) = (tenant_id.clone(), subscription.clone());
+        self.write(move |tx| webhooks::create(tx, tenant.as_str(), &subscription))
+            .await
+    }
+
+    async fn get_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+    ) -> StoreResult<WebhookSubscription> {
+        let (tenant, id) = (tenant_id.clone(), subscription_id.to_owned());
+        self.read(move |conn| webhooks::get(conn, tenant.as_str(), &id))
+            .await
+    }
+
+    async fn list_webhooks(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<WebhookSubscription>> {
+        let (tenant, page) = (tenant_id.clone(), page.clone());
+        self.read(move |conn| webhooks::list(conn, tenant.as_str(), &page))
+            .await
+    }
+
+    async fn delete_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (tenant, id) = (tenant_id.clone(), subscription_id.to_owned());
+        self.write(move |tx| webhooks::delete(tx, tenant.as_str(), &id, at))
+            .await
+    }
+
+    async fn set_webhook_disabled(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        disabled: Option<String>,
+        at: Timestamp,
+    ) -> StoreResult<WebhookSubscription> {
+        let (tenant, id) = (tenant_id.clone(), subscription_id.to_owned());
+        self.write(move |tx| {
+            webhooks::set_disabled(tx, tenant.as_str(), &id, disabled.as_deref(), at)
+        })
+        .await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<WebhookDelivery>> {
+        let (tenant, id, page) = (tenant_id.clone(), subscription_id.to_owned(), page.clone());
+        self.read(move |conn| webhooks::deliveries(conn, tenant.as_str(), &id, &page))
+            .await
+    }
+
+    async fn webhook_attempts(
+        &self,
+        tenant_id: &TenantId,
+        delivery_ids: Vec<String>,
+    ) -> StoreResult<Vec<DeliveryAttempt>> {
+        let tenant = tenant_id.clone();
+        self.read(move |conn| webhooks::attempts(conn, tenant.as_str(), &delivery_ids))
+            .await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        claim: &DeliveryClaim,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let (tenant, claim) = (tenant_id.clone(), claim.clone());
+        self.write(move |tx| webhooks::claim(tx, tenant.as_str(), &claim))
+            .await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        tenant_id: &TenantId,
+        delivery_id: &str,
+        record: AttemptRecord,
+    ) -> StoreResult<()> {
+        let (tenant, id) = (tenant_id.clone(), delivery_id.to_owned());
+        self.write(move |tx| webhooks::record(tx, tenant.as_str(), &id, &record))
             .await
     }
 }

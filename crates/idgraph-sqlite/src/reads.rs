@@ -256,6 +256,10 @@ pub(crate) fn merges_of(
     Ok((merges, conflicts))
 }
 
+/// Events of a deleted person wait for the purge; no read may see them meanwhile.
+const NOT_DELETED: &str = "NOT EXISTS (SELECT 1 FROM deleted_persons d \
+    WHERE d.tenant_id = events.tenant_id AND d.person_id = events.person_id)";
+
 const LOGGED_COLUMNS: &str = "seq, event_id, workspace, kind, name, occurred_at, ingested_at, \
     schema_version, message_id, properties, context, identifiers, source";
 
@@ -265,7 +269,7 @@ pub(crate) fn get_signal(
     event_id: &str,
 ) -> StoreResult<LoggedSignal> {
     conn.prepare_cached(&format!(
-        "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = ?1 AND event_id = ?2"
+        "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = ?1 AND event_id = ?2 AND {NOT_DELETED}"
     ))
     .and_then(|mut s| s.query_row(params![tenant, event_id], logged_signal))
     .map_err(map_error)
@@ -278,7 +282,7 @@ pub(crate) fn signal_log(
     limit: u32,
 ) -> StoreResult<Vec<LoggedSignal>> {
     conn.prepare_cached(&format!(
-        "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 AND {NOT_DELETED} ORDER BY seq LIMIT ?3"
     ))
     .and_then(|mut s| s.query_map(params![tenant, after, limit], logged_signal)?.collect())
     .map_err(map_error)
@@ -383,8 +387,8 @@ pub(crate) fn stats(
         .map_err(map_error)?;
     let events_by_kind_and_day = tx
         .prepare_cached(
-            "SELECT date(occurred_at / 1000000, 'unixepoch') AS day, kind, COUNT(*) FROM events
-             WHERE tenant_id = ?1 AND occurred_at >= ?2 GROUP BY day, kind ORDER BY day, kind",
+            &format!("SELECT date(occurred_at / 1000000, 'unixepoch') AS day, kind, COUNT(*) FROM events
+             WHERE tenant_id = ?1 AND occurred_at >= ?2 AND {NOT_DELETED} GROUP BY day, kind ORDER BY day, kind"),
         )
         .and_then(|mut s| {
             s.query_map(params![tenant, events_since], |r| {

@@ -5,11 +5,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
+use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_core::resolve::{GraphView, PersonId, PersonView, Resolution, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
     IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, StoreError, StoreResult,
-    conflict_rule_text, derived_id, encode_identifiers,
+    conflict_rule_text, derived_id, encode_identifiers, erased_kinds,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -36,6 +37,12 @@ pub(crate) fn ingest(
         .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE tenant_id = ?1")
         .and_then(|mut s| s.query_row(params![tenant], |r| r.get(0)))
         .map_err(map_error)?;
+    // Tombstones exist only once the tenant deleted someone; most tenants never pay for them.
+    let salt = match settings.erased_identifiers {
+        ErasedIdentifiers::Block => crate::deletion::salt(tx, tenant)?,
+        ErasedIdentifiers::Allow => None,
+    };
+    let subscribers = crate::webhooks::subscribers(tx, tenant)?;
     let mut outcomes = Vec::with_capacity(signals.len());
     for signal in signals {
         let event = &signal.event;
@@ -54,6 +61,22 @@ pub(crate) fn ingest(
         if seen.is_some() {
             outcomes.push(IngestOutcome::Duplicate);
             continue;
+        }
+        if let Some(salt) = &salt {
+            let mut error = None;
+            let kinds = erased_kinds(salt, &signal.identifiers, |stone| {
+                crate::deletion::is_erased(tx, tenant, stone).unwrap_or_else(|e| {
+                    error.get_or_insert(e);
+                    false
+                })
+            });
+            if let Some(error) = error {
+                return Err(error);
+            }
+            if !kinds.is_empty() {
+                outcomes.push(IngestOutcome::Erased { kinds });
+                continue;
+            }
         }
         let graph = TxGraph {
             tx,
@@ -75,6 +98,8 @@ pub(crate) fn ingest(
         }
         seq += 1;
         apply(tx, tenant, seq, &signal, &resolution)?;
+        let announced = idgraph_store::signal_events(&subscribers, &signal, &resolution);
+        crate::webhooks::enqueue(tx, tenant, &subscribers, &announced)?;
         outcomes.push(IngestOutcome::Recorded {
             person_id: resolution.person.clone(),
             created: resolution.created,

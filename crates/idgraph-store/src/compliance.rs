@@ -17,8 +17,9 @@ pub const GLOBAL_TENANT: &str = "_global";
 /// Whose consent an event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentSubject {
-    /// A person: the store records the event for every person merged into it too, so the
-    /// event outlives an unmerge and a later merge cannot hide it.
+    /// A person: the store records the event for every person merged into it too, so a
+    /// revocation outlives an unmerge and a later merge cannot hide it (an unmerge withdraws
+    /// the restored side's copies of grants).
     Person(String),
     /// A raw identifier, known to the graph or not; it follows the identifier into whichever
     /// person holds it.

@@ -177,6 +177,9 @@ pub struct RecordedChunk {
     pub outcomes: Vec<RowOutcome>,
     pub counts: ImportCounts,
     pub at: Timestamp,
+    /// Rows refused for carrying a deleted person's identifier: their landed bytes are emptied
+    /// in the same transaction, so the file does not keep what the deletion removed.
+    pub erase_landed: Vec<u64>,
 }
 
 /// What a stored signal did, read back from the graph by its message id: how a row that was

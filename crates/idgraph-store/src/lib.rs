@@ -6,12 +6,14 @@
 
 mod batch_graph;
 mod compliance;
+mod deletion;
 mod imports;
 mod migrations;
 mod model;
 mod resolution;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+mod webhooks;
 
 use std::future::Future;
 
@@ -26,6 +28,7 @@ pub use compliance::{
     FactsQuery, GLOBAL_TENANT, SuppressionRow, scope_applies, scope_columns, scope_from_columns,
     suppression_action_from, suppression_action_name, suppression_tenant,
 };
+pub use deletion::{DeletionOutcome, DeletionRequest, PurgeOutcome, erased_kinds, erased_reason};
 pub use imports::{
     ImportCounts, ImportJob, ImportMode, ImportStatus, JobMapping, LandedRow, RecordedChunk,
     RowOutcome, SignalEffects, decode_warnings, derived_id_range, encode_warnings,
@@ -41,6 +44,12 @@ pub use resolution::{
     TraitObservation, TraitValueRow, Unmerge, UnmergeOutcome, WorkspaceContactRow,
     conflict_rule_text, count_cursor, decode_identifiers, derived_id, encode_identifiers,
     limit_refusal, newest_first_page, parse_count_cursor, parse_timeline_cursor, timeline_cursor,
+};
+pub use webhooks::{
+    AttemptNext, AttemptRecord, ClaimedDelivery, DeliveryAttempt, DeliveryClaim, DeliveryStatus,
+    NewDelivery, Subscriber, Subscribers, WebhookDelivery, WebhookEvent, WebhookSubscription,
+    compliance_events, decode_event_types, encode_event_types, import_completed_event, merge_event,
+    person_deleted_event, signal_events,
 };
 
 /// What can go wrong in a store, without driver types leaking out.
@@ -497,10 +506,100 @@ pub trait Store: Clone + Send + Sync + 'static {
         message_ids: Vec<String>,
     ) -> impl Future<Output = StoreResult<Vec<Option<SignalEffects>>>> + Send;
 
+    /// Deletes a person's group (decision 0011): it vanishes from every read at once, its
+    /// identifiers become tombstones, and what it left waits for `purge_deleted`. `NotFound`
+    /// for an unknown or already deleted person. Serialized with resolution.
+    fn delete_person(
+        &self,
+        tenant_id: &TenantId,
+        request: DeletionRequest,
+    ) -> impl Future<Output = StoreResult<DeletionOutcome>> + Send;
+
+    /// Hard-deletes everything deleted persons left whose `purge_after` is at or before `now`.
+    fn purge_deleted(
+        &self,
+        tenant_id: &TenantId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<PurgeOutcome>> + Send;
+
     /// Which of `entry_ids` are stored suppression entries of the tenant.
     fn stored_suppression_entries(
         &self,
         tenant_id: &TenantId,
         entry_ids: Vec<String>,
     ) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+
+    /// Stores a new webhook subscription; `Conflict` when its id is taken.
+    fn create_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription: &WebhookSubscription,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// A subscription, enabled or disabled; `NotFound` once deleted.
+    fn get_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+    ) -> impl Future<Output = StoreResult<WebhookSubscription>> + Send;
+
+    /// Subscriptions ordered by id; the cursor is the last id of the previous page.
+    fn list_webhooks(
+        &self,
+        tenant_id: &TenantId,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<WebhookSubscription>>> + Send;
+
+    /// Deletes a subscription and cancels its pending deliveries; its log stays readable by id
+    /// no more. `NotFound` when there is no such live subscription.
+    fn delete_webhook(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Disables (`Some(reason)`) or re-enables (`None`) a subscription; pending deliveries wait
+    /// while it is disabled and resume, in order, once it is enabled again.
+    fn set_webhook_disabled(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        disabled: Option<String>,
+        at: Timestamp,
+    ) -> impl Future<Output = StoreResult<WebhookSubscription>> + Send;
+
+    /// A subscription's deliveries, newest first; the cursor is the last `seq` of the page.
+    fn list_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        subscription_id: &str,
+        page: &PageRequest,
+    ) -> impl Future<Output = StoreResult<Page<WebhookDelivery>>> + Send;
+
+    /// The logged attempts of these deliveries, in attempt order.
+    fn webhook_attempts(
+        &self,
+        tenant_id: &TenantId,
+        delivery_ids: Vec<String>,
+    ) -> impl Future<Output = StoreResult<Vec<DeliveryAttempt>>> + Send;
+
+    /// Takes due deliveries for `claim.owner` until `claim.lease_until`: of each enabled
+    /// subscription only the oldest pending delivery, and only when it is due and nobody else
+    /// holds it, so an endpoint has one delivery in flight and gets them in order. Safe with
+    /// several processes on one database: a delivery is taken by at most one owner at a time.
+    fn claim_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        claim: &DeliveryClaim,
+    ) -> impl Future<Output = StoreResult<Vec<ClaimedDelivery>>> + Send;
+
+    /// Logs an attempt and applies what follows it, in one transaction, releasing the lease.
+    /// `Conflict` (and nothing changes) when `record.owner` no longer holds the delivery.
+    fn record_webhook_attempt(
+        &self,
+        tenant_id: &TenantId,
+        delivery_id: &str,
+        record: AttemptRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }

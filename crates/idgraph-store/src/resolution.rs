@@ -79,6 +79,9 @@ pub struct UnmergeOutcome {
     /// Events recorded after the merge that moved back, by the identifiers they arrived with.
     pub events_moved: u64,
     pub identifiers_moved: u64,
+    /// Copies of consent grants recorded on the group while merged, taken from the restored
+    /// side: a grant must come from the person it permits, and whose it was is unknown.
+    pub grants_withdrawn: u64,
     pub rule_id: String,
 }
 
@@ -97,7 +100,7 @@ pub struct KeepApartRule {
 /// Replaying these in `seq` order into an empty tenant rebuilds the same graph.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedSignal {
-    /// Position in the tenant's log, from 1, without gaps.
+    /// Position in the tenant's log, from 1; without gaps unless persons were deleted.
     pub seq: i64,
     pub event: EventRow,
     pub identifiers: Vec<Identifier>,
@@ -137,6 +140,9 @@ pub enum IngestOutcome {
         /// Identity nodes it attached (what `Store::signal_effects` reads back as `attached`).
         attached: usize,
     },
+    /// It carries an identifier of a deleted person and the tenant blocks those: nothing was
+    /// recorded. `kinds` names the erased identifiers' kinds (never their values).
+    Erased { kinds: Vec<String> },
 }
 
 /// A person row; `merged_into` is the final survivor when the person was absorbed.

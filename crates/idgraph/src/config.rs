@@ -63,6 +63,15 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub rate_limit_ingestion_per_sec: u32,
     pub rate_limit_management_per_sec: u32,
+    pub deletion_retention_days: u32,
+    pub purge_interval_seconds: u64,
+    pub data_key: Option<Secret>,
+    pub data_key_file: Option<PathBuf>,
+    pub webhook_concurrency: usize,
+    pub webhook_timeout_seconds: u64,
+    pub webhook_poll_ms: u64,
+    pub webhook_retry_base_ms: u64,
+    pub webhook_retry_window_seconds: u64,
 }
 
 impl Default for Config {
@@ -79,13 +88,22 @@ impl Default for Config {
             shutdown_grace_seconds: 30,
             rate_limit_ingestion_per_sec: 1000,
             rate_limit_management_per_sec: 100,
+            deletion_retention_days: 30,
+            purge_interval_seconds: 3600,
+            data_key: None,
+            data_key_file: None,
+            webhook_concurrency: 16,
+            webhook_timeout_seconds: 10,
+            webhook_poll_ms: 1000,
+            webhook_retry_base_ms: 5000,
+            webhook_retry_window_seconds: 3 * 24 * 3600,
         }
     }
 }
 
 /// The keys that may come from `IDGRAPH_*` variables. Other `IDGRAPH_*` variables (used by
 /// tests and tools) are not configuration and must not be refused as unknown keys.
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 20] = [
     "listen",
     "data_dir",
     "database_url",
@@ -97,6 +115,15 @@ const ENV_KEYS: [&str; 11] = [
     "shutdown_grace_seconds",
     "rate_limit_ingestion_per_sec",
     "rate_limit_management_per_sec",
+    "deletion_retention_days",
+    "purge_interval_seconds",
+    "data_key",
+    "data_key_file",
+    "webhook_concurrency",
+    "webhook_timeout_seconds",
+    "webhook_poll_ms",
+    "webhook_retry_base_ms",
+    "webhook_retry_window_seconds",
 ];
 
 /// `idgraph config default`: every key with its default and what it means.
@@ -137,6 +164,30 @@ shutdown_grace_seconds = 30
 # Beyond it: 429 with Retry-After. The master key is not limited. 0 disables the default.
 rate_limit_ingestion_per_sec = 1000
 rate_limit_management_per_sec = 100
+
+# A deleted person vanishes from every read at once; what it left (events, traits, import rows)
+# is hard-deleted by the purge once this many days have passed. 0: at the next purge.
+deletion_retention_days = 30
+
+# How often the server runs the purge; 0 never (run `idgraph purge --now` from a scheduler).
+purge_interval_seconds = 3600
+
+# The data key (base64 of 32 bytes) that seals secrets at rest (webhook signing secrets).
+# Give it inline (better: as IDGRAPH_DATA_KEY) or as a file. With neither, the embedded store
+# uses <data_dir>/data.key, generated on first start (back it up with the data); on PostgreSQL
+# webhooks stay unavailable until a key is configured. A store holding sealed data refuses to
+# start without its key.
+# data_key = ""
+# data_key_file = ""
+
+# Webhook deliveries: requests in flight at most, the timeout of each, how often due retries
+# are looked for, and the retry schedule (exponential from the base, capped at 12 hours, with
+# jitter, until the window after the event is over; then the delivery fails).
+webhook_concurrency = 16
+webhook_timeout_seconds = 10
+webhook_poll_ms = 1000
+webhook_retry_base_ms = 5000
+webhook_retry_window_seconds = 259200
 "#;
 
 /// Builds the configuration from its layers; `overrides` are the flags given on the command line.
@@ -176,12 +227,49 @@ impl Config {
             idgraph_core::auth::check_master_key(key.expose())
                 .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         }
+        if self.deletion_retention_days > 36_500 {
+            anyhow::bail!("invalid configuration: deletion_retention_days is at most 36500");
+        }
+        if let Some(key) = &self.data_key {
+            idgraph_app::data_key::DataKey::from_text(key.expose())
+                .map_err(|e| anyhow::anyhow!("invalid configuration: data_key: {e}"))?;
+        }
+        if self.webhook_concurrency == 0 || self.webhook_timeout_seconds == 0 {
+            anyhow::bail!(
+                "invalid configuration: webhook_concurrency and webhook_timeout_seconds must be at least 1"
+            );
+        }
+        if self.webhook_poll_ms == 0 || self.webhook_retry_base_ms == 0 {
+            anyhow::bail!(
+                "invalid configuration: webhook_poll_ms and webhook_retry_base_ms must be at least 1"
+            );
+        }
         if self.pg_pool_size == 0 {
             anyhow::bail!("invalid configuration: pg_pool_size must be at least 1");
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid configuration: log_level {:?}", self.log_level))?;
         Ok(())
+    }
+
+    /// How long a deleted person's data is kept before the purge removes it.
+    pub fn deletion_retention(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_hours(i64::from(self.deletion_retention_days) * 24)
+    }
+
+    /// How the webhook worker sends and retries.
+    pub fn webhook_settings(&self) -> idgraph_app::webhooks::WorkerSettings {
+        use std::time::Duration;
+        idgraph_app::webhooks::WorkerSettings {
+            concurrency: self.webhook_concurrency,
+            timeout: Duration::from_secs(self.webhook_timeout_seconds),
+            poll: Duration::from_millis(self.webhook_poll_ms),
+            schedule: idgraph_core::webhooks::RetrySchedule {
+                base: Duration::from_millis(self.webhook_retry_base_ms),
+                window: Duration::from_secs(self.webhook_retry_window_seconds),
+                ..idgraph_core::webhooks::RetrySchedule::default()
+            },
+        }
     }
 
     /// The database URL when PostgreSQL is configured (an empty value means the embedded store).

@@ -430,6 +430,7 @@ pub async fn import_through_server(
     let started = Instant::now();
     let base = reqwest::Url::parse(server).with_context(|| format!("bad server URL {server:?}"))?;
     let url = |path: &str| base.join(path).with_context(|| format!("bad path {path}"));
+    idgraph_app::webhooks::install_tls_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()

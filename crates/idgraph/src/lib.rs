@@ -2,6 +2,7 @@
 //! bootstrap and the HTTP server together. `main.rs` is only the command line on top.
 
 pub mod config;
+pub mod data_key;
 pub mod import;
 pub mod telemetry;
 
@@ -168,7 +169,23 @@ async fn start<S: Store>(
         ingestion_per_sec: config.rate_limit_ingestion_per_sec,
         management_per_sec: config.rate_limit_management_per_sec,
     };
-    let state = AppState::with_rate_limits(store, limits);
+    let data_key = match data_key::resolve(&store, config).await {
+        Ok(key) => key,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
+    let mut state = AppState::with_rate_limits(store, limits)
+        .with_webhooks(data_key, config.webhook_settings())
+        .map_err(|e| anyhow::anyhow!("cannot start the webhook worker: {}", e.message))?;
+    state.deletion_retention = config.deletion_retention();
+    if config.purge_interval_seconds > 0 {
+        tokio::spawn(purge_periodically(
+            state.store.clone(),
+            Duration::from_secs(config.purge_interval_seconds),
+        ));
+    }
     // Imports left unfinished by a stop or a crash resume now; the sweep also picks up jobs of
     // processes that died while sharing this database.
     tokio::spawn(state.importer.clone().sweep(IMPORT_SWEEP));
@@ -178,6 +195,57 @@ async fn start<S: Store>(
         backend,
         serving,
     })
+}
+
+/// The background purge: every `interval`, what deleted persons left past their retention
+/// window is removed. A failed run is logged and retried at the next tick.
+async fn purge_periodically<S: Store>(store: S, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = idgraph_app::privacy::purge_due(&store, jiff::Timestamp::now()).await {
+            tracing::warn!(error = %e.message, "the purge of deleted persons failed");
+        }
+    }
+}
+
+/// `idgraph purge --now` without a server: opens the configured store (refused if a server
+/// holds the data dir), purges everything due, and closes the store.
+/// With `ignore_retention`, every deleted person is purged, whatever its window.
+pub async fn purge_directly(
+    config: &Config,
+    ignore_retention: bool,
+) -> anyhow::Result<idgraph_store::PurgeOutcome> {
+    let mut until = jiff::Timestamp::now();
+    if ignore_retention {
+        // Past the longest window the configuration allows (100 years).
+        until = until
+            .checked_add(jiff::SignedDuration::from_hours(36_600 * 24))
+            .context("the clock is too far in the future")?;
+    }
+    match config.postgres_url() {
+        Some(url) => {
+            let store = open_postgres(config, url).await?;
+            purge_and_close(store, until).await
+        }
+        None => {
+            let store = open_sqlite(config).await?;
+            purge_and_close(store, until).await
+        }
+    }
+}
+
+async fn purge_and_close<S: Store>(
+    store: S,
+    until: jiff::Timestamp,
+) -> anyhow::Result<idgraph_store::PurgeOutcome> {
+    let result = idgraph_app::privacy::purge_due(&store, until)
+        .await
+        .map_err(|e| anyhow::anyhow!("the purge failed: {}", e.message));
+    // Closing the embedded store checkpoints its WAL, so no purged page lingers there.
+    store.close().await;
+    result
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -25,6 +25,9 @@ enum Command {
     /// Import a CSV file: through a running server (--server, --key), or directly into a store
     /// no server holds (--data-dir or --database-url, as for serve).
     Import(ImportArgs),
+    /// Hard-delete what deleted persons left once their retention window has passed, directly
+    /// on a store no server holds (--data-dir) or on the configured PostgreSQL.
+    Purge(PurgeArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -62,6 +65,25 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
     /// Log filter, e.g. "info" or "info,idgraph_http=debug" [default: info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PurgeArgs {
+    /// Do not wait for the retention window: purge every deleted person now.
+    #[arg(long)]
+    now: bool,
+    /// A TOML configuration file, as for serve.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data dir of the embedded store [default: ./idgraph-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL instead of the embedded store; env IDGRAPH_DATABASE_URL.
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log filter [default: warn].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
 }
@@ -124,6 +146,7 @@ struct ImportArgs {
 }
 
 fn main() -> ExitCode {
+    idgraph_app::webhooks::install_tls_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -168,7 +191,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
+        Command::Purge(args) => purge(args),
     }
+}
+
+fn purge(args: PurgeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        database_url: args.database_url.map(Secret::from),
+        log_level: Some(args.log_level.unwrap_or_else(|| "warn".to_owned())),
+        ..Overrides::default()
+    };
+    let config = config::load(args.config.as_deref(), &overrides)?;
+    idgraph::telemetry::init(LogFormat::Text, &config.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let purged = runtime.block_on(idgraph::purge_directly(&config, args.now))?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "purged {} deleted person(s): {} events, {} trait values, {} consent events, {} import rows",
+        purged.persons,
+        purged.events,
+        purged.trait_values,
+        purged.consent_events,
+        purged.import_rows
+    );
+    Ok(())
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<()> {

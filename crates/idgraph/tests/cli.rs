@@ -282,6 +282,7 @@ impl Server {
 }
 
 fn http() -> reqwest::Client {
+    idgraph_app::webhooks::install_tls_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -1418,4 +1419,100 @@ async fn import_through_a_running_server() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(sole_error_line(&missing.stderr).contains("/no/such/file.csv"));
     server.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletion
+// ---------------------------------------------------------------------------------------------
+
+/// A person deleted through one process is gone for the other at once, a stale signal through
+/// the other cannot bring it back, and `idgraph purge --now` runs against the shared database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_through_one_process_is_seen_by_the_other_at_once() {
+    let Some(db) = idgraph_testpg::test_database().await else {
+        return;
+    };
+    let args = [
+        "--database-url",
+        db.url.as_str(),
+        "--master-key",
+        CHOSEN_KEY,
+    ];
+    let (a, b) = tokio::join!(start(&args), start(&args));
+    let (status, created) = call(
+        reqwest::Method::POST,
+        &a.url("/api/v1/keys"),
+        CHOSEN_KEY,
+        Some(json!({"name": "web", "scopes": ["events:write"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let write_key = created["key"].as_str().unwrap().to_owned();
+    let identify = |server: &Server, anonymous_id: &str| {
+        http()
+            .post(server.url("/v1/identify"))
+            .basic_auth(&write_key, Some(""))
+            .json(&json!({"anonymousId": anonymous_id, "traits": {"email": "gone@example.com"}}))
+            .send()
+    };
+    let response = identify(&a, "a-1").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let lookup = b.url("/api/v1/persons/lookup?kind=email&value=gone@example.com");
+    let (status, person) = call(reqwest::Method::GET, &lookup, CHOSEN_KEY, None).await;
+    assert_eq!(status, 200, "{person}");
+    let id = person["id"].as_str().unwrap().to_owned();
+
+    let (status, body) = call(
+        reqwest::Method::DELETE,
+        &a.url(&format!("/api/v1/persons/{id}")),
+        CHOSEN_KEY,
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    for url in [b.url(&format!("/api/v1/persons/{id}")), lookup.clone()] {
+        let (status, body) = call(reqwest::Method::GET, &url, CHOSEN_KEY, None).await;
+        assert_eq!(status, 404, "{url}: {body}");
+    }
+    let answer: Value = identify(&b, "b-1").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["errors"][0]["code"], "erased_identifier", "{answer}");
+    let (status, _) = call(reqwest::Method::GET, &lookup, CHOSEN_KEY, None).await;
+    assert_eq!(status, 404, "a stale signal re-created the person");
+
+    // The retention window has not passed: a plain purge leaves the data; --now does not wait.
+    let purge = run(&["purge", "--database-url", db.url.as_str()]);
+    assert!(purge.status.success(), "{}", purge.stderr);
+    assert!(
+        purge.stdout.contains("purged 0 deleted person(s)"),
+        "{}",
+        purge.stdout
+    );
+    let purge = run(&["purge", "--now", "--database-url", db.url.as_str()]);
+    assert!(purge.status.success(), "{}", purge.stderr);
+    assert!(
+        purge.stdout.contains("purged 1 deleted person(s)"),
+        "{}",
+        purge.stdout
+    );
+    a.stop();
+    b.stop();
+}
+
+/// `idgraph purge` on a data dir a server holds is refused, like any second process.
+#[tokio::test]
+async fn purge_refuses_a_data_dir_a_server_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let server = start(&["--data-dir", data_dir, "--master-key", CHOSEN_KEY]).await;
+    let purge = run(&["purge", "--now", "--data-dir", data_dir]);
+    assert!(!purge.status.success(), "{}", purge.stdout);
+    assert_no_panic(&purge.stderr);
+    server.stop();
+    let purge = run(&["purge", "--now", "--data-dir", data_dir]);
+    assert!(purge.status.success(), "{}", purge.stderr);
+    assert!(
+        purge.stdout.contains("purged 0 deleted person(s)"),
+        "{}",
+        purge.stdout
+    );
 }

@@ -28,6 +28,8 @@ on_both_backends!(
     stats_count_the_graph,
     a_person_exports_whole_with_every_event,
     an_unmerge_restores_both_persons_and_keeps_them_apart,
+    a_settings_preview_reports_merges_and_splits_and_changes_nothing,
+    a_mega_person_glued_by_a_shared_device_splits_with_one_call,
 );
 
 async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
@@ -1350,5 +1352,264 @@ async fn an_unmerge_restores_both_persons_and_keeps_them_apart(app: &TestApp) {
             json!({"identifiers": [{"kind": "email", "value": "x@example.com"}]}),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "no merge was caused by it: {body}"
+    );
+    for bad in [
+        json!({}),
+        json!({"merge_id": "m", "identifiers": [{"kind": "email", "value": "x@example.com"}]}),
+        json!({"identifiers": []}),
+        json!({"identifiers": [{"kind": "email", "value": "not an email"}]}),
+        json!({"identifiers": [{"kind": "email"}]}),
+    ] {
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/persons/{customer}/unmerge"),
+                MASTER_KEY,
+                bad.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} {body}");
+    }
+}
+
+async fn a_mega_person_glued_by_a_shared_device_splits_with_one_call(app: &TestApp) {
+    let key = app.write_key().await;
+    // Visitor 0 has a second device, linked by email: a merge the split must leave alone.
+    app.track("/v1/identify", &key, json!({"anonymousId": "phone-0"}))
+        .await;
+    for i in 0..4 {
+        let (status, body) = app
+            .track(
+                "/v1/identify",
+                &key,
+                json!({"anonymousId": format!("own-{i}"),
+                       "traits": {"email": format!("v{i}@example.com")}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        app.track(
+            "/v1/track",
+            &key,
+            json!({"anonymousId": format!("own-{i}"), "event": format!("Visit {i}")}),
+        )
+        .await;
+    }
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"anonymousId": "phone-0", "traits": {"email": "v0@example.com"}}),
+    )
+    .await;
+    // Every visitor signs in on the shop's kiosk: the kiosk's id glues them all together.
+    for i in 0..4 {
+        app.track(
+            "/v1/identify",
+            &key,
+            json!({"anonymousId": "kiosk", "traits": {"email": format!("v{i}@example.com")}}),
+        )
+        .await;
+    }
+    let mega = lookup(app, "anonymous_id", "kiosk").await.1;
+    let mega_id = mega["id"].as_str().expect("id").to_owned();
+    for i in 0..4 {
+        assert_eq!(
+            lookup(app, "email", &format!("v{i}@example.com")).await.1["id"],
+            mega_id.as_str()
+        );
+    }
+    let (_, found) = app
+        .get("/api/v1/persons?min_identifiers=8", MASTER_KEY)
+        .await;
+    assert!(
+        found.to_string().contains(&mega_id),
+        "the mega person is found: {found}"
+    );
+
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/persons/{mega_id}/unmerge"),
+            MASTER_KEY,
+            json!({"identifiers": [{"kind": "anonymous_id", "value": " kiosk "}],
+                   "reason": "shared kiosk"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["unmerges"].as_array().map(Vec::len), Some(3), "{body}");
+    assert_eq!(body["persons"].as_array().map(Vec::len), Some(4), "{body}");
+
+    // Four people again, each with their own device and visit; visitor 0 keeps its phone.
+    let mut people = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let (status, person) = lookup(app, "email", &format!("v{i}@example.com")).await;
+        assert_eq!(status, StatusCode::OK);
+        let id = person["id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            lookup(app, "anonymous_id", &format!("own-{i}")).await.1["id"],
+            id.as_str()
+        );
+        let (_, timeline) = app
+            .get(
+                &format!("/api/v1/persons/{id}/timeline?kind=track"),
+                MASTER_KEY,
+            )
+            .await;
+        let names: Vec<&str> = timeline["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(names, [format!("Visit {i}")], "{timeline}");
+        people.insert(id);
+    }
+    assert_eq!(people.len(), 4);
+    assert_eq!(
+        lookup(app, "anonymous_id", "phone-0").await.1["id"],
+        lookup(app, "email", "v0@example.com").await.1["id"],
+        "the merge by email stays"
+    );
+    // The kiosk's id is now declared shared, visibly: the same evidence does not glue any
+    // two of them together again.
+    assert_eq!(
+        body["shared_values"],
+        json!([{"kind": "anonymous_id", "value": "kiosk"}])
+    );
+    let (_, settings) = app.get("/api/v1/settings/identity", MASTER_KEY).await;
+    assert_eq!(
+        settings["shared_values"],
+        json!({"anonymous_id": ["kiosk"]})
+    );
+    app.track(
+        "/v1/identify",
+        &key,
+        json!({"anonymousId": "kiosk", "traits": {"email": "v3@example.com"}}),
+    )
+    .await;
+    let after: std::collections::BTreeSet<String> = {
+        let mut ids = std::collections::BTreeSet::new();
+        for i in 0..4 {
+            let (_, person) = lookup(app, "email", &format!("v{i}@example.com")).await;
+            ids.insert(person["id"].as_str().expect("id").to_owned());
+        }
+        ids
+    };
+    assert_eq!(after, people);
+}
+
+async fn a_settings_preview_reports_merges_and_splits_and_changes_nothing(app: &TestApp) {
+    // A household landline is shared today; one device was used by two people.
+    let (status, body) = app
+        .call(
+            "PUT",
+            "/api/v1/settings/identity",
+            MASTER_KEY,
+            Some(json!({"kinds": {"phone": {"policy": "shared"}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let key = app.write_key().await;
+    for (anonymous_id, email, phone) in [
+        ("kid-1", "kid@example.com", "+14155552671"),
+        ("parent-1", "parent@example.com", "+14155552671"),
+        ("tablet", "first@example.com", "+14155550100"),
+        ("tablet", "second@example.com", "+14155550101"),
+    ] {
+        let (status, body) = app
+            .track(
+                "/v1/identify",
+                &key,
+                json!({"anonymousId": anonymous_id, "traits": {"email": email, "phone": phone}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let settings_before = app.get("/api/v1/settings/identity", MASTER_KEY).await.1;
+    let kid = lookup(app, "email", "kid@example.com").await.1["id"].clone();
+    let parent = lookup(app, "email", "parent@example.com").await.1["id"].clone();
+    let tablet = lookup(app, "anonymous_id", "tablet").await.1["id"].clone();
+    assert_ne!(kid, parent);
+    assert_eq!(
+        lookup(app, "email", "second@example.com").await.1["id"],
+        tablet
+    );
+
+    let preview = |doc: Value| async move {
+        let (status, body) = app
+            .post("/api/v1/settings/identity/preview", MASTER_KEY, doc)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    };
+    // Making the landline unique joins the household.
+    let body = preview(json!({"kinds": {"phone": {"policy": "unique"}}})).await;
+    assert_eq!(body["signals"], 4);
+    assert_eq!(body["complete"], true);
+    assert_eq!(body["current"]["persons"], 3, "{body}");
+    assert_eq!(body["proposed"]["persons"], 2, "{body}");
+    assert_eq!(body["would_merge"]["count"], 1, "{body}");
+    assert_eq!(body["would_split"]["count"], 0, "{body}");
+    let parts = body["would_merge"]["samples"][0]["parts"]
+        .as_array()
+        .expect("parts");
+    let mut joined: Vec<&Value> = parts.iter().map(|part| &part["person_id"]).collect();
+    joined.sort_by_key(|id| id.as_str().map(str::to_owned));
+    let mut expected = vec![&kid, &parent];
+    expected.sort_by_key(|id| id.as_str().map(str::to_owned));
+    assert_eq!(joined, expected, "{body}");
+
+    // Sharing the device id separates the two people who used the tablet.
+    let body = preview(json!({"kinds": {"anonymous_id": {"policy": "shared"}}})).await;
+    assert_eq!(body["would_split"]["count"], 1, "{body}");
+    assert_eq!(body["would_merge"]["count"], 0, "{body}");
+    assert_eq!(body["proposed"]["persons"], 4, "{body}");
+    let split = &body["would_split"]["samples"][0]["parts"];
+    assert_eq!(split.as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(
+        split[0]["person_id"], tablet,
+        "both parts are the tablet's person today"
+    );
+
+    // Blocking a value drops it from every signal that carried it.
+    let body = preview(json!({"blocked_values": {"email": ["second@example.com"]}})).await;
+    assert_eq!(body["identifiers_dropped"], 1, "{body}");
+    assert_eq!(body["would_split"]["count"], 0, "{body}");
+
+    // Nothing changed.
+    assert_eq!(
+        app.get("/api/v1/settings/identity", MASTER_KEY).await.1,
+        settings_before
+    );
+    assert_eq!(lookup(app, "email", "kid@example.com").await.1["id"], kid);
+    assert_eq!(
+        lookup(app, "email", "second@example.com").await.1["id"],
+        tablet
+    );
+
+    // Bad input and scope.
+    for (path, doc) in [
+        (
+            "/api/v1/settings/identity/preview",
+            json!({"kinds": {"phone": {"policy": "maybe"}}}),
+        ),
+        (
+            "/api/v1/settings/identity/preview",
+            json!({"colour": "red"}),
+        ),
+        ("/api/v1/settings/identity/preview?max_signals=0", json!({})),
+    ] {
+        let (status, body) = app.post(path, MASTER_KEY, doc).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let (status, _) = app
+        .post("/api/v1/settings/identity/preview", &key, json!({}))
+        .await;
+    assert!(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN);
 }

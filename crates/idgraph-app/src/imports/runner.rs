@@ -15,7 +15,7 @@ use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
     ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, IngestOutcome,
-    PageRequest, RecordedChunk, RowOutcome, SignalEffects, Store, StoreError,
+    PageRequest, RecordedChunk, RowOutcome, SignalEffects, Store, StoreError, erased_reason,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -172,7 +172,7 @@ impl<S: Store> Importer<S> {
                     .ok_or_else(|| AppError::internal("the row reader stopped"))??;
                 timings.waiting_for_rows += started.elapsed();
                 let to = prepared.last().map_or(processed, Prepared::row);
-                let (outcomes, counts) = match context.job.mode {
+                let (outcomes, counts, erase_landed) = match context.job.mode {
                     ImportMode::Universe => {
                         self.resolve(tenant, &context, prepared, false, &mut timings)
                             .await?
@@ -181,7 +181,10 @@ impl<S: Store> Importer<S> {
                         self.resolve(tenant, &context, prepared, true, &mut timings)
                             .await?
                     }
-                    ImportMode::Suppression => self.suppress(tenant, &context, prepared).await?,
+                    ImportMode::Suppression => {
+                        let (outcomes, counts) = self.suppress(tenant, &context, prepared).await?;
+                        (outcomes, counts, Vec::new())
+                    }
                 };
                 let started = std::time::Instant::now();
                 let chunk = RecordedChunk {
@@ -192,6 +195,7 @@ impl<S: Store> Importer<S> {
                     outcomes,
                     counts,
                     at: Timestamp::now(),
+                    erase_landed,
                 };
                 let recorded = self.store.record_import_chunk(tenant, &job_id, chunk).await;
                 timings.recording += started.elapsed();
@@ -239,9 +243,10 @@ impl<S: Store> Importer<S> {
         prepared: Vec<Prepared>,
         enrichment: bool,
         timings: &mut Timings,
-    ) -> Result<(Vec<RowOutcome>, ImportCounts), AppError> {
+    ) -> Result<(Vec<RowOutcome>, ImportCounts, Vec<u64>), AppError> {
         let mut counts = ImportCounts::default();
         let mut outcomes: BTreeMap<u64, RowOutcome> = BTreeMap::new();
+        let mut erased_rows = Vec::new();
         let mut signals = Vec::new();
         let mut pending: Vec<(u64, Vec<String>)> = Vec::new();
         // Identifiers that rows of this chunk already bring to existing persons (enrichment).
@@ -307,12 +312,25 @@ impl<S: Store> Importer<S> {
                 .await
                 .map_err(AppError::from_store("signal"))?;
             timings.resolving += started.elapsed();
-            // What each signal did, as ingest reports it; a duplicate's effect (from an earlier
-            // job, or from this one before an interruption) is read back from the graph.
-            let mut effects: Vec<Option<SignalEffects>> = Vec::with_capacity(ingested.len());
+            // What each signal did, as ingest reports it. A row carrying a deleted person's
+            // identifier recorded nothing: only its refusal. A duplicate's effect (from an
+            // earlier job, or from this one before an interruption) is read back from the graph.
+            let mut recorded = Vec::with_capacity(pending.len());
+            let mut effects: Vec<Option<SignalEffects>> = Vec::with_capacity(pending.len());
             let mut read_back: Vec<(usize, String)> = Vec::new();
-            for (index, outcome) in ingested.iter().enumerate() {
-                match outcome {
+            for (((row, notes), ingested), message_id) in
+                pending.into_iter().zip(ingested).zip(message_ids)
+            {
+                match ingested {
+                    IngestOutcome::Erased { kinds } => {
+                        counts.rejected += 1;
+                        erased_rows.push(row);
+                        outcomes.insert(
+                            row,
+                            outcome(row, "rejected", None, Some(erased_reason(&kinds))),
+                        );
+                        continue;
+                    }
                     IngestOutcome::Recorded {
                         person_id,
                         created,
@@ -321,19 +339,21 @@ impl<S: Store> Importer<S> {
                         attached,
                     } => effects.push(Some(SignalEffects {
                         event_id: String::new(),
-                        person_id: person_id.clone(),
+                        person_id,
                         source: context.source(),
-                        created: *created,
-                        merges: *merges as u64,
-                        conflicts: *conflicts as u64,
-                        attached: *attached as u64,
+                        created,
+                        merges: merges as u64,
+                        conflicts: conflicts as u64,
+                        attached: attached as u64,
                     })),
                     IngestOutcome::Duplicate => {
+                        read_back.push((effects.len(), message_id));
                         effects.push(None);
-                        read_back.push((index, message_ids[index].clone()));
                     }
                 }
+                recorded.push((row, notes));
             }
+            let pending = recorded;
             if !read_back.is_empty() {
                 let started = std::time::Instant::now();
                 let (indexes, ids): (Vec<usize>, Vec<String>) = read_back.into_iter().unzip();
@@ -394,7 +414,7 @@ impl<S: Store> Importer<S> {
                 );
             }
         }
-        Ok((outcomes.into_values().collect(), counts))
+        Ok((outcomes.into_values().collect(), counts, erased_rows))
     }
 
     /// Enrichment: keeps a row only if one of its `unique` identifiers already belongs to a
@@ -415,7 +435,7 @@ impl<S: Store> Importer<S> {
             let Some(rule) = settings.rule(identifier.kind()) else {
                 continue;
             };
-            if rule.policy != Policy::Unique {
+            if settings.policy_of(identifier) != Some(Policy::Unique) {
                 continue;
             }
             let exists = joining.contains(identifier)
@@ -436,9 +456,9 @@ impl<S: Store> Importer<S> {
         };
         let mut dropped = Vec::new();
         signal.identifiers.retain(|identifier| {
-            let stronger = settings
-                .rule(identifier.kind())
-                .is_some_and(|rule| rule.policy == Policy::Unique && rule.priority < strongest);
+            let stronger = settings.rule(identifier.kind()).is_some_and(|rule| {
+                settings.policy_of(identifier) == Some(Policy::Unique) && rule.priority < strongest
+            });
             if stronger && !known.contains(identifier) {
                 dropped.push(format!(
                     "new {} {:?} left out: enrichment only adds to the person found",

@@ -35,6 +35,13 @@ pub struct IdentitySettings {
     /// Blocked values the tenant adds on top of [`super::default_blocked_values`], keyed by kind
     /// name, or `"*"` for every kind. Compared case-insensitively.
     pub blocked_values: BTreeMap<String, BTreeSet<String>>,
+    /// Values of otherwise `unique` kinds that behave as `shared`: they link the persons who
+    /// carry them but never merge anyone (a shop kiosk's device id, a switchboard number).
+    /// Keyed by kind name; values as normalized. Splitting a person apart by an identifier
+    /// adds it here, so the same evidence does not glue the persons together again.
+    pub shared_values: BTreeMap<String, BTreeSet<String>>,
+    /// What a signal carrying an identifier of a deleted person does.
+    pub erased_identifiers: crate::privacy::ErasedIdentifiers,
 }
 
 impl IdentitySettings {
@@ -45,6 +52,22 @@ impl IdentitySettings {
         self.kinds.get(kind)
     }
 
+    /// The policy this value follows: its kind's, unless the value is listed in
+    /// `shared_values`. `None` for a kind the settings do not know.
+    pub fn policy_of(&self, identifier: &super::Identifier) -> Option<Policy> {
+        let rule = self.kinds.get(identifier.kind())?;
+        if rule.policy == Policy::Unique
+            && !self.shared_values.is_empty()
+            && self
+                .shared_values
+                .get(identifier.kind().as_str())
+                .is_some_and(|values| values.contains(identifier.value()))
+        {
+            return Some(Policy::Shared);
+        }
+        Some(rule.policy)
+    }
+
     /// Checks the settings themselves.
     ///
     /// - `default_region` is an upper-case ISO 3166 alpha-2 code the phone metadata knows;
@@ -53,7 +76,8 @@ impl IdentitySettings {
     ///   through the highest-priority identifier", which is only a clear rule when no two kinds
     ///   share a rank (resolution still breaks such ties deterministically, by kind name);
     /// - limits, when set, are at least 1 (a kind no person may hold is a kind to remove);
-    /// - every key of `blocked_values` is `"*"` or a configured kind.
+    /// - every key of `blocked_values` is `"*"` or a configured kind, every key of
+    ///   `shared_values` a configured kind.
     ///
     /// Kind names need no check here: an [`IdentifierKind`] is always a valid name.
     pub fn validate(&self) -> Result<(), ParseError> {
@@ -98,6 +122,13 @@ impl IdentitySettings {
                 ));
             }
         }
+        for key in self.shared_values.keys() {
+            if !self.kinds.contains_key(key.as_str()) {
+                return fail(format!(
+                    "shared values are listed for {key:?}, which is not a configured kind"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -121,6 +152,8 @@ impl Default for IdentitySettings {
                 (IdentifierKind::identity_hash(), rule(5, None)),
             ]),
             blocked_values: BTreeMap::new(),
+            shared_values: BTreeMap::new(),
+            erased_identifiers: crate::privacy::ErasedIdentifiers::default(),
         }
     }
 }

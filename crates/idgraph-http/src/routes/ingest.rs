@@ -11,7 +11,7 @@ use idgraph_app::access::Principal;
 use idgraph_app::ingest::{self, IngestReport, MessageKind, Prepared};
 use idgraph_app::{AppError, settings};
 use idgraph_core::tenancy::WorkspaceName;
-use idgraph_store::Store;
+use idgraph_store::{Store, erased_reason};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -35,6 +35,7 @@ fn count(outcome: &'static str, n: usize) {
 
 fn record_metrics(report: &IngestReport, rejected: usize) {
     count("accepted", report.accepted);
+    count("erased", report.erased.len());
     count("duplicate", report.duplicates);
     count("rejected", rejected);
     if report.identifiers_rejected > 0 {
@@ -91,6 +92,14 @@ pub(crate) async fn single<S: Store>(
     )
     .await?;
     record_metrics(&report, 0);
+    if let Some((_, kinds)) = report.erased.first() {
+        return Ok(Json(json!({
+            "success": true,
+            "accepted": 0,
+            "rejected": 1,
+            "errors": [{"index": 0, "code": "erased_identifier", "message": erased_reason(kinds)}],
+        })));
+    }
     Ok(Json(json!({"success": true})))
 }
 
@@ -107,42 +116,47 @@ pub(crate) async fn batch<S: Store>(
     let event_ids = state.event_ids.clone();
     let prepare_settings = settings.clone();
     // Parsing and normalizing (phone numbers especially) is CPU work: keep it off the runtime.
-    let (prepared, errors) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let envelope = segment::parse_batch(&bytes)?;
-        let mut prepared: Vec<Prepared> = Vec::with_capacity(envelope.batch.len());
-        let mut errors: Vec<(usize, ItemError)> = Vec::new();
-        for (index, raw) in envelope.batch.iter().enumerate() {
-            let event_id = event_ids.next();
-            let fresh = || format!("idg-{event_id}");
-            let parsed = segment::parse_message(
-                raw.get(),
-                None,
-                envelope.sent_at.as_ref(),
-                received_at,
-                fresh,
-            );
-            let outcome = parsed.and_then(|message| {
-                ingest::prepare(
-                    &prepare_settings,
-                    &workspace,
-                    message,
-                    event_id.clone(),
+    let (prepared, indexes, mut errors) =
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let envelope = segment::parse_batch(&bytes)?;
+            let mut prepared: Vec<Prepared> = Vec::with_capacity(envelope.batch.len());
+            let mut indexes: Vec<usize> = Vec::with_capacity(envelope.batch.len());
+            let mut errors: Vec<(usize, ItemError)> = Vec::new();
+            for (index, raw) in envelope.batch.iter().enumerate() {
+                let event_id = event_ids.next();
+                let fresh = || format!("idg-{event_id}");
+                let parsed = segment::parse_message(
+                    raw.get(),
+                    None,
+                    envelope.sent_at.as_ref(),
                     received_at,
-                )
-                .map_err(|e: AppError| ItemError {
-                    code: e.code,
-                    message: e.message,
-                })
-            });
-            match outcome {
-                Ok(item) => prepared.push(item),
-                Err(error) => errors.push((index, error)),
+                    fresh,
+                );
+                let outcome = parsed.and_then(|message| {
+                    ingest::prepare(
+                        &prepare_settings,
+                        &workspace,
+                        message,
+                        event_id.clone(),
+                        received_at,
+                    )
+                    .map_err(|e: AppError| ItemError {
+                        code: e.code,
+                        message: e.message,
+                    })
+                });
+                match outcome {
+                    Ok(item) => {
+                        prepared.push(item);
+                        indexes.push(index);
+                    }
+                    Err(error) => errors.push((index, error)),
+                }
             }
-        }
-        Ok((prepared, errors))
-    })
-    .await
-    .map_err(|e| ApiError::from(AppError::internal(format!("batch parsing failed: {e}"))))??;
+            Ok((prepared, indexes, errors))
+        })
+        .await
+        .map_err(|e| ApiError::from(AppError::internal(format!("batch parsing failed: {e}"))))??;
 
     if prepared.is_empty() && !errors.is_empty() {
         count("rejected", errors.len());
@@ -163,6 +177,16 @@ pub(crate) async fn batch<S: Store>(
     } else {
         ingest::record(&state.store, &principal.tenant_id, &settings, prepared).await?
     };
+    for (position, kinds) in &report.erased {
+        errors.push((
+            indexes[*position],
+            ItemError {
+                code: "erased_identifier",
+                message: erased_reason(kinds),
+            },
+        ));
+    }
+    errors.sort_by_key(|(index, _)| *index);
     record_metrics(&report, errors.len());
     let errors: Vec<Value> = errors
         .into_iter()

@@ -8,6 +8,7 @@ mod keys;
 mod persons;
 mod system;
 mod tenancy;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -42,7 +43,10 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/persons", get(persons::list::<S>))
         .route("/api/v1/persons/lookup", get(persons::lookup::<S>))
         .route("/api/v1/persons/merge", post(persons::merge::<S>))
-        .route("/api/v1/persons/{id}", get(persons::get::<S>))
+        .route(
+            "/api/v1/persons/{id}",
+            get(persons::get::<S>).delete(persons::delete::<S>),
+        )
         .route("/api/v1/persons/{id}/timeline", get(persons::timeline::<S>))
         .route("/api/v1/persons/{id}/merges", get(persons::merges::<S>))
         .route("/api/v1/persons/{id}/explain", get(persons::explain::<S>))
@@ -59,6 +63,10 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route(
             "/api/v1/settings/identity",
             get(persons::get_settings::<S>).put(persons::put_settings::<S>),
+        )
+        .route(
+            "/api/v1/settings/identity/preview",
+            post(persons::preview_settings::<S>),
         )
         .route("/api/v1/consent", post(compliance::record_consent::<S>))
         .route(
@@ -97,6 +105,23 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route(
             "/api/v1/imports/{id}/reprocess",
             post(imports::reprocess::<S>),
+        )
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list::<S>).post(webhooks::create::<S>),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            get(webhooks::get::<S>).delete(webhooks::delete::<S>),
+        )
+        .route("/api/v1/webhooks/{id}/enable", post(webhooks::enable::<S>))
+        .route(
+            "/api/v1/webhooks/{id}/disable",
+            post(webhooks::disable::<S>),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries::<S>),
         )
         .route(
             "/api/v1/import-mappings/{name}",

@@ -1,6 +1,7 @@
 //! Persons: lookup, profile, timeline, merges; and the tenant's identity settings.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use idgraph_app::persons::{self, PersonDetails};
@@ -96,6 +97,30 @@ pub(crate) async fn get<S: Store>(
     )))
 }
 
+/// `DELETE /api/v1/persons/{id}`: 202, the person is gone from every read at once and its data
+/// is purged after the retention window.
+pub(crate) async fn delete<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Path(person_id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let outcome = idgraph_app::privacy::delete_person(
+        &state.store,
+        &principal,
+        &person_id,
+        state.deletion_retention,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "status": "deletion_requested",
+            "person_id": outcome.person_id,
+            "persons_deleted": outcome.members,
+        })),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TimelineQuery {
@@ -184,6 +209,52 @@ pub(crate) async fn put_settings<S: Store>(
     Json(doc): Json<SettingsDoc>,
 ) -> Result<Json<SettingsDoc>, ApiError> {
     Ok(Json(settings::put(&state.store, &principal, &doc).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PreviewQuery {
+    max_signals: Option<u64>,
+}
+
+/// `POST /api/v1/settings/identity/preview`: what the proposed rules would merge and split.
+pub(crate) async fn preview_settings<S: Store>(
+    State(state): State<AppState<S>>,
+    Auth(principal): Auth,
+    Query(query): Query<PreviewQuery>,
+    Json(doc): Json<SettingsDoc>,
+) -> Result<Json<Value>, ApiError> {
+    let preview =
+        idgraph_app::preview::preview(&state.store, &principal, &doc, query.max_signals).await?;
+    let changes = |changes: &[idgraph_app::preview::Change]| -> Vec<Value> {
+        changes
+            .iter()
+            .map(|change| {
+                let parts: Vec<Value> = change
+                    .parts
+                    .iter()
+                    .map(|part| {
+                        json!({
+                            "person_id": part.person_id,
+                            "identifier_count": part.identifier_count,
+                            "identifiers": identifiers_json(part.identifiers.iter()),
+                        })
+                    })
+                    .collect();
+                json!({ "parts": parts })
+            })
+            .collect()
+    };
+    Ok(Json(json!({
+        "signals": preview.signals,
+        "complete": preview.complete,
+        "current": {"persons": preview.current.persons, "merges": preview.current.merges},
+        "proposed": {"persons": preview.proposed.persons, "merges": preview.proposed.merges},
+        "identifiers_dropped": preview.identifiers_dropped,
+        "signals_rejected": preview.signals_rejected,
+        "would_merge": {"count": preview.merge_count, "samples": changes(&preview.merges)},
+        "would_split": {"count": preview.split_count, "samples": changes(&preview.splits)},
+    })))
 }
 
 fn identifiers_json<'a>(
@@ -475,8 +546,15 @@ pub(crate) async fn export<S: Store>(
 #[serde(deny_unknown_fields)]
 pub(crate) struct UnmergeDto {
     merge_id: Option<String>,
-    identifiers: Option<Vec<Value>>,
+    identifiers: Option<Vec<IdentifierDto>>,
     reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdentifierDto {
+    kind: String,
+    value: String,
 }
 
 pub(crate) async fn unmerge<S: Store>(
@@ -489,23 +567,37 @@ pub(crate) async fn unmerge<S: Store>(
         &state.store,
         &principal,
         &person_id,
-        dto.merge_id.as_deref(),
-        dto.identifiers.is_some(),
+        dto.merge_id,
+        dto.identifiers
+            .map(|list| list.into_iter().map(|i| (i.kind, i.value)).collect()),
         dto.reason.as_deref().unwrap_or(""),
     )
     .await?;
-    let outcome = &unmerged.outcome;
-    Ok(Json(json!({
-        "persons": [person_json(unmerged.survivor), person_json(unmerged.restored)],
-        "unmerge": {
-            "survivor": outcome.survivor,
-            "restored": outcome.restored,
-            "restored_members": outcome.restored_members,
-            "events_moved": outcome.events_moved,
-            "identifiers_moved": outcome.identifiers_moved,
-            "keep_apart_rule": outcome.rule_id,
-        },
-    })))
+    let unmerges: Vec<Value> = unmerged
+        .outcomes
+        .iter()
+        .map(|outcome| {
+            json!({
+                "survivor": outcome.survivor,
+                "restored": outcome.restored,
+                "restored_members": outcome.restored_members,
+                "events_moved": outcome.events_moved,
+                "identifiers_moved": outcome.identifiers_moved,
+                "grants_withdrawn": outcome.grants_withdrawn,
+                "keep_apart_rule": outcome.rule_id,
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "persons": unmerged.persons.into_iter().map(person_json).collect::<Vec<_>>(),
+        "shared_values": identifiers_json(unmerged.shared.iter()),
+    });
+    // `unmerge` describes the one merge a merge_id names; a split lists each in `unmerges`.
+    if let [only] = unmerges.as_slice() {
+        body["unmerge"] = only.clone();
+    }
+    body["unmerges"] = Value::Array(unmerges);
+    Ok(Json(body))
 }
 
 pub(crate) async fn keep_apart<S: Store>(

@@ -82,6 +82,7 @@ fn chunk(runner: &str, from: u64, to: u64, created: u64) -> RecordedChunk {
             ..ImportCounts::default()
         },
         at: ts(100 + i64::try_from(to).expect("small")),
+        erase_landed: Vec::new(),
     }
 }
 

@@ -12,11 +12,20 @@ use idgraph_core::tenancy::{Environment, TenantId, WorkspaceName};
 use jiff::Timestamp;
 
 mod compliance;
+mod deletion;
 mod imports;
 mod resolution;
 mod unmerge;
+mod webhooks;
 
-pub use unmerge::merge_then_unmerge_gives_back_the_graph;
+pub use deletion::deleting_a_person_hides_it_tombstones_it_and_purges_it;
+pub use unmerge::{
+    merge_then_unmerge_gives_back_the_graph, unmerge_withdraws_grants_made_while_merged,
+};
+pub use webhooks::{
+    claims_hand_out_each_endpoints_deliveries_one_at_a_time,
+    the_outbox_holds_committed_changes_someone_subscribed_to,
+};
 
 pub use compliance::{
     compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
@@ -63,10 +72,14 @@ macro_rules! store_conformance_suite {
             idempotency_keys_claim_once_and_replay,
             audit_entries_page_newest_first,
             merge_then_unmerge_gives_back_the_graph,
+            unmerge_withdraws_grants_made_while_merged,
             import_jobs_progress_by_compare_and_set,
             import_jobs_list_newest_first_and_stay_in_their_tenant,
             signal_effects_are_read_back_by_message_id,
             stored_suppression_entries_are_found_by_id,
+            deleting_a_person_hides_it_tombstones_it_and_purges_it,
+            the_outbox_holds_committed_changes_someone_subscribed_to,
+            claims_hand_out_each_endpoints_deliveries_one_at_a_time,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -7,11 +7,12 @@ use idgraph_core::identity::{Identifier, IdentitySettings};
 use idgraph_core::resolve::memory::MemoryGraph;
 use idgraph_core::resolve::{Signal, resolve};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
+use idgraph_core::traits::{Provenance, SourceClass};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::{ts, with_tenants};
-use crate::{EventRow, PageRequest, SignalRecord, Store, Unmerge, derived_id};
+use crate::{EventRow, PageRequest, SignalRecord, Store, TraitObservation, Unmerge, derived_id};
 
 fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
     let at = ts(i64::try_from(n).expect("small"));
@@ -29,7 +30,18 @@ fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
             context: "{}".into(),
         },
         identifiers,
-        traits: Vec::new(),
+        // Each signal observes a trait naming its own event: a person's trait history must
+        // follow its events through the merge and the unmerge.
+        traits: vec![TraitObservation {
+            name: "seen".into(),
+            value: format!("\"u{n:05}\""),
+            provenance: Provenance {
+                class: SourceClass::User,
+                confidence: 1.0,
+                observed_at: at,
+            },
+            set_once: false,
+        }],
         source: "conformance".into(),
     }
 }
@@ -65,6 +77,7 @@ async fn state<S: Store>(
     skip_event: &str,
 ) -> (
     BTreeMap<String, BTreeSet<Identifier>>,
+    BTreeMap<String, BTreeSet<String>>,
     BTreeMap<String, BTreeSet<String>>,
 ) {
     let mut partition: BTreeMap<String, BTreeSet<Identifier>> = BTreeMap::new();
@@ -102,7 +115,19 @@ async fn state<S: Store>(
         }
         events.insert(person.clone(), ids);
     }
-    (partition, events)
+    let mut traits = BTreeMap::new();
+    for person in partition.keys() {
+        let profile = store.person_profile(tenant, person).await.expect("profile");
+        let seen: BTreeSet<String> = profile
+            .traits
+            .into_iter()
+            .filter(|t| t.name == "seen")
+            .map(|t| t.value.trim_matches('"').to_owned())
+            .filter(|id| id != skip_event)
+            .collect();
+        traits.insert(person.clone(), seen);
+    }
+    (partition, events, traits)
 }
 
 async fn check_case<S: Store>(
@@ -220,7 +245,8 @@ async fn check_case<S: Store>(
         .expect("unmerge");
     prop_assert!(outcome.restored == p || outcome.restored == q);
 
-    let (stored, stored_events) = state(store, &tenant, &alphabet, &merge_event).await;
+    let (stored, stored_events, stored_traits) =
+        state(store, &tenant, &alphabet, &merge_event).await;
     let expected: BTreeMap<String, BTreeSet<Identifier>> =
         reference.partition().into_iter().collect();
     prop_assert_eq!(&stored, &expected, "identifiers after the unmerge");
@@ -240,13 +266,23 @@ async fn check_case<S: Store>(
             person
         );
     }
+    for (person, seen) in &stored_traits {
+        let empty = BTreeSet::new();
+        prop_assert_eq!(
+            seen,
+            expected_events.get(person).unwrap_or(&empty),
+            "trait history of {}",
+            person
+        );
+    }
     undone.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
 /// Random histories: a merge of two persons, more signals with one side's identifiers, then
-/// the merge undone. The graph and every person's events are what they would be had the merge
-/// never happened (the merging signal itself stays with the survivor).
+/// the merge undone. The graph, every person's events and every person's trait history are
+/// what they would be had the merge never happened (the merging signal itself stays with the
+/// survivor).
 pub async fn merge_then_unmerge_gives_back_the_graph<S: Store>(store: &S) {
     let cases = if store.backend() == "postgres" {
         10
@@ -276,4 +312,123 @@ pub async fn merge_then_unmerge_gives_back_the_graph<S: Store>(store: &S) {
         undone * 2 >= cases as usize,
         "only {undone} of {cases} cases undid a merge"
     );
+}
+
+/// Consent recorded on a merged group is copied to every member. Undoing the merge takes the
+/// restored side's copies of grants made while merged (whose they were is unknown, and a grant
+/// must come from the person it permits) and leaves revocations and earlier grants alone.
+pub async fn unmerge_withdraws_grants_made_while_merged<S: Store>(store: &S) {
+    use crate::{ComplianceWrites, ConsentSubject, ConsentWrite};
+    use idgraph_core::compliance::{ConsentAction, Purpose};
+
+    let tenant = with_tenants(store, &["unmerge-consent"]).await.remove(0);
+    let settings = IdentitySettings::default();
+    let email = |v: &str| settings.normalize("email", v).expect("valid");
+    for (n, ids) in [(1, vec![email("a@x.com")]), (2, vec![email("s@x.com")])] {
+        store
+            .ingest(&tenant, &settings, vec![signal(n, ids)])
+            .await
+            .expect("ingest");
+    }
+    let person = |id: &str| ConsentSubject::Person(id.to_owned());
+    let consent = |event: &str, subject, purpose: &str, action, at| ConsentWrite {
+        event_id: event.to_owned(),
+        subject,
+        purpose: Purpose::parse(purpose).expect("valid"),
+        action,
+        source: "conformance".into(),
+        evidence: None,
+        workspace: WorkspaceName::default_workspace(),
+        occurred_at: at,
+        recorded_at: at,
+    };
+    let record = |writes: Vec<ConsentWrite>| {
+        store.record_compliance(
+            &tenant,
+            ComplianceWrites {
+                consent: writes,
+                ..ComplianceWrites::default()
+            },
+        )
+    };
+    // Each person's own grant before the merge.
+    record(vec![
+        consent(
+            "own-a",
+            person("u00001"),
+            "sms:marketing",
+            ConsentAction::Grant,
+            ts(0),
+        ),
+        consent(
+            "own-s",
+            person("u00002"),
+            "email:marketing",
+            ConsentAction::Grant,
+            ts(0),
+        ),
+    ])
+    .await
+    .expect("consent");
+    let merging = signal(3, vec![email("a@x.com"), email("s@x.com")]);
+    let merge_event = merging.event.event_id.clone();
+    store
+        .ingest(&tenant, &settings, vec![merging])
+        .await
+        .expect("merge");
+    // While merged: a grant and a revocation on the group.
+    record(vec![
+        consent(
+            "while-grant",
+            person("u00001"),
+            "sms:transactional",
+            ConsentAction::Grant,
+            ts(100),
+        ),
+        consent(
+            "while-revoke",
+            person("u00002"),
+            "email:marketing",
+            ConsentAction::Revoke,
+            ts(100),
+        ),
+    ])
+    .await
+    .expect("consent");
+    let outcome = store
+        .unmerge(
+            &tenant,
+            Unmerge {
+                merge_id: derived_id(&merge_event, 'm', 0),
+                reason: "conformance".into(),
+                actor: "test".into(),
+                at: ts(200),
+                rule_id: "rule-consent".into(),
+            },
+        )
+        .await
+        .expect("unmerge");
+    assert_eq!(outcome.grants_withdrawn, 1, "{outcome:?}");
+    let tenant_ref = &tenant;
+    let events_of = |person: String| async move {
+        store
+            .person_consent(tenant_ref, &person)
+            .await
+            .expect("consent")
+            .into_iter()
+            .map(|row| row.event_id)
+            .collect::<BTreeSet<String>>()
+    };
+    let own = |id: &str| if id == "u00001" { "own-a" } else { "own-s" };
+    let survivor = events_of(outcome.survivor.clone()).await;
+    let restored = events_of(outcome.restored.clone()).await;
+    let expected_survivor: BTreeSet<String> =
+        [own(&outcome.survivor), "while-grant", "while-revoke"]
+            .map(str::to_owned)
+            .into();
+    assert_eq!(survivor, expected_survivor);
+    let expected_restored: BTreeSet<String> = [own(&outcome.restored), "while-revoke"]
+        .map(str::to_owned)
+        .into();
+    assert_eq!(restored, expected_restored);
 }

@@ -24,13 +24,38 @@ pub(crate) struct TestApp {
 impl TestApp {
     pub(crate) async fn start(database_url: Option<String>) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            data_dir: data_dir.path().to_owned(),
+        Self::start_configured(database_url, data_dir, |_| {}).await
+    }
+
+    /// A server on a fresh temporary data dir, with the test's changes to the configuration.
+    pub(crate) async fn start_with(
+        database_url: Option<String>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::start_configured(database_url, data_dir, configure).await
+    }
+
+    /// The configuration a test server runs with, for tests that also run commands on its store.
+    pub(crate) fn config(data_dir: &std::path::Path, database_url: Option<String>) -> Config {
+        Config {
+            data_dir: data_dir.to_owned(),
             database_url: database_url.map(Secret::from),
             master_key: Some(Secret::from(MASTER_KEY.to_owned())),
             pg_pool_size: 4,
             ..Config::default()
-        };
+        }
+    }
+
+    /// A server on `data_dir` (kept by the app, and handed back by `stop_keeping_data`), with
+    /// the test's changes to the configuration.
+    pub(crate) async fn start_configured(
+        database_url: Option<String>,
+        data_dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let mut config = Self::config(data_dir.path(), database_url);
+        tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -48,7 +73,10 @@ impl TestApp {
         let server = tokio::spawn(running.wait());
         TestApp {
             address,
-            client: reqwest::Client::new(),
+            client: {
+                idgraph_app::webhooks::install_tls_provider();
+                reqwest::Client::new()
+            },
             stop: Some(stop),
             server: Some(server),
             _data_dir: data_dir,
@@ -147,13 +175,19 @@ impl TestApp {
             .await
     }
 
-    pub(crate) async fn stop(mut self) {
+    pub(crate) async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops the server and hands back its data dir, to start another server on it.
+    pub(crate) async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
             server.await.expect("join").expect("server stopped cleanly");
         }
+        self._data_dir
     }
 }
 
