@@ -3,10 +3,6 @@
 //!
 //! SQLite allows one writer at a time anyway; funnelling writes through one thread makes that
 //! explicit, keeps prepared statements hot, and turns "concurrent signals" into an ordered log.
-//!
-//! Copying the write-ahead log back into the database file (a checkpoint) is left to a thread of
-//! its own, so that no commit waits for it: SQLite would otherwise run it inside the commit that
-//! finds the log over its threshold, holding up that commit and everything queued behind it.
 
 mod codec;
 mod compliance;
@@ -168,23 +164,11 @@ impl SqliteStore {
         configure(&conn, options.durability)
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
         migrate(&mut conn)?;
-        let checkpointer = Checkpointer::start(&path, options.durability)?;
-        // Replaces SQLite's own hook, which would run the checkpoint inside the commit.
-        let nudges = checkpointer.nudges.clone();
-        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages| {
-            if pages >= CHECKPOINT_PAGES {
-                // Full: a nudge is pending already. Gone: the checkpointer stopped, and the
-                // writer's checkpoint at close still folds the log back.
-                let _ = nudges.try_send(());
-            }
-            Ok(())
-        }))
-        .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
 
         let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
         let writer_thread = std::thread::Builder::new()
             .name("idgraph-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, receiver, checkpointer))
+            .spawn(move || writer_loop(conn, receiver))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -415,11 +399,7 @@ fn in_savepoint<R>(
     }
 }
 
-fn writer_loop(
-    mut conn: Connection,
-    jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>,
-    checkpointer: Checkpointer,
-) {
+fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
     let mut group: Vec<Box<dyn WriteJob>> = Vec::with_capacity(GROUP_COMMIT_JOBS);
     while let Ok(first) = jobs.recv() {
         group.push(first);
@@ -431,12 +411,6 @@ fn writer_loop(
         }
         run_group(&mut conn, &mut group);
     }
-    if let Err(e) =
-        conn.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>)
-    {
-        tracing::warn!(error = %e, "removing the WAL hook failed");
-    }
-    checkpointer.stop();
     // All senders are gone: fold the WAL back into the main file so the data dir is one file.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %e, "WAL checkpoint at close failed; it will be redone at next open");
@@ -466,56 +440,6 @@ fn run_group(conn: &mut Connection, group: &mut Vec<Box<dyn WriteJob>>) {
     }
     for reply in after {
         reply(committed.clone());
-    }
-}
-
-/// WAL pages (of 4 KB) past which the checkpointer copies the log back: SQLite's own default.
-const CHECKPOINT_PAGES: i32 = 1000;
-
-/// The thread that checkpoints the WAL, on a connection of its own, when a commit leaves more
-/// than [`CHECKPOINT_PAGES`] in it. A PASSIVE checkpoint never blocks the writer or readers: it
-/// copies what no reader still needs, and the writer starts the log over once all was copied.
-struct Checkpointer {
-    nudges: std::sync::mpsc::SyncSender<()>,
-    thread: JoinHandle<()>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path, durability: Durability) -> StoreResult<Self> {
-        let unusable = |e: rusqlite::Error| {
-            StoreError::Unusable(format!("cannot use {}: {e}", path.display()))
-        };
-        let conn = Connection::open(path).map_err(unusable)?;
-        // The checkpoint syncs the log before copying and the database file after, as the
-        // store's durability asks.
-        conn.pragma_update(None, "synchronous", durability.pragma())
-            .map_err(unusable)?;
-        conn.pragma_update(None, "busy_timeout", 5000)
-            .map_err(unusable)?;
-        // One pending nudge is enough: a checkpoint copies everything committed before it.
-        let (nudges, nudged) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("idgraph-sqlite-checkpointer".into())
-            .spawn(move || checkpoint_loop(&conn, &nudged))
-            .map_err(|e| StoreError::Other(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Self { nudges, thread })
-    }
-
-    /// Waits for the thread to finish what it is doing and closes its connection.
-    fn stop(self) {
-        drop(self.nudges);
-        if self.thread.join().is_err() {
-            tracing::error!("the SQLite checkpoint thread panicked");
-        }
-    }
-}
-
-fn checkpoint_loop(conn: &Connection, nudged: &std::sync::mpsc::Receiver<()>) {
-    while nudged.recv().is_ok() {
-        if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed; it is tried again after the next commit");
-        }
     }
 }
 
