@@ -28,7 +28,7 @@ use crate::{AppError, ingest, new_id, settings};
 const SETTINGS: &str = "compliance";
 
 /// The JSON shape of `GET/PUT /api/v1/settings/compliance`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComplianceSettingsDoc {
     /// Purposes that need a current explicit grant before any contact.
@@ -38,7 +38,7 @@ pub struct ComplianceSettingsDoc {
     pub cooldown_days: Option<CooldownDoc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CooldownDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,7 @@ use crate::AppError;
 use crate::access::Principal;
 
 /// The JSON shape of `GET/PUT /api/v1/settings/identity`, also how settings are stored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,7 +32,7 @@ pub struct SettingsDoc {
     pub erased_identifiers: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KindDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,23 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use idgraph_app::{AppError, ErrorKind};
-use serde_json::json;
+use serde::Serialize;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// A stable snake_case code, e.g. `invalid_input`, `not_found`, `rate_limited`.
+    code: String,
+    /// What went wrong, for a person to read; never internals on a 5xx.
+    message: String,
+    /// Machine-readable context, such as the `field` or the `index` of a batch item.
+    details: std::collections::BTreeMap<String, String>,
+}
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -60,8 +76,13 @@ impl IntoResponse for ApiError {
         } else {
             error.message
         };
-        let body =
-            json!({"error": {"code": error.code, "message": message, "details": error.details}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: error.code.to_owned(),
+                message,
+                details: error.details,
+            },
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

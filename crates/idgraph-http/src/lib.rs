@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod idempotency;
 mod observe;
+mod openapi;
 mod platform;
 mod routes;
 mod segment;
@@ -44,6 +45,8 @@ pub struct AppState<S> {
     pub data_key: Option<Arc<DataKey>>,
     /// Sends webhook deliveries; stopped with the server.
     pub webhook_worker: Option<WebhookWorker>,
+    /// The rendered OpenAPI document of this build.
+    pub openapi: Arc<str>,
 }
 
 impl<S: Store> AppState<S> {
@@ -64,6 +67,7 @@ impl<S: Store> AppState<S> {
             deletion_retention: idgraph_app::privacy::DEFAULT_RETENTION,
             data_key: None,
             webhook_worker: None,
+            openapi: openapi::document_json(),
         }
     }
 

@@ -3,8 +3,9 @@
 
 use idgraph_store::{ApiKeyRecord, Tenant, Workspace};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TenantDto {
     id: String,
     name: String,
@@ -21,14 +22,14 @@ impl From<Tenant> for TenantDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTenantDto {
     pub(crate) id: Option<String>,
     pub(crate) name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct WorkspaceDto {
     id: String,
     name: String,
@@ -47,14 +48,14 @@ impl From<Workspace> for WorkspaceDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewWorkspaceDto {
     pub(crate) name: String,
     pub(crate) environment: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct KeyDto {
     id: String,
     name: String,
@@ -81,7 +82,7 @@ impl From<ApiKeyRecord> for KeyDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewKeyDto {
     pub(crate) name: String,
@@ -91,7 +92,7 @@ pub(crate) struct NewKeyDto {
 }
 
 /// The one response that carries a key's secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CreatedKeyDto {
     pub(crate) id: String,
     pub(crate) key: String,
@@ -102,19 +103,45 @@ pub(crate) struct CreatedKeyDto {
     pub(crate) created_at: String,
 }
 
-/// A page of a list endpoint: `{"<items>": [...], "next_cursor": ...}`.
-pub(crate) fn page_json<T: Serialize>(
-    field: &str,
-    items: Vec<T>,
-    next_cursor: Option<String>,
-) -> serde_json::Value {
-    let mut body = serde_json::Map::new();
-    body.insert(
-        field.to_owned(),
-        serde_json::to_value(items).unwrap_or_default(),
-    );
-    body.insert("next_cursor".to_owned(), next_cursor.into());
-    serde_json::Value::Object(body)
+/// `GET /api/v1/tenants`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TenantPage {
+    pub(crate) tenants: Vec<TenantDto>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/workspaces`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WorkspacePage {
+    pub(crate) workspaces: Vec<WorkspaceDto>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/keys`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyPage {
+    pub(crate) keys: Vec<KeyDto>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// A kind and a value, as identifiers appear in requests and answers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdentifierDto {
+    pub(crate) kind: String,
+    pub(crate) value: String,
+}
+
+impl From<&idgraph_core::identity::Identifier> for IdentifierDto {
+    fn from(i: &idgraph_core::identity::Identifier) -> Self {
+        Self {
+            kind: i.kind().as_str().to_owned(),
+            value: i.value().to_owned(),
+        }
+    }
 }
 
 /// Parses an RFC 3339 timestamp from a client and keeps it within years 1900 to 9000: both

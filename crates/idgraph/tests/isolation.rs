@@ -7,32 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{MASTER_KEY, TestApp};
+use common::{MASTER_KEY, TestApp, route_table};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 on_both_backends!(no_route_lets_one_tenant_see_another);
-
-/// (method, path pattern) of every route, in table order.
-fn route_table() -> Vec<(String, String)> {
-    let source = include_str!("../../idgraph-http/src/routes/mod.rs");
-    let mut routes = Vec::new();
-    for chunk in source.split(".route(").skip(1) {
-        let Some(path) = chunk.split('"').nth(1) else {
-            continue;
-        };
-        // The route's handlers end where the next route begins.
-        for method in ["get", "post", "put", "delete", "patch"] {
-            let called = chunk.contains(&format!(" {method}("))
-                || chunk.contains(&format!("({method}("))
-                || chunk.contains(&format!(".{method}("));
-            if called {
-                routes.push((method.to_uppercase(), path.to_owned()));
-            }
-        }
-    }
-    routes
-}
 
 /// What tenant A owns, and the strings that must never reach tenant B.
 struct TenantA {

@@ -12,10 +12,16 @@ use idgraph_app::compliance::{
 use idgraph_core::compliance::SuppressionAction;
 use idgraph_store::{ConsentEventRow, Store, SuppressionRow};
 use jiff::Timestamp;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ErrorBody;
 use crate::extract::{Auth, Json, Path, Query, WriteKey};
+use crate::routes::persons::PersonId;
+use crate::wire::IdentifierDto;
 use crate::{ApiError, AppState};
 
 fn timestamp(field: &str, raw: Option<&str>) -> Result<Option<Timestamp>, AppError> {
@@ -31,14 +37,8 @@ fn timestamp(field: &str, raw: Option<&str>) -> Result<Option<Timestamp>, AppErr
     .transpose()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct IdentifierDto {
-    kind: String,
-    value: String,
-}
-
-#[derive(Debug, Deserialize)]
+/// A consent event, about a person or an identifier.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConsentDto {
     person_id: Option<String>,
@@ -52,11 +52,22 @@ pub(crate) struct ConsentDto {
     workspace: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConsentRecordedDto {
+    id: String,
+    purpose: String,
+    action: String,
+}
+
+/// Record a grant or a revoke of consent for a purpose.
+#[utoipa::path(post, path = "/api/v1/consent", tag = "compliance", request_body = ConsentDto,
+    responses((status = 201, description = "Recorded.", body = ConsentRecordedDto),
+              (status = 404, description = "No such person or workspace.", body = ErrorBody)))]
 pub(crate) async fn record_consent<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Json(dto): Json<ConsentDto>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ConsentRecordedDto>), ApiError> {
     let occurred_at = timestamp("occurred_at", dto.occurred_at.as_deref())?;
     let request = ConsentRequest {
         person_id: dto.person_id,
@@ -71,31 +82,71 @@ pub(crate) async fn record_consent<S: Store>(
     let id = compliance::record_consent(&state.store, &principal, request).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "purpose": dto.purpose, "action": dto.action})),
+        Json(ConsentRecordedDto {
+            id,
+            purpose: dto.purpose,
+            action: dto.action,
+        }),
     ))
 }
 
-fn consent_json(event: &ConsentEventRow) -> Value {
-    json!({
-        "id": event.event_id,
-        "subject": event.subject,
-        "purpose": event.purpose.as_str(),
-        "action": event.action.as_str(),
-        "source": event.source,
-        "evidence": event.evidence.as_deref().map(|e| serde_json::from_str::<Value>(e).unwrap_or(Value::String(e.to_owned()))),
-        "workspace": event.workspace.as_str(),
-        "occurred_at": event.occurred_at.to_string(),
-        "recorded_at": event.recorded_at.to_string(),
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConsentEventDto {
+    id: String,
+    subject: String,
+    purpose: String,
+    action: &'static str,
+    source: String,
+    /// Any JSON, as recorded.
+    evidence: Option<Value>,
+    workspace: String,
+    occurred_at: String,
+    recorded_at: String,
 }
 
+fn consent_json(event: &ConsentEventRow) -> ConsentEventDto {
+    ConsentEventDto {
+        id: event.event_id.clone(),
+        subject: event.subject.clone(),
+        purpose: event.purpose.as_str().to_owned(),
+        action: event.action.as_str(),
+        source: event.source.clone(),
+        evidence: event
+            .evidence
+            .as_deref()
+            .map(|e| serde_json::from_str::<Value>(e).unwrap_or(Value::String(e.to_owned()))),
+        workspace: event.workspace.as_str().to_owned(),
+        occurred_at: event.occurred_at.to_string(),
+        recorded_at: event.recorded_at.to_string(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PurposeStateDto {
+    /// `granted` or `revoked`.
+    state: &'static str,
+    /// The event that set it.
+    event: ConsentEventDto,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PersonConsentDto {
+    person_id: String,
+    /// The current state per purpose.
+    purposes: BTreeMap<String, PurposeStateDto>,
+    history: Vec<ConsentEventDto>,
+}
+
+/// A person's consent: the current state per purpose, and the history.
+#[utoipa::path(get, path = "/api/v1/persons/{id}/consent", tag = "compliance", params(PersonId),
+    responses((status = 200, description = "The consent.", body = PersonConsentDto)))]
 pub(crate) async fn person_consent<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Path(person_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PersonConsentDto>, ApiError> {
     let consent = compliance::person_consent(&state.store, &principal, &person_id).await?;
-    let purposes: serde_json::Map<String, Value> = consent
+    let purposes = consent
         .current
         .iter()
         .map(|(purpose, event)| {
@@ -105,18 +156,22 @@ pub(crate) async fn person_consent<S: Store>(
             };
             (
                 purpose.clone(),
-                json!({"state": state, "event": consent_json(event)}),
+                PurposeStateDto {
+                    state,
+                    event: consent_json(event),
+                },
             )
         })
         .collect();
-    Ok(Json(json!({
-        "person_id": consent.person_id,
-        "purposes": purposes,
-        "history": consent.history.iter().map(consent_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(PersonConsentDto {
+        person_id: consent.person_id,
+        purposes,
+        history: consent.history.iter().map(consent_json).collect(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// An address to suppress (or lift), and at which scope.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SuppressionDto {
     kind: String,
@@ -127,23 +182,40 @@ pub(crate) struct SuppressionDto {
     note: Option<String>,
 }
 
-fn suppression_json(row: &SuppressionRow) -> Value {
+/// An entry of the suppression list: an add or a lift.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SuppressionEntryDto {
+    id: String,
+    kind: String,
+    value: String,
+    reason: &'static str,
+    /// `global`, `tenant` or `workspace`.
+    scope: &'static str,
+    workspace: Option<String>,
+    /// `add` or `lift`.
+    action: &'static str,
+    note: Option<String>,
+    actor: String,
+    at: String,
+}
+
+fn suppression_json(row: &SuppressionRow) -> SuppressionEntryDto {
     let workspace = match &row.scope {
-        idgraph_core::compliance::SuppressionScope::Workspace(name) => Some(name.clone()),
+        idgraph_core::compliance::SuppressionScope::Workspace(name) => Some(name.to_string()),
         _ => None,
     };
-    json!({
-        "id": row.entry_id,
-        "kind": row.identifier.kind().as_str(),
-        "value": row.identifier.value(),
-        "reason": row.reason.as_str(),
-        "scope": row.scope.name(),
-        "workspace": workspace,
-        "action": idgraph_store::suppression_action_name(row.action),
-        "note": row.note,
-        "actor": row.actor,
-        "at": row.at.to_string(),
-    })
+    SuppressionEntryDto {
+        id: row.entry_id.clone(),
+        kind: row.identifier.kind().as_str().to_owned(),
+        value: row.identifier.value().to_owned(),
+        reason: row.reason.as_str(),
+        scope: row.scope.name(),
+        workspace,
+        action: idgraph_store::suppression_action_name(row.action),
+        note: row.note.clone(),
+        actor: row.actor.clone(),
+        at: row.at.to_string(),
+    }
 }
 
 async fn suppression<S: Store>(
@@ -151,7 +223,7 @@ async fn suppression<S: Store>(
     principal: idgraph_app::access::Principal,
     dto: SuppressionDto,
     action: SuppressionAction,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SuppressionEntryDto>), ApiError> {
     let request = SuppressionRequest {
         kind: dto.kind,
         value: dto.value,
@@ -164,42 +236,61 @@ async fn suppression<S: Store>(
     Ok((StatusCode::CREATED, Json(suppression_json(&row))))
 }
 
+/// Suppress an address.
+#[utoipa::path(post, path = "/api/v1/suppressions", tag = "compliance", request_body = SuppressionDto,
+    responses((status = 201, description = "The entry.", body = SuppressionEntryDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn add_suppression<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Json(dto): Json<SuppressionDto>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SuppressionEntryDto>), ApiError> {
     suppression(state, principal, dto, SuppressionAction::Add).await
 }
 
+/// Lift a suppression: a new entry, the old one stays in the history.
+#[utoipa::path(post, path = "/api/v1/suppressions/lift", tag = "compliance", request_body = SuppressionDto,
+    responses((status = 201, description = "The lift entry.", body = SuppressionEntryDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn lift_suppression<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Json(dto): Json<SuppressionDto>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SuppressionEntryDto>), ApiError> {
     suppression(state, principal, dto, SuppressionAction::Lift).await
 }
 
-#[derive(Debug, Deserialize)]
+/// An address, as `?kind=&value=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SuppressionQuery {
     kind: String,
     value: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SuppressionHistoryDto {
+    entries: Vec<SuppressionEntryDto>,
+}
+
+/// Every add and lift of an address, at every scope the caller sees.
+#[utoipa::path(get, path = "/api/v1/suppressions", tag = "compliance", params(SuppressionQuery),
+    responses((status = 200, description = "The history.", body = SuppressionHistoryDto)))]
 pub(crate) async fn suppression_history<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Query(query): Query<SuppressionQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SuppressionHistoryDto>, ApiError> {
     let rows = compliance::suppression_history(&state.store, &principal, &query.kind, &query.value)
         .await?;
-    Ok(Json(json!({
-        "entries": rows.iter().map(suppression_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(SuppressionHistoryDto {
+        entries: rows.iter().map(suppression_json).collect(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// May this address be contacted on this channel for this purpose?
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CheckDto {
     channel: String,
@@ -235,25 +326,50 @@ impl CheckDto {
     }
 }
 
-fn outcome_json(outcome: &CheckOutcome) -> Value {
-    let reasons: Vec<Value> = outcome
-        .decision
-        .reasons
-        .iter()
-        .map(|r| json!({"code": r.code.as_str(), "detail": r.detail, "evidence": r.evidence}))
-        .collect();
-    json!({
-        "allowed": outcome.decision.allowed,
-        "reasons": reasons,
-        "person_id": outcome.persons.first(),
-    })
+/// Why a check denied (or what it noted).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReasonDto {
+    /// `suppressed`, `consent_revoked`, `consent_missing`, `cooldown`, `invalid_address`, ...
+    code: &'static str,
+    detail: String,
+    /// The id of the row that decided, if one did.
+    evidence: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CheckResultDto {
+    allowed: bool,
+    reasons: Vec<ReasonDto>,
+    /// The person holding the address, if any.
+    person_id: Option<String>,
+}
+
+fn outcome_json(outcome: &CheckOutcome) -> CheckResultDto {
+    CheckResultDto {
+        allowed: outcome.decision.allowed,
+        reasons: outcome
+            .decision
+            .reasons
+            .iter()
+            .map(|r| ReasonDto {
+                code: r.code.as_str(),
+                detail: r.detail.clone(),
+                evidence: r.evidence.clone(),
+            })
+            .collect(),
+        person_id: outcome.persons.first().cloned(),
+    }
+}
+
+/// The compliance gate, for one address.
+#[utoipa::path(post, path = "/api/v1/compliance/check", tag = "compliance", request_body = CheckDto,
+    responses((status = 200, description = "The decision, with every reason.", body = CheckResultDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn check<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Json(dto): Json<CheckDto>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CheckResultDto>, ApiError> {
     let (request, workspace) = dto.into_request(None)?;
     let outcomes = compliance::check(
         &state.store,
@@ -268,18 +384,29 @@ pub(crate) async fn check<S: Store>(
     Ok(Json(outcome_json(outcome)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Many checks in one workspace.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CheckBatchDto {
     checks: Vec<CheckDto>,
     workspace: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CheckBatchResultDto {
+    /// One decision per check, in order.
+    results: Vec<CheckResultDto>,
+}
+
+/// The compliance gate, for many addresses (up to 32 MB of checks).
+#[utoipa::path(post, path = "/api/v1/compliance/check-batch", tag = "compliance", request_body = CheckBatchDto,
+    responses((status = 200, description = "The decisions, in order.", body = CheckBatchResultDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn check_batch<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Json(dto): Json<CheckBatchDto>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CheckBatchResultDto>, ApiError> {
     let mut requests = Vec::with_capacity(dto.checks.len());
     for (index, check) in dto.checks.into_iter().enumerate() {
         let (request, workspace) = check.into_request(Some(index))?;
@@ -296,12 +423,13 @@ pub(crate) async fn check_batch<S: Store>(
     }
     let outcomes =
         compliance::check(&state.store, &principal, dto.workspace.as_deref(), requests).await?;
-    Ok(Json(json!({
-        "results": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(CheckBatchResultDto {
+        results: outcomes.iter().map(outcome_json).collect(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A contact attempt, which feeds cooldowns.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ContactDto {
     channel: String,
@@ -313,11 +441,20 @@ pub(crate) struct ContactDto {
     workspace: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedIdDto {
+    id: String,
+}
+
+/// Record a contact attempt.
+#[utoipa::path(post, path = "/api/v1/contacts", tag = "compliance", request_body = ContactDto,
+    responses((status = 201, description = "Recorded.", body = CreatedIdDto),
+              (status = 404, description = "No such workspace.", body = ErrorBody)))]
 pub(crate) async fn record_contact<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Json(dto): Json<ContactDto>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedIdDto>), ApiError> {
     let request = ContactRequest {
         at: timestamp("at", dto.at.as_deref())?,
         channel: dto.channel,
@@ -328,9 +465,12 @@ pub(crate) async fn record_contact<S: Store>(
         workspace: dto.workspace,
     };
     let id = compliance::record_contact(&state.store, &principal, request).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+    Ok((StatusCode::CREATED, Json(CreatedIdDto { id })))
 }
 
+/// The tenant's compliance settings.
+#[utoipa::path(get, path = "/api/v1/settings/compliance", tag = "compliance",
+    responses((status = 200, description = "The settings.", body = ComplianceSettingsDoc)))]
 pub(crate) async fn get_settings<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -340,6 +480,9 @@ pub(crate) async fn get_settings<S: Store>(
     ))
 }
 
+/// Change the compliance settings; fields left out keep their value.
+#[utoipa::path(put, path = "/api/v1/settings/compliance", tag = "compliance", request_body = ComplianceSettingsDoc,
+    responses((status = 200, description = "The settings now in force.", body = ComplianceSettingsDoc)))]
 pub(crate) async fn put_settings<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -351,18 +494,19 @@ pub(crate) async fn put_settings<S: Store>(
 }
 
 /// Twilio's webhook fields (it sends many more; only these are read).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[allow(non_snake_case, reason = "Twilio's field names")]
-struct TwilioForm {
+pub(crate) struct TwilioForm {
     From: Option<String>,
     To: Option<String>,
     Body: Option<String>,
     MessageSid: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An inbound message as JSON.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InboundJson {
+pub(crate) struct InboundJson {
     from: String,
     to: String,
     body: String,
@@ -377,8 +521,25 @@ fn bad_body(message: impl Into<String>) -> ApiError {
 /// At most this much body: an SMS webhook is small.
 const MAX_INBOUND_BYTES: usize = 64 * 1024;
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InboundAck {
+    success: bool,
+    /// The STOP/START/HELP keyword recognised, if any.
+    keyword: Option<&'static str>,
+    /// True when the message id was seen before.
+    duplicate: bool,
+}
+
 /// `POST /v1/messages/inbound`: a Twilio-style form body or its JSON equivalent. A form request
 /// is answered with empty TwiML (so Twilio sends no reply of its own), JSON with JSON.
+#[utoipa::path(post, path = "/v1/messages/inbound", tag = "compliance",
+    request_body(content(
+        (InboundJson = "application/json"),
+        (TwilioForm = "application/x-www-form-urlencoded"),
+    )),
+    responses((status = 200, description = "Recorded; a STOP revokes consent and suppresses the sender.",
+               content((InboundAck = "application/json"), (String = "text/xml"))),
+              (status = 413, description = "More than 64 KB.", body = ErrorBody)))]
 pub(crate) async fn inbound<S: Store>(
     State(state): State<AppState<S>>,
     WriteKey(principal): WriteKey,
@@ -435,10 +596,10 @@ pub(crate) async fn inbound<S: Store>(
         )
             .into_response());
     }
-    Ok(Json(json!({
-        "success": true,
-        "keyword": outcome.keyword.map(|k| k.as_str()),
-        "duplicate": !outcome.recorded,
-    }))
+    Ok(Json(InboundAck {
+        success: true,
+        keyword: outcome.keyword.map(|k| k.as_str()),
+        duplicate: !outcome.recorded,
+    })
     .into_response())
 }

@@ -13,11 +13,45 @@ use idgraph_app::{AppError, settings};
 use idgraph_core::tenancy::WorkspaceName;
 use idgraph_store::{Store, erased_reason};
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::extract::{Json, Path, WriteKey};
 use crate::segment::{self, ItemError, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES};
 use crate::{ApiError, AppState};
+
+/// An item the server did not store, by its position in the request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ItemErrorDto {
+    index: usize,
+    code: &'static str,
+    message: String,
+}
+
+/// The answer to a single call. Segment clients read `success`; the counts appear only when the
+/// message was not stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SingleAck {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accepted: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<ItemErrorDto>>,
+}
+
+/// The answer to a batch: what was stored, what was a repeat, what was refused and why.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BatchAck {
+    success: bool,
+    accepted: usize,
+    /// Items whose `messageId` was seen before in the workspace: stored once.
+    duplicates: usize,
+    rejected: usize,
+    /// Identifiers dropped from otherwise valid items (blocked or unparseable values).
+    identifiers_rejected: usize,
+    errors: Vec<ItemErrorDto>,
+}
 
 fn workspace_of(principal: &Principal) -> WorkspaceName {
     principal
@@ -44,13 +78,21 @@ fn record_metrics(report: &IngestReport, rejected: usize) {
     }
 }
 
+/// One Segment call: `identify`, `track`, `page`, `screen`, `group` or `alias`.
+#[utoipa::path(post, path = "/v1/{kind}", tag = "ingestion",
+    params(("kind" = String, Path, description = "The call kind.",
+            example = "identify")),
+    request_body(content = Object, description = "A Segment message: `userId`, `anonymousId`, `previousId`, `traits`, `properties`, `event`, `context`, `timestamp`, `messageId`. At most 32 KB; `Content-Encoding: gzip` is read.", content_type = "application/json"),
+    responses((status = 200, description = "Stored (or a repeat of a stored `messageId`).", body = SingleAck),
+              (status = 404, description = "Not a call kind.", body = crate::error::ErrorBody),
+              (status = 413, description = "More than 32 KB.", body = crate::error::ErrorBody)))]
 pub(crate) async fn single<S: Store>(
     State(state): State<AppState<S>>,
     WriteKey(principal): WriteKey,
     Path(kind): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SingleAck>, ApiError> {
     let kind = MessageKind::parse(&kind).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -93,22 +135,36 @@ pub(crate) async fn single<S: Store>(
     .await?;
     record_metrics(&report, 0);
     if let Some((_, kinds)) = report.erased.first() {
-        return Ok(Json(json!({
-            "success": true,
-            "accepted": 0,
-            "rejected": 1,
-            "errors": [{"index": 0, "code": "erased_identifier", "message": erased_reason(kinds)}],
-        })));
+        return Ok(Json(SingleAck {
+            success: true,
+            accepted: Some(0),
+            rejected: Some(1),
+            errors: Some(vec![ItemErrorDto {
+                index: 0,
+                code: "erased_identifier",
+                message: erased_reason(kinds),
+            }]),
+        }));
     }
-    Ok(Json(json!({"success": true})))
+    Ok(Json(SingleAck {
+        success: true,
+        accepted: None,
+        rejected: None,
+        errors: None,
+    }))
 }
 
+/// A Segment batch: `{"batch": [...], "sentAt"}`, each item carrying its `type`.
+#[utoipa::path(post, path = "/v1/batch", tag = "ingestion",
+    request_body(content = Object, description = "`{\"batch\": [message, ...], \"sentAt\"?}`; at most 500 KB; `Content-Encoding: gzip` is read.", content_type = "application/json"),
+    responses((status = 200, description = "The valid items were stored; the others are listed in `errors`.", body = BatchAck),
+              (status = 413, description = "More than 500 KB.", body = crate::error::ErrorBody)))]
 pub(crate) async fn batch<S: Store>(
     State(state): State<AppState<S>>,
     WriteKey(principal): WriteKey,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAck>, ApiError> {
     let bytes = segment::read_body(&headers, body, MAX_BATCH_BYTES).await?;
     let settings = settings::load(&state.store, &principal.tenant_id).await?;
     let workspace = workspace_of(&principal);
@@ -188,16 +244,20 @@ pub(crate) async fn batch<S: Store>(
     }
     errors.sort_by_key(|(index, _)| *index);
     record_metrics(&report, errors.len());
-    let errors: Vec<Value> = errors
+    let errors: Vec<ItemErrorDto> = errors
         .into_iter()
-        .map(|(index, e)| json!({"index": index, "code": e.code, "message": e.message}))
+        .map(|(index, e)| ItemErrorDto {
+            index,
+            code: e.code,
+            message: e.message,
+        })
         .collect();
-    Ok(Json(json!({
-        "success": true,
-        "accepted": report.accepted,
-        "duplicates": report.duplicates,
-        "rejected": errors.len(),
-        "identifiers_rejected": report.identifiers_rejected,
-        "errors": errors,
-    })))
+    Ok(Json(BatchAck {
+        success: true,
+        accepted: report.accepted,
+        duplicates: report.duplicates,
+        rejected: errors.len(),
+        identifiers_rejected: report.identifiers_rejected,
+        errors,
+    }))
 }

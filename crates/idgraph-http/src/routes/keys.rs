@@ -5,12 +5,16 @@ use axum::http::StatusCode;
 use idgraph_app::access::Principal;
 use idgraph_app::keys::{self, NewKey};
 use idgraph_store::Store;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::extract::{Auth, Json, ListQuery, Path, Query, WriteKey};
-use crate::wire::{CreatedKeyDto, KeyDto, NewKeyDto, page_json};
+use crate::wire::{CreatedKeyDto, KeyPage, NewKeyDto};
 use crate::{ApiError, AppState};
 
+/// Create an API key; its secret `key` is in this answer only.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKeyDto,
+    responses((status = 201, description = "The key, with its secret.", body = CreatedKeyDto),
+              (status = 404, description = "No such workspace.", body = crate::error::ErrorBody)))]
 pub(crate) async fn create<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -38,16 +42,25 @@ pub(crate) async fn create<S: Store>(
     ))
 }
 
+/// List the acting tenant's keys (never their secrets).
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(ListQuery),
+    responses((status = 200, description = "A page of keys.", body = KeyPage)))]
 pub(crate) async fn list<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyPage>, ApiError> {
     let page = keys::list_keys(&state.store, &principal, &query.page()?).await?;
-    let items: Vec<KeyDto> = page.items.into_iter().map(Into::into).collect();
-    Ok(Json(page_json("keys", items, page.next_cursor)))
+    Ok(Json(KeyPage {
+        keys: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
+/// Revoke a key: it is refused (401) from now on.
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "The key's id.")),
+    responses((status = 204, description = "Revoked.")))]
 pub(crate) async fn revoke<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -57,23 +70,42 @@ pub(crate) async fn revoke<S: Store>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn describe(principal: &Principal) -> Value {
-    json!({
-        "key_id": principal.key_id,
-        "tenant": principal.tenant_id.as_str(),
-        "on_behalf_of": principal.on_behalf_of.as_ref().map(|t| t.as_str()),
-        "workspace": principal.workspace.as_ref().map(|w| w.as_str()),
-        "scopes": principal.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "master": principal.is_master,
-    })
+/// What a key is and may do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct WhoamiDto {
+    key_id: String,
+    tenant: String,
+    /// The tenant a master key acts for (`X-Idgraph-On-Behalf-Of`).
+    on_behalf_of: Option<String>,
+    workspace: Option<String>,
+    scopes: Vec<&'static str>,
+    master: bool,
+}
+
+fn describe(principal: &Principal) -> WhoamiDto {
+    WhoamiDto {
+        key_id: principal.key_id.clone(),
+        tenant: principal.tenant_id.as_str().to_owned(),
+        on_behalf_of: principal
+            .on_behalf_of
+            .as_ref()
+            .map(|t| t.as_str().to_owned()),
+        workspace: principal.workspace.as_ref().map(|w| w.as_str().to_owned()),
+        scopes: principal.scopes.iter().map(|s| s.as_str()).collect(),
+        master: principal.is_master,
+    }
 }
 
 /// What the presented Bearer key is: lets operators and tests check a key without side effects.
-pub(crate) async fn whoami(Auth(principal): Auth) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "keys",
+    responses((status = 200, description = "The key.", body = WhoamiDto)))]
+pub(crate) async fn whoami(Auth(principal): Auth) -> Json<WhoamiDto> {
     Json(describe(&principal))
 }
 
 /// The same for a write key over HTTP Basic, as a Segment client would authenticate.
-pub(crate) async fn write_key_whoami(WriteKey(principal): WriteKey) -> Json<Value> {
+#[utoipa::path(get, path = "/v1/whoami", tag = "ingestion",
+    responses((status = 200, description = "The write key.", body = WhoamiDto)))]
+pub(crate) async fn write_key_whoami(WriteKey(principal): WriteKey) -> Json<WhoamiDto> {
     Json(describe(&principal))
 }

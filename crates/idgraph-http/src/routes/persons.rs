@@ -7,103 +7,180 @@ use futures_util::StreamExt;
 use idgraph_app::persons::{self, PersonDetails};
 use idgraph_app::settings::{self, SettingsDoc};
 use idgraph_store::{ConflictRow, MergeRow, Store, TimelineEvent, TraitValueRow};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{Auth, Json, Path, Query};
+use crate::wire::IdentifierDto;
 use crate::{ApiError, AppState};
 
+/// A stored JSON text as JSON; a value stored before it was validated comes back as a string.
 fn json_text(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-fn traits_json<'a>(traits: impl Iterator<Item = (&'a String, &'a TraitValueRow)>) -> Value {
-    let map: Map<String, Value> = traits
+/// A trait's current value and where it came from.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TraitDto {
+    /// Any JSON value, as the source sent it.
+    value: Value,
+    source: &'static str,
+    confidence: f64,
+    observed_at: String,
+    set_once: bool,
+}
+
+type TraitsDto = BTreeMap<String, TraitDto>;
+
+fn traits_json<'a>(traits: impl Iterator<Item = (&'a String, &'a TraitValueRow)>) -> TraitsDto {
+    traits
         .map(|(name, t)| {
-            let entry = json!({
-                "value": json_text(&t.value),
-                "source": t.provenance.class.as_str(),
-                "confidence": t.provenance.confidence,
-                "observed_at": t.provenance.observed_at.to_string(),
-                "set_once": t.set_once,
-            });
+            let entry = TraitDto {
+                value: json_text(&t.value),
+                source: t.provenance.class.as_str(),
+                confidence: t.provenance.confidence,
+                observed_at: t.provenance.observed_at.to_string(),
+                set_once: t.set_once,
+            };
             (name.clone(), entry)
         })
-        .collect();
-    Value::Object(map)
+        .collect()
 }
 
-fn person_json(details: PersonDetails) -> Value {
-    let identifiers: Vec<Value> = details
+/// An identifier of a person, with its provenance.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PersonIdentifierDto {
+    kind: String,
+    value: String,
+    source: String,
+    confidence: f64,
+    first_seen: String,
+    last_seen: String,
+}
+
+/// A workspace the person was seen in, and the traits recorded there.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PersonWorkspaceDto {
+    workspace: String,
+    first_seen: String,
+    last_seen: String,
+    traits: TraitsDto,
+}
+
+/// A person's profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PersonDto {
+    id: String,
+    /// Persons merged into this one.
+    merged_from: Vec<String>,
+    created_at: String,
+    updated_at: String,
+    identifiers: Vec<PersonIdentifierDto>,
+    traits: TraitsDto,
+    workspaces: Vec<PersonWorkspaceDto>,
+}
+
+fn person_json(details: PersonDetails) -> PersonDto {
+    let identifiers = details
         .identifiers
         .iter()
-        .map(|n| {
-            json!({
-                "kind": n.kind.as_str(),
-                "value": n.value,
-                "source": n.source,
-                "confidence": n.confidence,
-                "first_seen": n.first_seen.to_string(),
-                "last_seen": n.last_seen.to_string(),
-            })
+        .map(|n| PersonIdentifierDto {
+            kind: n.kind.as_str().to_owned(),
+            value: n.value.clone(),
+            source: n.source.clone(),
+            confidence: n.confidence,
+            first_seen: n.first_seen.to_string(),
+            last_seen: n.last_seen.to_string(),
         })
         .collect();
-    let workspaces: Vec<Value> = details
+    let workspaces = details
         .workspaces
         .iter()
-        .map(|(contact, traits)| {
-            json!({
-                "workspace": contact.workspace.as_str(),
-                "first_seen": contact.first_seen.to_string(),
-                "last_seen": contact.last_seen.to_string(),
-                "traits": traits_json(traits.iter()),
-            })
+        .map(|(contact, traits)| PersonWorkspaceDto {
+            workspace: contact.workspace.as_str().to_owned(),
+            first_seen: contact.first_seen.to_string(),
+            last_seen: contact.last_seen.to_string(),
+            traits: traits_json(traits.iter()),
         })
         .collect();
-    json!({
-        "id": details.person.person_id,
-        "merged_from": details.merged_from,
-        "created_at": details.person.created_at.to_string(),
-        "updated_at": details.person.updated_at.to_string(),
-        "identifiers": identifiers,
-        "traits": traits_json(details.traits.iter()),
-        "workspaces": workspaces,
-    })
+    PersonDto {
+        id: details.person.person_id,
+        merged_from: details.merged_from,
+        created_at: details.person.created_at.to_string(),
+        updated_at: details.person.updated_at.to_string(),
+        identifiers,
+        traits: traits_json(details.traits.iter()),
+        workspaces,
+    }
 }
 
-#[derive(Debug, Deserialize)]
+/// An identifier, as `?kind=&value=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LookupQuery {
+    /// `external_id`, `email`, `phone`, `anonymous_id` or a custom kind.
     kind: String,
+    /// Normalized by the kind's rules before the lookup.
     value: String,
 }
 
+/// The person holding an identifier.
+#[utoipa::path(get, path = "/api/v1/persons/lookup", tag = "persons", params(LookupQuery),
+    responses((status = 200, description = "The person.", body = PersonDto),
+              (status = 404, description = "No person holds it.", body = crate::error::ErrorBody)))]
 pub(crate) async fn lookup<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Query(query): Query<LookupQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PersonDto>, ApiError> {
     let details = persons::lookup(&state.store, &principal, &query.kind, &query.value).await?;
     Ok(Json(person_json(details)))
 }
 
+/// A person; the id of a person merged away answers with its survivor.
+#[utoipa::path(get, path = "/api/v1/persons/{id}", tag = "persons", params(PersonId),
+    responses((status = 200, description = "The person.", body = PersonDto)))]
 pub(crate) async fn get<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Path(person_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PersonDto>, ApiError> {
     Ok(Json(person_json(
         persons::get(&state.store, &principal, &person_id).await?,
     )))
 }
 
+/// `{id}` of the person routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct PersonId {
+    /// A person's id (or the id of a person merged into it).
+    #[allow(dead_code, reason = "read by the OpenAPI document only")]
+    id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeletionDto {
+    /// `deletion_requested`.
+    status: &'static str,
+    person_id: String,
+    /// Every person of the merged group that was deleted.
+    persons_deleted: Vec<String>,
+}
+
 /// `DELETE /api/v1/persons/{id}`: 202, the person is gone from every read at once and its data
 /// is purged after the retention window.
+#[utoipa::path(delete, path = "/api/v1/persons/{id}", tag = "persons", params(PersonId),
+    responses((status = 202, description = "Deleted from every read; purged later.", body = DeletionDto)))]
 pub(crate) async fn delete<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Path(person_id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeletionDto>), ApiError> {
     let outcome = idgraph_app::privacy::delete_person(
         &state.store,
         &principal,
@@ -113,89 +190,161 @@ pub(crate) async fn delete<S: Store>(
     .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "status": "deletion_requested",
-            "person_id": outcome.person_id,
-            "persons_deleted": outcome.members,
-        })),
+        Json(DeletionDto {
+            status: "deletion_requested",
+            person_id: outcome.person_id,
+            persons_deleted: outcome.members,
+        }),
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TimelineQuery {
+    /// Events per page: 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only events of this kind (`track`, `identify`, ...).
     kind: Option<String>,
 }
 
-fn event_json(event: TimelineEvent) -> Value {
-    json!({
-        "id": event.event_id,
-        "kind": event.kind,
-        "name": event.name,
-        "occurred_at": event.occurred_at.to_string(),
-        "ingested_at": event.ingested_at.to_string(),
-        "workspace": event.workspace.as_str(),
-        "person_at_ingest": event.person_id,
-        "properties": json_text(&event.properties),
-    })
+/// An event on a person's timeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EventDto {
+    id: String,
+    kind: String,
+    name: Option<String>,
+    occurred_at: String,
+    ingested_at: String,
+    workspace: String,
+    /// The person the event was recorded for (it may since have merged).
+    person_at_ingest: String,
+    /// Any JSON, as sent.
+    properties: Value,
 }
 
+fn event_json(event: TimelineEvent) -> EventDto {
+    EventDto {
+        id: event.event_id,
+        kind: event.kind,
+        name: event.name,
+        occurred_at: event.occurred_at.to_string(),
+        ingested_at: event.ingested_at.to_string(),
+        workspace: event.workspace.as_str().to_owned(),
+        person_at_ingest: event.person_id,
+        properties: json_text(&event.properties),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TimelineDto {
+    events: Vec<EventDto>,
+    next_cursor: Option<String>,
+}
+
+/// A person's events, newest first, including those of persons merged into it.
+#[utoipa::path(get, path = "/api/v1/persons/{id}/timeline", tag = "persons", params(PersonId, TimelineQuery),
+    responses((status = 200, description = "A page of events.", body = TimelineDto)))]
 pub(crate) async fn timeline<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Path(person_id): Path<String>,
     Query(query): Query<TimelineQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TimelineDto>, ApiError> {
     let page = crate::extract::page_request(query.limit, query.cursor)?;
     let kind = query.kind.filter(|k| !k.is_empty());
     let events =
         persons::timeline(&state.store, &principal, &person_id, kind.as_deref(), &page).await?;
-    let items: Vec<Value> = events.items.into_iter().map(event_json).collect();
-    Ok(Json(
-        json!({"events": items, "next_cursor": events.next_cursor}),
-    ))
+    Ok(Json(TimelineDto {
+        events: events.items.into_iter().map(event_json).collect(),
+        next_cursor: events.next_cursor,
+    }))
 }
 
-fn merge_json(merge: MergeRow) -> Value {
-    json!({
-        "id": merge.merge_id,
-        "survivor": merge.survivor,
-        "absorbed": merge.absorbed,
-        "reason": {
-            "identifiers": merge.identifiers.iter().map(|i| json!({"kind": i.kind().as_str(), "value": i.value()})).collect::<Vec<_>>(),
-            "signal": merge.signal_id,
-            "rule": merge.rule,
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MergeReasonDto {
+    /// The identifiers the two persons shared.
+    identifiers: Vec<IdentifierDto>,
+    /// The signal that joined them.
+    signal: String,
+    rule: String,
+}
+
+/// One merge: `absorbed` became part of `survivor`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MergeRecordDto {
+    id: String,
+    survivor: String,
+    absorbed: String,
+    reason: MergeReasonDto,
+    at: String,
+}
+
+fn merge_json(merge: MergeRow) -> MergeRecordDto {
+    MergeRecordDto {
+        id: merge.merge_id,
+        survivor: merge.survivor,
+        absorbed: merge.absorbed,
+        reason: MergeReasonDto {
+            identifiers: merge.identifiers.iter().map(IdentifierDto::from).collect(),
+            signal: merge.signal_id,
+            rule: merge.rule,
         },
-        "at": merge.at.to_string(),
-    })
+        at: merge.at.to_string(),
+    }
 }
 
-fn conflict_json(conflict: ConflictRow) -> Value {
-    json!({
-        "id": conflict.conflict_id,
-        "person": conflict.person_id,
-        "other_person": conflict.other_person_id,
-        "identifier": {"kind": conflict.identifier.kind().as_str(), "value": conflict.identifier.value()},
-        "rule": conflict.rule,
-        "signal": conflict.signal_id,
-        "at": conflict.at.to_string(),
-    })
+/// A merge the rules refused, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConflictDto {
+    id: String,
+    person: String,
+    other_person: Option<String>,
+    identifier: IdentifierDto,
+    rule: String,
+    signal: String,
+    at: String,
 }
 
+fn conflict_json(conflict: ConflictRow) -> ConflictDto {
+    ConflictDto {
+        id: conflict.conflict_id,
+        person: conflict.person_id,
+        other_person: conflict.other_person_id,
+        identifier: IdentifierDto::from(&conflict.identifier),
+        rule: conflict.rule,
+        signal: conflict.signal_id,
+        at: conflict.at.to_string(),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct MergesDto {
+    merges: Vec<MergeRecordDto>,
+    conflicts: Vec<ConflictDto>,
+}
+
+/// The merges in force that built a person, and the merges its rules refused.
+#[utoipa::path(get, path = "/api/v1/persons/{id}/merges", tag = "persons", params(PersonId),
+    responses((status = 200, description = "Merges and conflicts.", body = MergesDto)))]
 pub(crate) async fn merges<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Path(person_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MergesDto>, ApiError> {
     let (merges, conflicts) = persons::merges(&state.store, &principal, &person_id).await?;
-    Ok(Json(json!({
-        "merges": merges.into_iter().map(merge_json).collect::<Vec<_>>(),
-        "conflicts": conflicts.into_iter().map(conflict_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(MergesDto {
+        merges: merges.into_iter().map(merge_json).collect(),
+        conflicts: conflicts.into_iter().map(conflict_json).collect(),
+    }))
 }
 
+/// The tenant's identity settings.
+#[utoipa::path(get, path = "/api/v1/settings/identity", tag = "persons",
+    responses((status = 200, description = "The settings.", body = SettingsDoc)))]
 pub(crate) async fn get_settings<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -203,6 +352,9 @@ pub(crate) async fn get_settings<S: Store>(
     Ok(Json(settings::get(&state.store, &principal).await?))
 }
 
+/// Change the identity settings; fields left out keep their value.
+#[utoipa::path(put, path = "/api/v1/settings/identity", tag = "persons", request_body = SettingsDoc,
+    responses((status = 200, description = "The settings now in force.", body = SettingsDoc)))]
 pub(crate) async fn put_settings<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -211,66 +363,145 @@ pub(crate) async fn put_settings<S: Store>(
     Ok(Json(settings::put(&state.store, &principal, &doc).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PreviewQuery {
+    /// Replay at most this many signals of the log.
     max_signals: Option<u64>,
 }
 
+/// Persons and merges of the graph under one set of rules.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct GraphCountsDto {
+    persons: u64,
+    merges: u64,
+}
+
+/// One group of persons the proposed rules would join or split.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PreviewPartDto {
+    person_id: Option<String>,
+    identifier_count: u64,
+    identifiers: Vec<IdentifierDto>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PreviewChangeDto {
+    parts: Vec<PreviewPartDto>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PreviewChangesDto {
+    count: u64,
+    samples: Vec<PreviewChangeDto>,
+}
+
+/// What the proposed rules would merge and split, had they applied to the whole log.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PreviewDto {
+    signals: u64,
+    /// False when `max_signals` stopped the replay early.
+    complete: bool,
+    current: GraphCountsDto,
+    proposed: GraphCountsDto,
+    identifiers_dropped: u64,
+    signals_rejected: u64,
+    would_merge: PreviewChangesDto,
+    would_split: PreviewChangesDto,
+}
+
 /// `POST /api/v1/settings/identity/preview`: what the proposed rules would merge and split.
+#[utoipa::path(post, path = "/api/v1/settings/identity/preview", tag = "persons",
+    params(PreviewQuery), request_body = SettingsDoc,
+    responses((status = 200, description = "The dry run; nothing changed.", body = PreviewDto)))]
 pub(crate) async fn preview_settings<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Query(query): Query<PreviewQuery>,
     Json(doc): Json<SettingsDoc>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PreviewDto>, ApiError> {
     let preview =
         idgraph_app::preview::preview(&state.store, &principal, &doc, query.max_signals).await?;
-    let changes = |changes: &[idgraph_app::preview::Change]| -> Vec<Value> {
-        changes
+    let changes = |count: u64, changes: &[idgraph_app::preview::Change]| PreviewChangesDto {
+        count,
+        samples: changes
             .iter()
-            .map(|change| {
-                let parts: Vec<Value> = change
+            .map(|change| PreviewChangeDto {
+                parts: change
                     .parts
                     .iter()
-                    .map(|part| {
-                        json!({
-                            "person_id": part.person_id,
-                            "identifier_count": part.identifier_count,
-                            "identifiers": identifiers_json(part.identifiers.iter()),
-                        })
+                    .map(|part| PreviewPartDto {
+                        person_id: part.person_id.clone(),
+                        identifier_count: part.identifier_count,
+                        identifiers: part.identifiers.iter().map(IdentifierDto::from).collect(),
                     })
-                    .collect();
-                json!({ "parts": parts })
+                    .collect(),
             })
-            .collect()
+            .collect(),
     };
-    Ok(Json(json!({
-        "signals": preview.signals,
-        "complete": preview.complete,
-        "current": {"persons": preview.current.persons, "merges": preview.current.merges},
-        "proposed": {"persons": preview.proposed.persons, "merges": preview.proposed.merges},
-        "identifiers_dropped": preview.identifiers_dropped,
-        "signals_rejected": preview.signals_rejected,
-        "would_merge": {"count": preview.merge_count, "samples": changes(&preview.merges)},
-        "would_split": {"count": preview.split_count, "samples": changes(&preview.splits)},
-    })))
+    Ok(Json(PreviewDto {
+        signals: preview.signals,
+        complete: preview.complete,
+        current: GraphCountsDto {
+            persons: preview.current.persons,
+            merges: preview.current.merges,
+        },
+        proposed: GraphCountsDto {
+            persons: preview.proposed.persons,
+            merges: preview.proposed.merges,
+        },
+        identifiers_dropped: preview.identifiers_dropped,
+        signals_rejected: preview.signals_rejected,
+        would_merge: changes(preview.merge_count, &preview.merges),
+        would_split: changes(preview.split_count, &preview.splits),
+    }))
 }
 
-fn identifiers_json<'a>(
-    identifiers: impl Iterator<Item = &'a idgraph_core::identity::Identifier>,
-) -> Vec<Value> {
-    identifiers
-        .map(|i| json!({"kind": i.kind().as_str(), "value": i.value()}))
-        .collect()
+/// One step of how an identifier came to belong to a person.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub(crate) enum ExplainStep {
+    /// The signal that attached the identifier (or created the person).
+    Attached {
+        person: String,
+        signal: Option<String>,
+        signal_kind: Option<String>,
+        signal_identifiers: Option<Vec<IdentifierDto>>,
+        at: String,
+        source: String,
+        rule: &'static str,
+    },
+    /// A merge that brought it along.
+    Merged {
+        merge_id: String,
+        survivor: String,
+        absorbed: String,
+        signal: String,
+        identifiers: Vec<IdentifierDto>,
+        at: String,
+        rule: String,
+    },
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExplanationDto {
+    person_id: String,
+    identifier: IdentifierDto,
+    path: Vec<ExplainStep>,
+    conflicts: Vec<ConflictDto>,
+}
+
+/// How an identifier came to belong to the person: the links and merges, each with its
+/// signal, time, source and rule.
+#[utoipa::path(get, path = "/api/v1/persons/{id}/explain", tag = "persons", params(PersonId, LookupQuery),
+    responses((status = 200, description = "The path.", body = ExplanationDto)))]
 pub(crate) async fn explain<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Path(person_id): Path<String>,
     Query(query): Query<LookupQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExplanationDto>, ApiError> {
     let explanation = persons::explain(
         &state.store,
         &principal,
@@ -286,49 +517,67 @@ pub(crate) async fn explain<S: Store>(
     } else {
         "attached: the signal's other identifiers led to this person and the kind was within its limit"
     };
-    let mut path = vec![json!({
-        "step": "attached",
-        "person": node.person_id,
-        "signal": node.signal_id,
-        "signal_kind": signal.map(|s| s.event.kind.clone()),
-        "signal_identifiers": signal.map(|s| identifiers_json(s.identifiers.iter())),
-        "at": node.first_seen.to_string(),
-        "source": node.source,
-        "rule": attach_rule,
-    })];
+    let mut path = vec![ExplainStep::Attached {
+        person: node.person_id.clone(),
+        signal: node.signal_id.clone(),
+        signal_kind: signal.map(|s| s.event.kind.clone()),
+        signal_identifiers: signal.map(|s| s.identifiers.iter().map(IdentifierDto::from).collect()),
+        at: node.first_seen.to_string(),
+        source: node.source.clone(),
+        rule: attach_rule,
+    }];
     for merge in &explanation.merges {
-        path.push(json!({
-            "step": "merged",
-            "merge_id": merge.merge_id,
-            "survivor": merge.survivor,
-            "absorbed": merge.absorbed,
-            "signal": merge.signal_id,
-            "identifiers": identifiers_json(merge.identifiers.iter()),
-            "at": merge.at.to_string(),
-            "rule": merge.rule,
-        }));
+        path.push(ExplainStep::Merged {
+            merge_id: merge.merge_id.clone(),
+            survivor: merge.survivor.clone(),
+            absorbed: merge.absorbed.clone(),
+            signal: merge.signal_id.clone(),
+            identifiers: merge.identifiers.iter().map(IdentifierDto::from).collect(),
+            at: merge.at.to_string(),
+            rule: merge.rule.clone(),
+        });
     }
-    Ok(Json(json!({
-        "person_id": explanation.person_id,
-        "identifier": {"kind": node.kind.as_str(), "value": node.value},
-        "path": path,
-        "conflicts": explanation.conflicts.into_iter().map(conflict_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(ExplanationDto {
+        person_id: explanation.person_id.clone(),
+        identifier: IdentifierDto {
+            kind: node.kind.as_str().to_owned(),
+            value: node.value.clone(),
+        },
+        path,
+        conflicts: explanation
+            .conflicts
+            .into_iter()
+            .map(conflict_json)
+            .collect(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A manual merge.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct MergeDto {
+pub(crate) struct ManualMergeDto {
     survivor: String,
     absorbed: String,
+    /// Why, for the merge's record.
     reason: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ManualMergeResultDto {
+    merge: MergeRecordDto,
+    /// The survivor after the merge.
+    person: PersonDto,
+}
+
+/// Merge `absorbed` into `survivor`, as an operator decided.
+#[utoipa::path(post, path = "/api/v1/persons/merge", tag = "persons", request_body = ManualMergeDto,
+    responses((status = 200, description = "Merged.", body = ManualMergeResultDto),
+              (status = 404, description = "No such person.", body = crate::error::ErrorBody)))]
 pub(crate) async fn merge<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
-    Json(dto): Json<MergeDto>,
-) -> Result<Json<Value>, ApiError> {
+    Json(dto): Json<ManualMergeDto>,
+) -> Result<Json<ManualMergeResultDto>, ApiError> {
     let (merge, details) = persons::merge(
         &state.store,
         &principal,
@@ -337,25 +586,46 @@ pub(crate) async fn merge<S: Store>(
         &dto.reason,
     )
     .await?;
-    Ok(Json(json!({
-        "merge": merge_json(merge),
-        "person": person_json(details),
-    })))
+    Ok(Json(ManualMergeResultDto {
+        merge: merge_json(merge),
+        person: person_json(details),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListPersonsQuery {
+    /// Only persons with at least this many identifiers (default 1).
     min_identifiers: Option<u32>,
+    /// Persons per page: 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PersonCountDto {
+    id: String,
+    /// How many identifiers the person holds.
+    identifiers: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PersonPage {
+    persons: Vec<PersonCountDto>,
+    next_cursor: Option<String>,
+}
+
+/// Persons by their number of identifiers, most first: where mega persons show up.
+#[utoipa::path(get, path = "/api/v1/persons", tag = "persons", params(ListPersonsQuery),
+    responses((status = 200, description = "A page of persons.", body = PersonPage)))]
 pub(crate) async fn list<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Query(query): Query<ListPersonsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PersonPage>, ApiError> {
     let page = crate::extract::page_request(query.limit, query.cursor)?;
     let persons = persons::by_identifier_count(
         &state.store,
@@ -364,54 +634,150 @@ pub(crate) async fn list<S: Store>(
         &page,
     )
     .await?;
-    let items: Vec<Value> = persons
-        .items
-        .into_iter()
-        .map(|(id, count)| json!({"id": id, "identifiers": count}))
-        .collect();
-    Ok(Json(
-        json!({"persons": items, "next_cursor": persons.next_cursor}),
-    ))
+    Ok(Json(PersonPage {
+        persons: persons
+            .items
+            .into_iter()
+            .map(|(id, identifiers)| PersonCountDto { id, identifiers })
+            .collect(),
+        next_cursor: persons.next_cursor,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StatsQuery {
+    /// Count events of the last this many days (default 30).
     days: Option<u32>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DayCountDto {
+    day: String,
+    kind: String,
+    count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatsDto {
+    persons: u64,
+    persons_absorbed: u64,
+    /// Identifiers by kind.
+    identifiers: BTreeMap<String, u64>,
+    events: Vec<DayCountDto>,
+    events_since: String,
+    merges: u64,
+    conflicts: u64,
+}
+
+/// Counts of the acting tenant's graph.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "persons", params(StatsQuery),
+    responses((status = 200, description = "The counts.", body = StatsDto)))]
 pub(crate) async fn stats<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Query(query): Query<StatsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatsDto>, ApiError> {
     let (since, stats) = persons::stats(&state.store, &principal, query.days.unwrap_or(30)).await?;
-    let identifiers: Map<String, Value> = stats
-        .identifiers_by_kind
-        .into_iter()
-        .map(|(kind, n)| (kind, json!(n)))
-        .collect();
-    let events: Vec<Value> = stats
-        .events_by_kind_and_day
-        .into_iter()
-        .map(|(day, kind, n)| json!({"day": day, "kind": kind, "count": n}))
-        .collect();
-    Ok(Json(json!({
-        "persons": stats.persons,
-        "persons_absorbed": stats.persons_absorbed,
-        "identifiers": identifiers,
-        "events": events,
-        "events_since": since.to_string(),
-        "merges": stats.merges,
-        "conflicts": stats.conflicts,
-    })))
+    Ok(Json(StatsDto {
+        persons: stats.persons,
+        persons_absorbed: stats.persons_absorbed,
+        identifiers: stats.identifiers_by_kind.into_iter().collect(),
+        events: stats
+            .events_by_kind_and_day
+            .into_iter()
+            .map(|(day, kind, count)| DayCountDto { day, kind, count })
+            .collect(),
+        events_since: since.to_string(),
+        merges: stats.merges,
+        conflicts: stats.conflicts,
+    }))
 }
 
 /// Events are streamed in pages of this many: the whole timeline is never in memory.
 const EXPORT_PAGE: u32 = 1000;
 
+/// A consent event, as the export lists it (`evidence` as the text stored).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExportConsentDto {
+    id: String,
+    subject: String,
+    purpose: String,
+    action: &'static str,
+    source: String,
+    evidence: Option<String>,
+    workspace: String,
+    occurred_at: String,
+    recorded_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExportSuppressionDto {
+    id: String,
+    kind: String,
+    value: String,
+    reason: &'static str,
+    scope: &'static str,
+    action: &'static str,
+    note: Option<String>,
+    at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExportContactDto {
+    id: String,
+    channel: &'static str,
+    from: String,
+    to: String,
+    vertical: Option<String>,
+    campaign: Option<String>,
+    workspace: String,
+    at: String,
+}
+
+/// Every observation of a trait, not only the current value.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TraitObservationDto {
+    name: String,
+    value: Value,
+    workspace: String,
+    person_at_ingest: String,
+    source: &'static str,
+    confidence: f64,
+    observed_at: String,
+    set_once: bool,
+    signal: String,
+}
+
+/// The export without its events, which are streamed after it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExportHeadDto {
+    exported_at: String,
+    person: PersonDto,
+    trait_history: Vec<TraitObservationDto>,
+    consent: Vec<ExportConsentDto>,
+    suppressions: Vec<ExportSuppressionDto>,
+    contacts: Vec<ExportContactDto>,
+    merges: Vec<MergeRecordDto>,
+    conflicts: Vec<ConflictDto>,
+}
+
+/// Everything idgraph holds about a person. Only the document's schema: the answer is
+/// `ExportHeadDto` with the `events` streamed after it.
+#[derive(Debug, ToSchema)]
+pub(crate) struct PersonExportDto {
+    #[schema(inline)]
+    #[allow(dead_code, reason = "read by the OpenAPI document only")]
+    head: ExportHeadDto,
+    #[allow(dead_code, reason = "read by the OpenAPI document only")]
+    events: Vec<EventDto>,
+}
+
 /// `GET /api/v1/persons/{id}/export`: everything idgraph holds about a person, as one JSON
 /// document whose `events` array is streamed page by page.
+#[utoipa::path(get, path = "/api/v1/persons/{id}/export", tag = "persons", params(PersonId),
+    responses((status = 200, description = "The whole record; `events` holds every event, newest first.", body = PersonExportDto)))]
 pub(crate) async fn export<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
@@ -419,56 +785,76 @@ pub(crate) async fn export<S: Store>(
 ) -> Result<axum::response::Response, ApiError> {
     let head = persons::export_head(&state.store, &principal, &person_id).await?;
     let person_id = head.details.person.person_id.clone();
-    let consent: Vec<Value> = head
+    let consent = head
         .consent
         .iter()
-        .map(|c| {
-            json!({"id": c.event_id, "subject": c.subject, "purpose": c.purpose.as_str(),
-                   "action": c.action.as_str(), "source": c.source, "evidence": c.evidence,
-                   "workspace": c.workspace.as_str(), "occurred_at": c.occurred_at.to_string(),
-                   "recorded_at": c.recorded_at.to_string()})
+        .map(|c| ExportConsentDto {
+            id: c.event_id.clone(),
+            subject: c.subject.clone(),
+            purpose: c.purpose.as_str().to_owned(),
+            action: c.action.as_str(),
+            source: c.source.clone(),
+            evidence: c.evidence.clone(),
+            workspace: c.workspace.as_str().to_owned(),
+            occurred_at: c.occurred_at.to_string(),
+            recorded_at: c.recorded_at.to_string(),
         })
         .collect();
-    let suppressions: Vec<Value> = head
+    let suppressions = head
         .suppressions
         .iter()
-        .map(|s| {
-            json!({"id": s.entry_id, "kind": s.identifier.kind().as_str(), "value": s.identifier.value(),
-                   "reason": s.reason.as_str(), "scope": s.scope.name(),
-                   "action": idgraph_store::suppression_action_name(s.action), "note": s.note,
-                   "at": s.at.to_string()})
+        .map(|s| ExportSuppressionDto {
+            id: s.entry_id.clone(),
+            kind: s.identifier.kind().as_str().to_owned(),
+            value: s.identifier.value().to_owned(),
+            reason: s.reason.as_str(),
+            scope: s.scope.name(),
+            action: idgraph_store::suppression_action_name(s.action),
+            note: s.note.clone(),
+            at: s.at.to_string(),
         })
         .collect();
-    let contacts: Vec<Value> = head
+    let contacts = head
         .contacts
         .iter()
-        .map(|c| {
-            json!({"id": c.contact_id, "channel": c.channel.as_str(), "from": c.from, "to": c.to.value(),
-                   "vertical": c.vertical, "campaign": c.campaign, "workspace": c.workspace.as_str(),
-                   "at": c.at.to_string()})
+        .map(|c| ExportContactDto {
+            id: c.contact_id.clone(),
+            channel: c.channel.as_str(),
+            from: c.from.clone(),
+            to: c.to.value().to_owned(),
+            vertical: c.vertical.clone(),
+            campaign: c.campaign.clone(),
+            workspace: c.workspace.as_str().to_owned(),
+            at: c.at.to_string(),
         })
         .collect();
-    let trait_history: Vec<Value> = head
+    let trait_history = head
         .trait_history
         .iter()
-        .map(|t| {
-            json!({"name": t.name, "value": json_text(&t.value), "workspace": t.workspace.as_str(),
-                   "person_at_ingest": t.person_id, "source": t.provenance.class.as_str(),
-                   "confidence": t.provenance.confidence, "observed_at": t.provenance.observed_at.to_string(),
-                   "set_once": t.set_once, "signal": t.signal_id})
+        .map(|t| TraitObservationDto {
+            name: t.name.clone(),
+            value: json_text(&t.value),
+            workspace: t.workspace.as_str().to_owned(),
+            person_at_ingest: t.person_id.clone(),
+            source: t.provenance.class.as_str(),
+            confidence: t.provenance.confidence,
+            observed_at: t.provenance.observed_at.to_string(),
+            set_once: t.set_once,
+            signal: t.signal_id.clone(),
         })
         .collect();
-    let mut document = json!({
-        "exported_at": jiff::Timestamp::now().to_string(),
-        "person": person_json(head.details),
-        "trait_history": trait_history,
-        "consent": consent,
-        "suppressions": suppressions,
-        "contacts": contacts,
-        "merges": head.merges.into_iter().map(merge_json).collect::<Vec<_>>(),
-        "conflicts": head.conflicts.into_iter().map(conflict_json).collect::<Vec<_>>(),
-    })
-    .to_string();
+    let head = ExportHeadDto {
+        exported_at: jiff::Timestamp::now().to_string(),
+        person: person_json(head.details),
+        trait_history,
+        consent,
+        suppressions,
+        contacts,
+        merges: head.merges.into_iter().map(merge_json).collect(),
+        conflicts: head.conflicts.into_iter().map(conflict_json).collect(),
+    };
+    let mut document = serde_json::to_string(&head)
+        .map_err(|e| ApiError::from(idgraph_app::AppError::internal(e.to_string())))?;
     // The document stays open for the events array that follows.
     document.pop();
     document.push_str(",\"events\":[");
@@ -520,7 +906,13 @@ pub(crate) async fn export<S: Store>(
                 chunk.push(',');
             }
             cursor.first = false;
-            chunk.push_str(&event_json(event).to_string());
+            match serde_json::to_string(&event_json(event)) {
+                Ok(text) => chunk.push_str(&text),
+                Err(e) => {
+                    cursor.done = true;
+                    return Some((Err(std::io::Error::other(e)), cursor));
+                }
+            }
         }
         match page.next_cursor {
             Some(next) => cursor.after = Some(next),
@@ -542,7 +934,8 @@ pub(crate) async fn export<S: Store>(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Undo one merge (`merge_id`), or split identifiers (and what arrived with them) off.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UnmergeDto {
     merge_id: Option<String>,
@@ -550,19 +943,41 @@ pub(crate) struct UnmergeDto {
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct IdentifierDto {
-    kind: String,
-    value: String,
+/// One merge undone.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct UnmergeOutcomeDto {
+    survivor: String,
+    restored: String,
+    restored_members: Vec<String>,
+    events_moved: u64,
+    identifiers_moved: u64,
+    grants_withdrawn: u64,
+    /// The keep-apart rule that stops the same evidence merging them again.
+    keep_apart_rule: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UnmergeResultDto {
+    /// The persons after the split.
+    persons: Vec<PersonDto>,
+    /// Values both sides keep, declared shared.
+    shared_values: Vec<IdentifierDto>,
+    /// The one merge undone, when there was exactly one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unmerge: Option<UnmergeOutcomeDto>,
+    unmerges: Vec<UnmergeOutcomeDto>,
+}
+
+/// Undo a merge or split identifiers off a person.
+#[utoipa::path(post, path = "/api/v1/persons/{id}/unmerge", tag = "persons", params(PersonId),
+    request_body = UnmergeDto,
+    responses((status = 200, description = "The persons after the split.", body = UnmergeResultDto)))]
 pub(crate) async fn unmerge<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Path(person_id): Path<String>,
     Json(dto): Json<UnmergeDto>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UnmergeResultDto>, ApiError> {
     let unmerged = persons::unmerge(
         &state.store,
         &principal,
@@ -573,49 +988,72 @@ pub(crate) async fn unmerge<S: Store>(
         dto.reason.as_deref().unwrap_or(""),
     )
     .await?;
-    let unmerges: Vec<Value> = unmerged
+    let unmerges: Vec<UnmergeOutcomeDto> = unmerged
         .outcomes
-        .iter()
-        .map(|outcome| {
-            json!({
-                "survivor": outcome.survivor,
-                "restored": outcome.restored,
-                "restored_members": outcome.restored_members,
-                "events_moved": outcome.events_moved,
-                "identifiers_moved": outcome.identifiers_moved,
-                "grants_withdrawn": outcome.grants_withdrawn,
-                "keep_apart_rule": outcome.rule_id,
-            })
+        .into_iter()
+        .map(|outcome| UnmergeOutcomeDto {
+            survivor: outcome.survivor,
+            restored: outcome.restored,
+            restored_members: outcome.restored_members,
+            events_moved: outcome.events_moved,
+            identifiers_moved: outcome.identifiers_moved,
+            grants_withdrawn: outcome.grants_withdrawn,
+            keep_apart_rule: outcome.rule_id,
         })
         .collect();
-    let mut body = json!({
-        "persons": unmerged.persons.into_iter().map(person_json).collect::<Vec<_>>(),
-        "shared_values": identifiers_json(unmerged.shared.iter()),
-    });
     // `unmerge` describes the one merge a merge_id names; a split lists each in `unmerges`.
-    if let [only] = unmerges.as_slice() {
-        body["unmerge"] = only.clone();
-    }
-    body["unmerges"] = Value::Array(unmerges);
-    Ok(Json(body))
+    let unmerge = match unmerges.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    };
+    Ok(Json(UnmergeResultDto {
+        persons: unmerged.persons.into_iter().map(person_json).collect(),
+        shared_values: unmerged.shared.iter().map(IdentifierDto::from).collect(),
+        unmerge,
+        unmerges,
+    }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeepApartRuleDto {
+    id: String,
+    /// The two persons kept apart.
+    persons: [String; 2],
+    merge_id: String,
+    created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeepApartRulesDto {
+    rules: Vec<KeepApartRuleDto>,
+}
+
+/// The keep-apart rules naming a person.
+#[utoipa::path(get, path = "/api/v1/persons/{id}/keep-apart", tag = "persons", params(PersonId),
+    responses((status = 200, description = "The rules.", body = KeepApartRulesDto)))]
 pub(crate) async fn keep_apart<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
     Path(person_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeepApartRulesDto>, ApiError> {
     let rules = persons::keep_apart_rules(&state.store, &principal, &person_id).await?;
-    let rules: Vec<Value> = rules
-        .into_iter()
-        .map(|r| {
-            json!({"id": r.rule_id, "persons": [r.person_a, r.person_b], "merge_id": r.merge_id,
-                   "created_at": r.created_at.to_string()})
-        })
-        .collect();
-    Ok(Json(json!({"rules": rules})))
+    Ok(Json(KeepApartRulesDto {
+        rules: rules
+            .into_iter()
+            .map(|r| KeepApartRuleDto {
+                id: r.rule_id,
+                persons: [r.person_a, r.person_b],
+                merge_id: r.merge_id,
+                created_at: r.created_at.to_string(),
+            })
+            .collect(),
+    }))
 }
 
+/// Remove a keep-apart rule: the same evidence may merge the two again.
+#[utoipa::path(delete, path = "/api/v1/keep-apart/{id}", tag = "persons",
+    params(("id" = String, Path, description = "The rule's id.")),
+    responses((status = 204, description = "Removed.")))]
 pub(crate) async fn remove_keep_apart<S: Store>(
     State(state): State<AppState<S>>,
     Auth(principal): Auth,
