@@ -391,7 +391,7 @@ fn describe_exit(status: ExitStatus) -> String {
 }
 
 /// `idgraph --version`, for the record; also a cheap check that the path is an idgraph binary.
-fn version_of(binary: &Path) -> anyhow::Result<String> {
+pub(crate) fn version_of(binary: &Path) -> anyhow::Result<String> {
     let output = Command::new(binary)
         .arg("--version")
         .stdin(Stdio::null())
@@ -425,7 +425,7 @@ fn random_master_key() -> String {
     format!("bench-master-{suffix}")
 }
 
-fn parse_memory(status: &str) -> Option<Memory> {
+pub(crate) fn parse_memory(status: &str) -> Option<Memory> {
     let kilobytes = |field: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(field))?;
         line[field.len()..]

@@ -572,7 +572,16 @@ fn replay(
         let mut accounted: Vec<&Identifier> = r.attach.iter().chain(&r.touch).collect();
         accounted.extend(r.conflicts.iter().map(|c| &c.identifier));
         prop_assert_eq!(accounted.len(), distinct.len(), "{:?}", r);
-        prop_assert_eq!(accounted.into_iter().collect::<BTreeSet<_>>(), distinct);
+        prop_assert_eq!(
+            accounted.into_iter().collect::<BTreeSet<_>>(),
+            distinct.clone()
+        );
+        // A new person touches nothing: without a conflict it holds every distinct identifier
+        // of its signal.
+        if r.created && r.conflicts.is_empty() {
+            prop_assert!(r.touch.is_empty(), "{:?}", r);
+            prop_assert_eq!(r.attach.len(), distinct.len(), "{:?}", r);
+        }
         // (d) what was not conflicted is owned, by the signal's person.
         for identifier in r.attach.iter().chain(&r.touch) {
             let owners = graph.owners(identifier);

@@ -611,29 +611,30 @@ impl PostgresStore {
         };
         let limit = i64::from(page.limit) + 1;
         let client = self.client().await?;
-        let rows = match outcome {
-            Some(outcome) => {
-                client
+        let rows =
+            match outcome {
+                Some(outcome) => client
                     .query(
-                        "SELECT row_no, outcome, person_id, reason FROM import_outcomes
-                     WHERE tenant_id = $1 AND job_id = $2 AND outcome = $3 AND row_no > $4
-                     ORDER BY row_no LIMIT $5",
+                        "SELECT o.row_no, o.outcome, COALESCE(p.merged_into, o.person_id), o.reason
+                     FROM import_outcomes o
+                     LEFT JOIN persons p ON p.tenant_id = o.tenant_id AND p.person_id = o.person_id
+                     WHERE o.tenant_id = $1 AND o.job_id = $2 AND o.outcome = $3 AND o.row_no > $4
+                     ORDER BY o.row_no LIMIT $5",
                         &[&tenant, &job_id, &outcome, &after, &limit],
                     )
-                    .await
-            }
-            None => {
-                client
+                    .await,
+                None => client
                     .query(
-                        "SELECT row_no, outcome, person_id, reason FROM import_outcomes
-                     WHERE tenant_id = $1 AND job_id = $2 AND row_no > $3
-                     ORDER BY row_no LIMIT $4",
+                        "SELECT o.row_no, o.outcome, COALESCE(p.merged_into, o.person_id), o.reason
+                     FROM import_outcomes o
+                     LEFT JOIN persons p ON p.tenant_id = o.tenant_id AND p.person_id = o.person_id
+                     WHERE o.tenant_id = $1 AND o.job_id = $2 AND o.row_no > $3
+                     ORDER BY o.row_no LIMIT $4",
                         &[&tenant, &job_id, &after, &limit],
                     )
-                    .await
+                    .await,
             }
-        }
-        .map_err(map_error)?;
+            .map_err(map_error)?;
         let outcomes = rows
             .iter()
             .map(|r| {
@@ -676,7 +677,11 @@ impl PostgresStore {
             let event_id: String = get(row, 1)?;
             let person_id: String = get(row, 2)?;
             let identifiers: String = get(row, 4)?;
-            for identifier in decode_identifiers(&identifiers) {
+            // A signal may carry an identifier twice; it attached at most one node for it.
+            let mut distinct = decode_identifiers(&identifiers);
+            distinct.sort();
+            distinct.dedup();
+            for identifier in distinct {
                 let (kind, value) = identifier.into_parts();
                 kinds.push(kind.as_str().to_owned());
                 values.push(value);

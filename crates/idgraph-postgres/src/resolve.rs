@@ -108,6 +108,7 @@ impl PostgresStore {
                 created: resolution.created,
                 merges: resolution.merges.len(),
                 conflicts: resolution.conflicts.len(),
+                attached: resolution.attach.len(),
             });
             announced.extend(idgraph_store::signal_events(
                 &subscribers,

@@ -532,9 +532,11 @@ pub(crate) fn outcomes(
     let rows = match outcome {
         Some(outcome) => conn
             .prepare_cached(
-                "SELECT row_no, outcome, person_id, reason FROM import_outcomes
-                 WHERE tenant_id = ?1 AND job_id = ?2 AND outcome = ?3 AND row_no > ?4
-                 ORDER BY row_no LIMIT ?5",
+                "SELECT o.row_no, o.outcome, COALESCE(p.merged_into, o.person_id), o.reason
+                 FROM import_outcomes o
+                 LEFT JOIN persons p ON p.tenant_id = o.tenant_id AND p.person_id = o.person_id
+                 WHERE o.tenant_id = ?1 AND o.job_id = ?2 AND o.outcome = ?3 AND o.row_no > ?4
+                 ORDER BY o.row_no LIMIT ?5",
             )
             .and_then(|mut s| {
                 s.query_map(params![tenant, job_id, outcome, after, limit], read)?
@@ -542,9 +544,11 @@ pub(crate) fn outcomes(
             }),
         None => conn
             .prepare_cached(
-                "SELECT row_no, outcome, person_id, reason FROM import_outcomes
-                 WHERE tenant_id = ?1 AND job_id = ?2 AND row_no > ?3
-                 ORDER BY row_no LIMIT ?4",
+                "SELECT o.row_no, o.outcome, COALESCE(p.merged_into, o.person_id), o.reason
+                 FROM import_outcomes o
+                 LEFT JOIN persons p ON p.tenant_id = o.tenant_id AND p.person_id = o.person_id
+                 WHERE o.tenant_id = ?1 AND o.job_id = ?2 AND o.row_no > ?3
+                 ORDER BY o.row_no LIMIT ?4",
             )
             .and_then(|mut s| {
                 s.query_map(params![tenant, job_id, after, limit], read)?
@@ -601,8 +605,12 @@ pub(crate) fn effects(
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(map_error)?;
+        // A signal may carry an identifier twice; it attached at most one node for it.
+        let mut distinct = decode_identifiers(&identifiers);
+        distinct.sort();
+        distinct.dedup();
         let mut nodes = 0i64;
-        for identifier in decode_identifiers(&identifiers) {
+        for identifier in distinct {
             nodes += attached
                 .query_row(
                     params![

@@ -105,6 +105,7 @@ pub(crate) fn ingest(
             created: resolution.created,
             merges: resolution.merges.len(),
             conflicts: resolution.conflicts.len(),
+            attached: resolution.attach.len(),
         });
     }
     Ok(outcomes)

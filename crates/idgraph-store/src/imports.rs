@@ -160,6 +160,8 @@ pub struct RowOutcome {
     /// `created`, `merged`, `attached`, `matched`, `duplicate`, `skipped`, `suppressed` or
     /// `rejected`.
     pub outcome: String,
+    /// The person the row belongs to. Recorded as resolution found it; read back as the person
+    /// it belongs to now (the survivor, when that person was merged into another since).
     pub person_id: Option<String>,
     pub reason: Option<String>,
 }

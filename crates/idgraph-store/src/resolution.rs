@@ -137,6 +137,8 @@ pub enum IngestOutcome {
         created: bool,
         merges: usize,
         conflicts: usize,
+        /// Identity nodes it attached (what `Store::signal_effects` reads back as `attached`).
+        attached: usize,
     },
     /// It carries an identifier of a deleted person and the tenant blocks those: nothing was
     /// recorded. `kinds` names the erased identifiers' kinds (never their values).

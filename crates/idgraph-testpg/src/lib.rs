@@ -24,6 +24,8 @@ pub struct TestDatabase {
 /// The port of the process-wide cluster, or why it could not be started. Started at most once:
 /// retrying after a failure would only repeat the same slow failure in every test.
 static CLUSTER: OnceLock<Result<u16, String>> = OnceLock::new();
+/// The same for [`durable_database`]'s cluster.
+static DURABLE_CLUSTER: OnceLock<Result<u16, String>> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// User owning the throwaway cluster's files and processes when we are root.
@@ -39,6 +41,27 @@ pub async fn test_database() -> Option<TestDatabase> {
         Ok(db) => Some(db),
         Err(reason) => unavailable(&reason),
     }
+}
+
+/// A fresh, empty database on a throwaway cluster that keeps PostgreSQL's default durability
+/// (fsync, synchronous commit and full page writes on, which the tests' cluster turns off), for
+/// benchmarks whose figures must compare with a real server's. Started once per process from
+/// the system's PostgreSQL binaries, and stopped and deleted once the process has exited.
+pub async fn durable_database() -> Result<TestDatabase, String> {
+    let port = tokio::task::spawn_blocking(|| {
+        DURABLE_CLUSTER
+            .get_or_init(|| start_cluster(Durability::Durable))
+            .clone()
+    })
+    .await
+    .map_err(|e| format!("cluster start-up task failed: {e}"))??;
+    let name = unique_name();
+    let base = format!("postgres://idgraph@127.0.0.1:{port}");
+    create_database(&format!("{base}/postgres"), &name, "the throwaway cluster").await?;
+    Ok(TestDatabase {
+        url: format!("{base}/{name}"),
+        name,
+    })
 }
 
 /// Same, for code that is not async (blocks on its own small runtime or thread).
@@ -106,9 +129,13 @@ async fn provision() -> Result<TestDatabase, String> {
     }
     // Initialisation blocks for seconds; doing it on the blocking pool keeps current_thread
     // runtimes (the #[tokio::test] default) free to drive other tests meanwhile.
-    let port = tokio::task::spawn_blocking(|| CLUSTER.get_or_init(start_cluster).clone())
-        .await
-        .map_err(|e| format!("cluster start-up task failed: {e}"))??;
+    let port = tokio::task::spawn_blocking(|| {
+        CLUSTER
+            .get_or_init(|| start_cluster(Durability::Fast))
+            .clone()
+    })
+    .await
+    .map_err(|e| format!("cluster start-up task failed: {e}"))??;
     let base = format!("postgres://idgraph@127.0.0.1:{port}");
     create_database(&format!("{base}/postgres"), &name, "the throwaway cluster").await?;
     Ok(TestDatabase {
@@ -178,7 +205,16 @@ fn unavailable(reason: &str) -> Option<TestDatabase> {
     None
 }
 
-fn start_cluster() -> Result<u16, String> {
+/// How a throwaway cluster treats its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync, synchronous commit and full page writes off: tests do not survive a power cut.
+    Fast,
+    /// PostgreSQL's defaults.
+    Durable,
+}
+
+fn start_cluster(durability: Durability) -> Result<u16, String> {
     let bin = postgres_bin_dir().ok_or(
         "no PostgreSQL server binaries (checked IDGRAPH_PG_BIN, /usr/lib/postgresql/*/bin, \
          pg_config --bindir)",
@@ -197,10 +233,13 @@ fn start_cluster() -> Result<u16, String> {
         "initdb",
     )?;
     let socket_dir = dir.to_string_lossy().replace('\'', "''");
-    let settings = format!(
+    let mut settings = format!(
         "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{socket_dir}'\n\
-         fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
+         max_connections = 200\n"
     );
+    if durability == Durability::Fast {
+        settings.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+    }
     fs::OpenOptions::new()
         .append(true)
         .open(data.join("postgresql.conf"))

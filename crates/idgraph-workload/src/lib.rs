@@ -4,6 +4,10 @@
 //!
 //! Streams are iterators: a caller holding a million signals does so by choice, not because the
 //! generator made it.
+//!
+//! [`leads`] writes lead files (CSV) with the truth of who each row is, for the import pipeline.
+
+pub mod leads;
 
 /// SplitMix64: tiny, fast, and good enough to pick persons and coin flips reproducibly.
 #[derive(Debug, Clone)]

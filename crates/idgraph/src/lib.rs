@@ -107,7 +107,16 @@ pub async fn import_directly(
             import_and_close(store, config, tenant, options).await
         }
         None => {
-            let store = open_sqlite(config).await?;
+            let store = open_sqlite(config).await.map_err(|e| {
+                if format!("{e:#}").contains("in use by another idgraph process") {
+                    anyhow::anyhow!(
+                        "{e:#}; to import while a server runs on it, go through the server: \
+                         idgraph import FILE --server URL --key KEY"
+                    )
+                } else {
+                    e
+                }
+            })?;
             import_and_close(store, config, tenant, options).await
         }
     }

@@ -118,7 +118,7 @@ struct ImportArgs {
     /// No progress bar (it is only drawn on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
-    /// Without --server: the tenant to import into [default: default].
+    /// Without --server: the tenant to import into.
     #[arg(
         long,
         value_name = "ID",

@@ -1322,6 +1322,7 @@ async fn import_directly_into_a_data_dir() {
     assert_eq!(refused.status.code(), Some(1));
     let line = sole_error_line(&refused.stderr);
     assert!(line.contains("in use by another idgraph process"), "{line}");
+    assert!(line.contains("--server URL --key KEY"), "{line}");
     server.stop();
 }
 

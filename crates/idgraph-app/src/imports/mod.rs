@@ -37,7 +37,10 @@ use crate::access::Principal;
 use crate::{AppError, ErrorKind, EventIds, compliance, new_id, settings};
 
 /// Rows per RESOLVE..RECORD chunk: one `Store::ingest` call and one recorded transaction.
-pub const CHUNK_ROWS: u32 = 500;
+/// Large enough that the index pages a chunk dirties are written once for many rows (on the
+/// embedded store every commit writes each dirty page to the WAL), small enough that a chunk
+/// holds the writer for well under a second.
+pub const CHUNK_ROWS: u32 = 5_000;
 /// LAND writes a batch when it has this many rows or bytes.
 const LAND_BATCH_ROWS: usize = 2_000;
 const LAND_BATCH_BYTES: usize = 4 << 20;
@@ -374,6 +377,9 @@ pub struct Landing<S> {
     batch: Vec<LandedRow>,
     batch_bytes: usize,
     next_row: u64,
+    /// The batch being written while the next one is read: at most one, so batches land in
+    /// order.
+    in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
 }
 
 impl<S: Store> Landing<S> {
@@ -417,6 +423,7 @@ impl<S: Store> Landing<S> {
             batch: Vec::new(),
             batch_bytes: 0,
             next_row: 1,
+            in_flight: None,
         })
     }
 
@@ -454,6 +461,7 @@ impl<S: Store> Landing<S> {
         }
         self.take_records().await?;
         self.flush().await?;
+        self.landed().await?;
         let Some(job) = self.job.take() else {
             return Err(file_error(&FileError::Empty));
         };
@@ -491,6 +499,8 @@ impl<S: Store> Landing<S> {
 
     /// The upload broke off: what landed stays, and the job is marked failed.
     pub async fn abort(mut self, why: &str) {
+        // What is being written lands (or not) before the job is marked failed.
+        let _ = self.landed().await;
         if let Some(job) = self.job.take() {
             let error = format!(
                 "the upload broke off after {} rows ({why}); upload the file again",
@@ -510,6 +520,7 @@ impl<S: Store> Landing<S> {
 
     async fn fail_file(&mut self, error: &FileError) -> AppError {
         let app_error = file_error(error);
+        let _ = self.landed().await;
         if let Some(job) = self.job.take() {
             let _ = self
                 .importer
@@ -549,7 +560,7 @@ impl<S: Store> Landing<S> {
     }
 
     async fn flush(&mut self) -> Result<(), AppError> {
-        let Some(job) = &self.job else {
+        let Some(job_id) = self.job.as_ref().map(|job| job.job_id.clone()) else {
             return Ok(());
         };
         if self.batch.is_empty() {
@@ -557,10 +568,26 @@ impl<S: Store> Landing<S> {
         }
         let rows = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        self.importer
-            .store()
-            .land_import_rows(&self.tenant, &job.job_id, rows, Timestamp::now())
+        // The batch before must have landed: batches land in order, each moving `landed` on
+        // from where the one before left it.
+        self.landed().await?;
+        let (store, tenant) = (self.importer.store().clone(), self.tenant.clone());
+        self.in_flight = Some(tokio::spawn(async move {
+            store
+                .land_import_rows(&tenant, &job_id, rows, Timestamp::now())
+                .await
+        }));
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any.
+    async fn landed(&mut self) -> Result<(), AppError> {
+        let Some(writing) = self.in_flight.take() else {
+            return Ok(());
+        };
+        writing
             .await
+            .map_err(|e| AppError::internal(format!("landing rows failed: {e}")))?
             .map_err(AppError::from_store("import"))
     }
 

@@ -95,6 +95,8 @@ impl Prepared {
     }
 }
 
+/// The row's identifiers normalized, without invalid or blocked values (noted) and without
+/// duplicates.
 fn normalized(
     settings: &IdentitySettings,
     raw: Vec<(String, String)>,

@@ -15,7 +15,7 @@ use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
     ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, IngestOutcome,
-    PageRequest, RecordedChunk, RowOutcome, Store, StoreError, erased_reason,
+    PageRequest, RecordedChunk, RowOutcome, SignalEffects, Store, StoreError, erased_reason,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -110,9 +110,11 @@ impl<S: Store> Importer<S> {
         let job_id = context.job.job_id.clone();
         let mut processed = context.job.processed;
         let landed = context.job.landed;
-        // PARSE of the next chunk overlaps RESOLVE..RECORD of this one.
+        // PARSE of the next chunks overlaps RESOLVE..RECORD of this one: one parsed chunk waits
+        // while the reader parses the one after (PARSE is the faster stage; more would only
+        // hold more rows in memory).
         let (parsed_tx, mut parsed_rx) =
-            tokio::sync::mpsc::channel::<Result<Vec<Prepared>, AppError>>(2);
+            tokio::sync::mpsc::channel::<Result<Vec<Prepared>, AppError>>(1);
         let reader = {
             let (store, tenant, context, event_ids) = (
                 self.store.clone(),
@@ -157,26 +159,34 @@ impl<S: Store> Importer<S> {
                 }
             })
         };
+        let mut timings = Timings::default();
         let result = async {
             while processed < landed {
                 if self.stopping() {
                     return Err(AppError::internal("the server is shutting down"));
                 }
+                let started = std::time::Instant::now();
                 let prepared = parsed_rx
                     .recv()
                     .await
                     .ok_or_else(|| AppError::internal("the row reader stopped"))??;
+                timings.waiting_for_rows += started.elapsed();
                 let to = prepared.last().map_or(processed, Prepared::row);
                 let (outcomes, counts, erase_landed) = match context.job.mode {
-                    ImportMode::Universe => self.resolve(tenant, &context, prepared, false).await?,
+                    ImportMode::Universe => {
+                        self.resolve(tenant, &context, prepared, false, &mut timings)
+                            .await?
+                    }
                     ImportMode::Enrichment => {
-                        self.resolve(tenant, &context, prepared, true).await?
+                        self.resolve(tenant, &context, prepared, true, &mut timings)
+                            .await?
                     }
                     ImportMode::Suppression => {
                         let (outcomes, counts) = self.suppress(tenant, &context, prepared).await?;
                         (outcomes, counts, Vec::new())
                     }
                 };
+                let started = std::time::Instant::now();
                 let chunk = RecordedChunk {
                     runner: self.runner.clone(),
                     mapping_version: context.job.mapping.version,
@@ -187,7 +197,9 @@ impl<S: Store> Importer<S> {
                     at: Timestamp::now(),
                     erase_landed,
                 };
-                match self.store.record_import_chunk(tenant, &job_id, chunk).await {
+                let recorded = self.store.record_import_chunk(tenant, &job_id, chunk).await;
+                timings.recording += started.elapsed();
+                match recorded {
                     Ok(()) => processed = to,
                     Err(StoreError::Conflict(why)) => {
                         // Another runner took over, or the job was reprocessed: its work now.
@@ -213,6 +225,10 @@ impl<S: Store> Importer<S> {
                 .map_err(AppError::from_store("import"))?;
             tracing::info!(job = %job_id, tenant = %tenant, rows = job.landed,
                            rejected = job.counts.rejected, persons_created = job.counts.persons_created,
+                           waiting_for_rows_ms = timings.waiting_for_rows.as_millis(),
+                           resolving_ms = timings.resolving.as_millis(),
+                           reading_back_ms = timings.reading_back.as_millis(),
+                           recording_ms = timings.recording.as_millis(),
                            "import completed");
         }
         Ok(())
@@ -226,6 +242,7 @@ impl<S: Store> Importer<S> {
         context: &JobContext,
         prepared: Vec<Prepared>,
         enrichment: bool,
+        timings: &mut Timings,
     ) -> Result<(Vec<RowOutcome>, ImportCounts, Vec<u64>), AppError> {
         let mut counts = ImportCounts::default();
         let mut outcomes: BTreeMap<u64, RowOutcome> = BTreeMap::new();
@@ -288,36 +305,68 @@ impl<S: Store> Importer<S> {
             let message_ids: Vec<String> =
                 signals.iter().map(|s| s.event.message_id.clone()).collect();
             let workspace = context.job.workspace.clone();
+            let started = std::time::Instant::now();
             let ingested = self
                 .store
                 .ingest(tenant, &context.settings, signals)
                 .await
                 .map_err(AppError::from_store("signal"))?;
-            // A row carrying a deleted person's identifier recorded nothing: it has no effects
-            // to read back, only its refusal.
+            timings.resolving += started.elapsed();
+            // What each signal did, as ingest reports it. A row carrying a deleted person's
+            // identifier recorded nothing: only its refusal. A duplicate's effect (from an
+            // earlier job, or from this one before an interruption) is read back from the graph.
             let mut recorded = Vec::with_capacity(pending.len());
-            let mut message_ids_recorded = Vec::with_capacity(pending.len());
+            let mut effects: Vec<Option<SignalEffects>> = Vec::with_capacity(pending.len());
+            let mut read_back: Vec<(usize, String)> = Vec::new();
             for (((row, notes), ingested), message_id) in
                 pending.into_iter().zip(ingested).zip(message_ids)
             {
-                if let IngestOutcome::Erased { kinds } = ingested {
-                    counts.rejected += 1;
-                    erased_rows.push(row);
-                    outcomes.insert(
-                        row,
-                        outcome(row, "rejected", None, Some(erased_reason(&kinds))),
-                    );
-                } else {
-                    recorded.push((row, notes));
-                    message_ids_recorded.push(message_id);
+                match ingested {
+                    IngestOutcome::Erased { kinds } => {
+                        counts.rejected += 1;
+                        erased_rows.push(row);
+                        outcomes.insert(
+                            row,
+                            outcome(row, "rejected", None, Some(erased_reason(&kinds))),
+                        );
+                        continue;
+                    }
+                    IngestOutcome::Recorded {
+                        person_id,
+                        created,
+                        merges,
+                        conflicts,
+                        attached,
+                    } => effects.push(Some(SignalEffects {
+                        event_id: String::new(),
+                        person_id,
+                        source: context.source(),
+                        created,
+                        merges: merges as u64,
+                        conflicts: conflicts as u64,
+                        attached: attached as u64,
+                    })),
+                    IngestOutcome::Duplicate => {
+                        read_back.push((effects.len(), message_id));
+                        effects.push(None);
+                    }
                 }
+                recorded.push((row, notes));
             }
-            let (pending, message_ids) = (recorded, message_ids_recorded);
-            let effects = self
-                .store
-                .signal_effects(tenant, &workspace, message_ids)
-                .await
-                .map_err(AppError::from_store("signal"))?;
+            let pending = recorded;
+            if !read_back.is_empty() {
+                let started = std::time::Instant::now();
+                let (indexes, ids): (Vec<usize>, Vec<String>) = read_back.into_iter().unzip();
+                let found = self
+                    .store
+                    .signal_effects(tenant, &workspace, ids)
+                    .await
+                    .map_err(AppError::from_store("signal"))?;
+                for (index, found) in indexes.into_iter().zip(found) {
+                    effects[index] = found;
+                }
+                timings.reading_back += started.elapsed();
+            }
             let source = context.source();
             for ((row, mut notes), effects) in pending.into_iter().zip(effects) {
                 let Some(effects) = effects else {
@@ -567,6 +616,15 @@ impl<S: Store> Importer<S> {
         }
         Ok(resumed)
     }
+}
+
+/// Where a processing run spent its time, for the completion log line.
+#[derive(Debug, Default)]
+struct Timings {
+    waiting_for_rows: std::time::Duration,
+    resolving: std::time::Duration,
+    reading_back: std::time::Duration,
+    recording: std::time::Duration,
 }
 
 /// The leads preset: phone numbers link people without merging them.

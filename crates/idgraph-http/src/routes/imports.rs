@@ -55,10 +55,21 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if accepted.contains(&media.as_str()) {
         return Ok(());
     }
+    // The two a first try most often sends: curl's --data-binary without a Content-Type, and
+    // the file as a field of a form (curl -F).
+    let hint = match media.as_str() {
+        "application/x-www-form-urlencoded" => {
+            " (curl sends that for --data-binary unless told otherwise: add -H 'Content-Type: text/csv')"
+        }
+        "multipart/form-data" => {
+            " (send the file itself as the body, not as a form field: curl --data-binary @FILE -H 'Content-Type: text/csv')"
+        }
+        _ => "",
+    };
     Err(ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
-        format!("expected a CSV body (Content-Type: text/csv), got {media:?}"),
+        format!("expected a CSV body (Content-Type: text/csv), got {media:?}{hint}"),
     ))
 }
 
@@ -294,6 +305,8 @@ pub(crate) struct RowOutcomeDto {
     /// 1 is the first data row after the header.
     row: u64,
     outcome: String,
+    /// The person the row belongs to now: the survivor when a later merge absorbed the person
+    /// the row was first put on.
     person_id: Option<String>,
     reason: Option<String>,
 }

@@ -271,6 +271,7 @@ async fn check_log<S: Store>(store: &S, name: &str, log: &Log) -> Result<(), Tes
             created: resolution.created,
             merges: resolution.merges.len(),
             conflicts: resolution.conflicts.len(),
+            attached: resolution.attach.len(),
         });
     }
 
@@ -286,6 +287,53 @@ async fn check_log<S: Store>(store: &S, name: &str, log: &Log) -> Result<(), Tes
             start,
             start + size,
             &log.signals[start..start + size]
+        );
+    }
+
+    // What a signal did, read back by its message id, is what ingest reported: the import
+    // runner counts a row's effects from either (reading back after an interruption).
+    for (record, expected) in records.iter().zip(&expected_outcomes) {
+        let IngestOutcome::Recorded {
+            person_id,
+            created,
+            merges,
+            conflicts,
+            attached,
+        } = expected
+        else {
+            continue;
+        };
+        let found = store
+            .signal_effects(
+                a,
+                &record.event.workspace,
+                vec![record.event.message_id.clone()],
+            )
+            .await
+            .expect("signal effects");
+        let Some(Some(effects)) = found.first() else {
+            return Err(TestCaseError::fail(format!(
+                "{} was recorded but is not read back",
+                record.event.message_id
+            )));
+        };
+        prop_assert_eq!(
+            (
+                &effects.person_id,
+                effects.created,
+                effects.merges,
+                effects.conflicts,
+                effects.attached
+            ),
+            (
+                person_id,
+                *created,
+                *merges as u64,
+                *conflicts as u64,
+                *attached as u64
+            ),
+            "{}",
+            record.event.message_id
         );
     }
 
