@@ -491,7 +491,7 @@ pub async fn unmerge<S: Store>(
             // Declared shared before anything is undone, so no signal can glue the parts back
             // together in between. A keep-apart rule per undone merge only covers the pair
             // that merge joined; the glue may link any two of the parts.
-            shared = settings::share_values(store, &principal.tenant_id, &wanted).await?;
+            shared = settings::share_values(store, &principal.tenant_id, settings, &wanted).await?;
             merges.into_iter().map(|m| m.merge_id).collect()
         }
     };

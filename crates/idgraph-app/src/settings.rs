@@ -242,13 +242,13 @@ pub async fn put<S: Store>(
 
 /// Declares these values shared (see `IdentitySettings::shared_values`): from now on they link
 /// the persons who carry them without merging anyone. Values of kinds that are shared already
-/// need nothing. Returns the values it added.
+/// need nothing. `settings` are the tenant's as just loaded. Returns the values it added.
 pub(crate) async fn share_values<S: Store>(
     store: &S,
     tenant: &idgraph_core::tenancy::TenantId,
+    mut settings: IdentitySettings,
     identifiers: &[idgraph_core::identity::Identifier],
 ) -> Result<Vec<idgraph_core::identity::Identifier>, AppError> {
-    let mut settings = load(store, tenant).await?;
     let mut added = Vec::new();
     for identifier in identifiers {
         if settings.policy_of(identifier) == Some(Policy::Unique) {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{MASTER_KEY, TestApp, error_code};
+use common::{MASTER_KEY, TestApp, error_code, lookup};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -109,25 +109,6 @@ fn by_row(rows: &[Value]) -> BTreeMap<u64, (String, Option<String>, Option<Strin
                     r["reason"].as_str().map(str::to_owned),
                 ),
             )
-        })
-        .collect()
-}
-
-async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
-    let path = format!(
-        "/api/v1/persons/lookup?kind={kind}&value={}",
-        urlencode(value)
-    );
-    app.get(&path, MASTER_KEY).await
-}
-
-fn urlencode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
         })
         .collect()
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{MASTER_KEY, TestApp, error_code};
+use common::{MASTER_KEY, TestApp, error_code, lookup, urlencode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -31,25 +31,6 @@ on_both_backends!(
     a_settings_preview_reports_merges_and_splits_and_changes_nothing,
     a_mega_person_glued_by_a_shared_device_splits_with_one_call,
 );
-
-async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
-    let path = format!(
-        "/api/v1/persons/lookup?kind={kind}&value={}",
-        urlencode(value)
-    );
-    app.get(&path, MASTER_KEY).await
-}
-
-fn urlencode(raw: &str) -> String {
-    raw.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 fn identifier_values(person: &Value, kind: &str) -> Vec<String> {
     person["identifiers"]

@@ -243,3 +243,24 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// `GET /api/v1/persons/lookup` with the master key.
+pub(crate) async fn lookup(app: &TestApp, kind: &str, value: &str) -> (StatusCode, Value) {
+    let path = format!(
+        "/api/v1/persons/lookup?kind={kind}&value={}",
+        urlencode(value)
+    );
+    app.get(&path, MASTER_KEY).await
+}
+
+/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
+pub(crate) fn urlencode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
