@@ -21,6 +21,8 @@ use crate::ParseError;
 pub enum EventType {
     PersonCreated,
     PersonMerged,
+    /// A merge was undone (`POST /api/v1/persons/{id}/unmerge`).
+    PersonUnmerged,
     PersonDeleted,
     ConsentChanged,
     SuppressionAdded,
@@ -29,9 +31,10 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::PersonCreated,
         EventType::PersonMerged,
+        EventType::PersonUnmerged,
         EventType::PersonDeleted,
         EventType::ConsentChanged,
         EventType::SuppressionAdded,
@@ -43,6 +46,7 @@ impl EventType {
         match self {
             EventType::PersonCreated => "person.created",
             EventType::PersonMerged => "person.merged",
+            EventType::PersonUnmerged => "person.unmerged",
             EventType::PersonDeleted => "person.deleted",
             EventType::ConsentChanged => "consent.changed",
             EventType::SuppressionAdded => "suppression.added",

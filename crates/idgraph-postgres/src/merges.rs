@@ -359,16 +359,22 @@ impl PostgresStore {
         )
         .await
         .map_err(map_error)?;
-        tx.commit().await.map_err(map_error)?;
-        Ok(UnmergeOutcome {
+        let outcome = UnmergeOutcome {
             survivor,
             restored_members: side.iter().filter(|m| **m != absorbed).cloned().collect(),
             restored: absorbed,
             events_moved,
             identifiers_moved,
             grants_withdrawn,
-            rule_id: request.rule_id,
-        })
+            rule_id: request.rule_id.clone(),
+        };
+        let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
+        if subscribers.any(idgraph_core::webhooks::EventType::PersonUnmerged) {
+            let event = idgraph_store::unmerge_event(&request, &outcome);
+            crate::webhooks::enqueue(&tx, tenant, &subscribers, &[event]).await?;
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(outcome)
     }
 
     pub(crate) async fn rules_of(

@@ -12,7 +12,7 @@ use idgraph_store::{
     PersonProfile, PersonRow, PurgeOutcome, RecordedChunk, RowOutcome, SignalEffects, SignalRecord,
     Store, StoreError, StoreResult, StoredResponse, SuppressionRow, Tenant, TenantStats,
     TimelineEvent, Unmerge, UnmergeOutcome, WebhookDelivery, WebhookSubscription, Workspace,
-    compliance_events, import_completed_event, merge_event,
+    compliance_events, import_completed_event, merge_event, unmerge_event,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -587,8 +587,16 @@ impl Store for SqliteStore {
 
     async fn unmerge(&self, tenant_id: &TenantId, unmerge: Unmerge) -> StoreResult<UnmergeOutcome> {
         let tenant_id = tenant_id.clone();
-        self.write(move |tx| merges::unmerge(tx, tenant_id.as_str(), &unmerge))
-            .await
+        self.write(move |tx| {
+            let outcome = merges::unmerge(tx, tenant_id.as_str(), &unmerge)?;
+            let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
+            if subscribers.any(EventType::PersonUnmerged) {
+                let event = unmerge_event(&unmerge, &outcome);
+                webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &[event])?;
+            }
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn keep_apart_rules(

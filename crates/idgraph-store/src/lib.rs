@@ -49,7 +49,7 @@ pub use webhooks::{
     AttemptNext, AttemptRecord, ClaimedDelivery, DeliveryAttempt, DeliveryClaim, DeliveryStatus,
     NewDelivery, Subscriber, Subscribers, WebhookDelivery, WebhookEvent, WebhookSubscription,
     compliance_events, decode_event_types, encode_event_types, import_completed_event, merge_event,
-    person_deleted_event, signal_events,
+    person_deleted_event, signal_events, unmerge_event,
 };
 
 /// What can go wrong in a store, without driver types leaking out.

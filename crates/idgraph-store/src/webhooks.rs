@@ -10,7 +10,9 @@ use idgraph_core::webhooks::EventType;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::{ComplianceWrites, ImportJob, MergeRow, SignalRecord, derived_id};
+use crate::{
+    ComplianceWrites, ImportJob, MergeRow, SignalRecord, Unmerge, UnmergeOutcome, derived_id,
+};
 
 /// A webhook endpoint of a workspace.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +214,26 @@ pub fn merge_event(merge: &MergeRow) -> WebhookEvent {
             "survivor": merge.survivor,
             "absorbed": merge.absorbed,
             "reason": {"identifiers": identifiers_json(&merge.identifiers), "signal": merge.signal_id},
+        }),
+    }
+}
+
+/// What undoing a merge announces. A merge is undone at most once, so its id makes the event's.
+pub fn unmerge_event(request: &Unmerge, outcome: &UnmergeOutcome) -> WebhookEvent {
+    WebhookEvent {
+        event_type: EventType::PersonUnmerged,
+        event_id: format!("{}u", request.merge_id),
+        workspace: None,
+        at: request.at,
+        data: json!({
+            "merge_id": request.merge_id,
+            "survivor": outcome.survivor,
+            "restored": outcome.restored,
+            "restored_members": outcome.restored_members,
+            "events_moved": outcome.events_moved,
+            "identifiers_moved": outcome.identifiers_moved,
+            "rule_id": outcome.rule_id,
+            "reason": request.reason,
         }),
     }
 }

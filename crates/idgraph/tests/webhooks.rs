@@ -488,6 +488,49 @@ async fn a_deletion_is_announced_without_the_persons_data(app: &TestApp) {
     verify_with_python(&secret, &received);
 }
 
+async fn an_unmerge_is_announced_with_both_persons(app: &TestApp) {
+    let receiver = Receiver::start(&[]).await;
+    let (_, secret) = subscribe(app, &receiver.url, &["person.merged", "person.unmerged"]).await;
+    let write_key = app.write_key().await;
+    for body in [
+        json!({"userId": "wh-split-1", "traits": {"name": "Ann"}}),
+        json!({"anonymousId": "wh-split-anon", "traits": {"email": "split@example.com"}}),
+        json!({"userId": "wh-split-1", "traits": {"email": "split@example.com"}}),
+    ] {
+        let (status, answer) = app.track("/v1/identify", &write_key, body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let merged = eventually("the merge delivery", async || {
+        let received = receiver.received();
+        (!received.is_empty()).then_some(received)
+    })
+    .await;
+    let merged: Value = serde_json::from_str(&merged[0].body).expect("json");
+    let merge_id = merged["data"]["merge_id"].as_str().expect("merge id");
+    let survivor = merged["data"]["survivor"].as_str().expect("survivor");
+    let (status, answer) = app
+        .post(
+            &format!("/api/v1/persons/{survivor}/unmerge"),
+            MASTER_KEY,
+            json!({"merge_id": merge_id, "reason": "two people"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let received = eventually("the unmerge delivery", async || {
+        let received = receiver.received();
+        (received.len() >= 2).then_some(received)
+    })
+    .await;
+    assert_eq!(event_types(&received), ["person.merged", "person.unmerged"]);
+    let unmerged: Value = serde_json::from_str(&received[1].body).expect("json");
+    assert_eq!(unmerged["data"]["merge_id"], merge_id);
+    assert_eq!(unmerged["data"]["survivor"], survivor);
+    assert_eq!(unmerged["data"]["restored"], merged["data"]["absorbed"]);
+    assert_eq!(unmerged["data"]["reason"], "two people");
+    assert!(unmerged["data"]["rule_id"].is_string(), "{unmerged}");
+    verify_with_python(&secret, &received);
+}
+
 /// Like `on_both_backends!`, with fast retries and a configured data key.
 macro_rules! on_both_backends_fast {
     ($($case:ident),* $(,)?) => {
@@ -525,6 +568,7 @@ on_both_backends_fast!(
     a_gone_endpoint_is_disabled_until_enabled_again,
     an_inbound_stop_announces_the_message_and_the_opt_out,
     a_deletion_is_announced_without_the_persons_data,
+    an_unmerge_is_announced_with_both_persons,
 );
 
 /// A pending delivery outlives the server: it was committed with the change it announces.

@@ -16,8 +16,8 @@ use crate::{ApiError, AppState};
 pub(crate) struct NewWebhookDto {
     /// An absolute `http` or `https` URL.
     url: String,
-    /// Event types: `person.created`, `person.merged`, `person.deleted`, `consent.changed`,
-    /// `suppression.added`, `import.completed`, `message.inbound`.
+    /// Event types: `person.created`, `person.merged`, `person.unmerged`, `person.deleted`,
+    /// `consent.changed`, `suppression.added`, `import.completed`, `message.inbound`.
     events: Vec<String>,
     /// Only this workspace's events; every workspace's when left out.
     workspace: Option<String>,

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::{ts, with_tenants};
 use crate::{
     AttemptNext, AttemptRecord, DeliveryAttempt, DeliveryClaim, DeliveryStatus, EventRow,
-    ManualMerge, PageRequest, SignalRecord, Store, StoreError, WebhookSubscription,
+    ManualMerge, PageRequest, SignalRecord, Store, StoreError, Unmerge, WebhookSubscription,
 };
 
 fn email(settings: &IdentitySettings, n: usize) -> Identifier {
@@ -210,6 +210,34 @@ pub async fn the_outbox_holds_committed_changes_someone_subscribed_to<S: Store>(
     assert_eq!(merged.len(), 1);
     assert!(merged[0].1.contains("mm-ok"), "{:?}", merged[0]);
     assert_eq!(outbox(store, tenant, "s-created").await.len(), 1);
+
+    // Undoing it is announced once; a refused second undo announces nothing.
+    store
+        .create_webhook(
+            tenant,
+            &subscription("s-unmerged", &[EventType::PersonUnmerged]),
+        )
+        .await
+        .expect("subscribe");
+    let undo = |rule: &str| Unmerge {
+        merge_id: "mm-ok".into(),
+        reason: "two people".into(),
+        actor: "conformance".into(),
+        at: ts(12),
+        rule_id: rule.into(),
+    };
+    let outcome = store.unmerge(tenant, undo("ka-1")).await.expect("unmerge");
+    let again = store.unmerge(tenant, undo("ka-2")).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let unmerged = outbox(store, tenant, "s-unmerged").await;
+    assert_eq!(unmerged.len(), 1, "{unmerged:?}");
+    let payload: serde_json::Value = serde_json::from_str(&unmerged[0].1).expect("json");
+    assert_eq!(payload["type"], "person.unmerged");
+    assert_eq!(payload["data"]["merge_id"], "mm-ok");
+    assert_eq!(payload["data"]["restored"], outcome.restored.as_str());
+    assert_eq!(payload["data"]["survivor"], outcome.survivor.as_str());
+    assert_eq!(payload["data"]["rule_id"], "ka-1");
+    assert_eq!(outbox(store, tenant, "s-merged").await.len(), 1);
 }
 
 pub async fn claims_hand_out_each_endpoints_deliveries_one_at_a_time<S: Store>(store: &S) {
