@@ -292,7 +292,8 @@ impl PostgresStore {
                 "SELECT (SELECT COUNT(*) FROM persons WHERE tenant_id = $1 AND merged_into IS NULL),
                         (SELECT COUNT(*) FROM persons WHERE tenant_id = $1 AND merged_into IS NOT NULL),
                         (SELECT COUNT(*) FROM merges WHERE tenant_id = $1),
-                        (SELECT COUNT(*) FROM conflicts WHERE tenant_id = $1)",
+                        (SELECT COUNT(*) FROM conflicts WHERE tenant_id = $1),
+                        (SELECT COALESCE(SUM(landed), 0)::bigint FROM import_jobs WHERE tenant_id = $1)",
                 &[&tenant],
             )
             .await
@@ -326,6 +327,16 @@ impl PostgresStore {
                 )
             })
             .collect();
+        let imports_by_status = tx
+            .query(
+                "SELECT status, COUNT(*) FROM import_jobs WHERE tenant_id = $1 GROUP BY status ORDER BY status",
+                &[&tenant],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+            .collect();
         tx.commit().await.map_err(map_error)?;
         Ok(TenantStats {
             persons: n(0),
@@ -334,6 +345,8 @@ impl PostgresStore {
             events_by_kind_and_day,
             merges: n(2),
             conflicts: n(3),
+            imports_by_status,
+            import_rows: n(4),
         })
     }
 

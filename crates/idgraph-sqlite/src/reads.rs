@@ -401,6 +401,19 @@ pub(crate) fn stats(
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(map_error)?;
+    let imports_by_status = tx
+        .prepare_cached(
+            "SELECT status, COUNT(*) FROM import_jobs WHERE tenant_id = ?1 GROUP BY status ORDER BY status",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant], |r| {
+                Ok((r.get::<_, String>(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map_error)?;
+    let import_rows =
+        count("SELECT COALESCE(SUM(landed), 0) FROM import_jobs WHERE tenant_id = ?1")?;
     tx.finish().map_err(map_error)?;
     Ok(TenantStats {
         persons,
@@ -409,5 +422,7 @@ pub(crate) fn stats(
         events_by_kind_and_day,
         merges,
         conflicts,
+        imports_by_status,
+        import_rows,
     })
 }

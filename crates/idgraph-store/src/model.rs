@@ -178,4 +178,8 @@ pub struct TenantStats {
     pub events_by_kind_and_day: Vec<(String, String, u64)>,
     pub merges: u64,
     pub conflicts: u64,
+    /// Import jobs by status (`landing`, `processing`, `completed`, `failed`).
+    pub imports_by_status: Vec<(String, u64)>,
+    /// Rows landed by all import jobs.
+    pub import_rows: u64,
 }

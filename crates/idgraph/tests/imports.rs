@@ -549,6 +549,14 @@ async fn importing_the_same_file_again_changes_nothing(app: &TestApp) {
         2,
         "no event twice"
     );
+    // Stats count both jobs and every landed row: duplicates and the blank row too.
+    let (status, stats) = app.get("/api/v1/stats", MASTER_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(
+        stats["imports"],
+        json!({"jobs": 2, "by_status": {"completed": 2}, "rows": 8}),
+        "{stats}"
+    );
 }
 
 async fn reprocessing_applies_a_new_mapping_without_an_upload(app: &TestApp) {

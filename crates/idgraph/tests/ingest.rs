@@ -1028,6 +1028,10 @@ async fn stats_count_the_graph(app: &TestApp) {
     assert_eq!(stats["persons_absorbed"], 1);
     assert_eq!(stats["merges"], 1);
     assert_eq!(
+        stats["imports"],
+        json!({"jobs": 0, "by_status": {}, "rows": 0})
+    );
+    assert_eq!(
         stats["identifiers"],
         json!({"anonymous_id": 1, "email": 1, "external_id": 1})
     );

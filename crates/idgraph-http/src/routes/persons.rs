@@ -669,6 +669,17 @@ pub(crate) struct StatsDto {
     events_since: String,
     merges: u64,
     conflicts: u64,
+    imports: ImportStatsDto,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ImportStatsDto {
+    /// Import jobs, all statuses.
+    jobs: u64,
+    /// Jobs by status: `landing`, `processing`, `completed`, `failed`.
+    by_status: BTreeMap<String, u64>,
+    /// Rows landed by all jobs.
+    rows: u64,
 }
 
 /// Counts of the acting tenant's graph.
@@ -692,6 +703,11 @@ pub(crate) async fn stats<S: Store>(
         events_since: since.to_string(),
         merges: stats.merges,
         conflicts: stats.conflicts,
+        imports: ImportStatsDto {
+            jobs: stats.imports_by_status.iter().map(|(_, n)| n).sum(),
+            by_status: stats.imports_by_status.into_iter().collect(),
+            rows: stats.import_rows,
+        },
     }))
 }
 
