@@ -114,15 +114,31 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// The whole router. Around every route, outermost first: metrics and logs, panics, rate
 /// limits and the audit log (`platform`), idempotency keys.
 pub fn router<S: Store>(state: AppState<S>) -> Router {
-    routes::all::<S>()
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::around::<S>,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
+    build_router(state, true)
+}
+
+/// The router without the `platform` layer: no rate-limit headers and no audit entries (a
+/// state whose defaults are 0 also checks no bucket). Only for measuring what that layer costs
+/// (`benches/platform.rs`); never served.
+#[doc(hidden)]
+pub fn router_without_platform<S: Store>(state: AppState<S>) -> Router {
+    build_router(state, false)
+}
+
+fn build_router<S: Store>(state: AppState<S>, platform: bool) -> Router {
+    let routes = routes::all::<S>().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        idempotency::around::<S>,
+    ));
+    let routes = if platform {
+        routes.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             platform::around::<S>,
         ))
+    } else {
+        routes
+    };
+    routes
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn(observe::observe))
