@@ -164,6 +164,15 @@ impl SqliteStore {
         configure(&conn, options.durability)
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
         migrate(&mut conn)?;
+        install_planner_statistics(&conn)
+            .map_err(|e| StoreError::Unusable(format!("cannot write planner statistics: {e}")))?;
+        // The planner reads its statistics when a connection loads the schema: start afresh.
+        drop(conn);
+        let conn = Connection::open(&path).map_err(|e| {
+            StoreError::Unusable(format!("cannot open database {}: {e}", path.display()))
+        })?;
+        configure(&conn, options.durability)
+            .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
 
         let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
         let writer_thread = std::thread::Builder::new()
@@ -309,6 +318,89 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+/// Rows the planner is told each table has; only the ratios to the figures below matter.
+const PLANNED_ROWS: u64 = 1_000_000;
+/// Rows the planner is told one tenant has: every key leads with `tenant_id`, and a key's
+/// tenant prefix alone selects a large share of the table.
+const PLANNED_TENANT_ROWS: u64 = 100_000;
+/// Columns with a handful of values: an equality on them narrows a tenant's rows only a little.
+const LOW_CARDINALITY: &[&str] = &[
+    "kind",
+    "status",
+    "is_master",
+    "outcome",
+    "workspace",
+    "scope",
+    "action",
+    "purpose",
+    "channel",
+];
+
+/// Writes `sqlite_stat1` by hand, the same on every start, so plans never depend on the data.
+///
+/// With the planner stability guarantee on (see `configure`) and no statistics, SQLite guesses
+/// that `tenant_id = ?` matches a few rows and prefers a range of the primary key over any
+/// secondary index whose rows need a primary-key look-up: `WHERE tenant_id = ? AND person_id
+/// = ?` read every identity node, event or trait of the tenant. Statistics that say what the
+/// schema means (the tenant prefix is large, the next key column selective, a unique key
+/// exact) make it pick the index (`tests/schema.rs`). `ANALYZE` would measure instead, but it
+/// reads every table (minutes on a large store) and could change plans as the data grows.
+fn install_planner_statistics(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("ANALYZE sqlite_schema")?;
+    let tables: Vec<(String, bool)> = conn
+        .prepare(
+            "SELECT name, wr FROM pragma_table_list
+             WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    for (table, without_rowid) in &tables {
+        let indexes: Vec<(String, bool, String)> = conn
+            .prepare("SELECT name, \"unique\", origin FROM pragma_index_list(?1)")?
+            .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (index, unique, origin) in indexes {
+            let columns: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?
+                .query_map([&index], |r| r.get::<_, Option<String>>(0))?
+                .map(|name| name.map(Option::unwrap_or_default))
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stat = PLANNED_ROWS.to_string();
+            for (position, column) in columns.iter().enumerate() {
+                let matching = if unique && position + 1 == columns.len() {
+                    1
+                } else if column == "tenant_id" {
+                    PLANNED_TENANT_ROWS
+                } else if LOW_CARDINALITY.contains(&column.as_str()) {
+                    PLANNED_TENANT_ROWS / 5
+                } else if position == 1 {
+                    10
+                } else {
+                    2
+                };
+                stat.push_str(&format!(" {matching}"));
+            }
+            // A WITHOUT ROWID table's primary key is the table itself to the planner.
+            let name = if origin == "pk" && *without_rowid {
+                table.clone()
+            } else {
+                index
+            };
+            rows.push((table.clone(), name, stat));
+        }
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM sqlite_stat1", [])?;
+    for (table, index, stat) in &rows {
+        tx.execute(
+            "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?1, ?2, ?3)",
+            [table, index, stat],
+        )?;
+    }
+    tx.commit()
 }
 
 /// Page cache of the writer connection, in KiB (negative: SQLite's unit for "KiB, not pages").
