@@ -865,6 +865,16 @@ impl Store for PostgresStore {
         self.write_attempt(tenant_id.as_str(), delivery_id, &record)
             .await
     }
+
+    async fn prune_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        finished_before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        self.prune_deliveries(tenant_id.as_str(), finished_before, limit)
+            .await
+    }
 }
 
 impl PostgresStore {

@@ -387,6 +387,43 @@ impl PostgresStore {
             .collect()
     }
 
+    pub(crate) async fn prune_deliveries(
+        &self,
+        tenant: &str,
+        finished_before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_error)?;
+        let doomed: Vec<String> = tx
+            .query(
+                "SELECT delivery_id FROM webhook_deliveries
+                 WHERE tenant_id = $1 AND status <> 'pending' AND finished_at < $2
+                 ORDER BY seq LIMIT $3",
+                &[&tenant, &to_sql_time(finished_before), &i64::from(limit)],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|row| text(row, 0))
+            .collect::<StoreResult<_>>()?;
+        tx.execute(
+            "DELETE FROM webhook_attempts WHERE tenant_id = $1 AND delivery_id = ANY($2)",
+            &[&tenant, &doomed],
+        )
+        .await
+        .map_err(map_error)?;
+        let gone = tx
+            .execute(
+                "DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND delivery_id = ANY($2)",
+                &[&tenant, &doomed],
+            )
+            .await
+            .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(gone)
+    }
+
     pub(crate) async fn write_attempt(
         &self,
         tenant: &str,

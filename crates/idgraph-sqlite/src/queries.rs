@@ -974,6 +974,17 @@ impl Store for SqliteStore {
         self.write(move |tx| webhooks::record(tx, tenant.as_str(), &id, &record))
             .await
     }
+
+    async fn prune_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        finished_before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let tenant = tenant_id.clone();
+        self.write(move |tx| webhooks::prune(tx, tenant.as_str(), finished_before, limit))
+            .await
+    }
 }
 
 fn insert_key(

@@ -449,3 +449,35 @@ pub(crate) fn record(
     }
     Ok(())
 }
+
+pub(crate) fn prune(
+    conn: &Connection,
+    tenant: &str,
+    finished_before: Timestamp,
+    limit: u32,
+) -> StoreResult<u64> {
+    let doomed: Vec<String> = conn
+        .prepare_cached(
+            "SELECT delivery_id FROM webhook_deliveries
+             WHERE tenant_id = ?1 AND status <> 'pending' AND finished_at < ?2
+             ORDER BY seq LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, micros(finished_before), limit], |r| {
+                r.get(0)
+            })?
+            .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(map_error)?;
+    for delivery_id in &doomed {
+        for sql in [
+            "DELETE FROM webhook_attempts WHERE tenant_id = ?1 AND delivery_id = ?2",
+            "DELETE FROM webhook_deliveries WHERE tenant_id = ?1 AND delivery_id = ?2",
+        ] {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.execute(params![tenant, delivery_id]))
+                .map_err(map_error)?;
+        }
+    }
+    Ok(doomed.len() as u64)
+}

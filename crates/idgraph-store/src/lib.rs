@@ -602,4 +602,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         delivery_id: &str,
         record: AttemptRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Deletes up to `limit` deliveries that finished (delivered, failed or cancelled) before
+    /// `finished_before`, with their attempts; pending ones stay whatever their age. Returns
+    /// how many went: fewer than `limit` means none are left.
+    fn prune_webhook_deliveries(
+        &self,
+        tenant_id: &TenantId,
+        finished_before: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 }

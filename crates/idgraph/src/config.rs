@@ -72,6 +72,7 @@ pub struct Config {
     pub webhook_poll_ms: u64,
     pub webhook_retry_base_ms: u64,
     pub webhook_retry_window_seconds: u64,
+    pub webhook_delivery_retention_days: u32,
 }
 
 impl Default for Config {
@@ -97,13 +98,14 @@ impl Default for Config {
             webhook_poll_ms: 1000,
             webhook_retry_base_ms: 5000,
             webhook_retry_window_seconds: 3 * 24 * 3600,
+            webhook_delivery_retention_days: 30,
         }
     }
 }
 
 /// The keys that may come from `IDGRAPH_*` variables. Other `IDGRAPH_*` variables (used by
 /// tests and tools) are not configuration and must not be refused as unknown keys.
-const ENV_KEYS: [&str; 20] = [
+const ENV_KEYS: [&str; 21] = [
     "listen",
     "data_dir",
     "database_url",
@@ -124,6 +126,7 @@ const ENV_KEYS: [&str; 20] = [
     "webhook_poll_ms",
     "webhook_retry_base_ms",
     "webhook_retry_window_seconds",
+    "webhook_delivery_retention_days",
 ];
 
 /// `idgraph config default`: every key with its default and what it means.
@@ -188,6 +191,9 @@ webhook_timeout_seconds = 10
 webhook_poll_ms = 1000
 webhook_retry_base_ms = 5000
 webhook_retry_window_seconds = 259200
+# Days a finished delivery (delivered, failed, cancelled) and its attempts stay in the delivery
+# log before the worker deletes them; 0 keeps them forever. Pending deliveries are never pruned.
+webhook_delivery_retention_days = 30
 "#;
 
 /// Builds the configuration from its layers; `overrides` are the flags given on the command line.
@@ -269,6 +275,10 @@ impl Config {
                 window: Duration::from_secs(self.webhook_retry_window_seconds),
                 ..idgraph_core::webhooks::RetrySchedule::default()
             },
+            retention: (self.webhook_delivery_retention_days > 0).then(|| {
+                Duration::from_secs(u64::from(self.webhook_delivery_retention_days) * 24 * 3600)
+            }),
+            ..idgraph_app::webhooks::WorkerSettings::default()
         }
     }
 

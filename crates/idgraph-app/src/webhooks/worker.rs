@@ -31,6 +31,10 @@ pub struct WorkerSettings {
     /// How often due deliveries (retries) are looked for when nothing wakes the worker.
     pub poll: Duration,
     pub schedule: RetrySchedule,
+    /// How long finished deliveries stay in the log; `None` keeps them.
+    pub retention: Option<Duration>,
+    /// How often the log is pruned.
+    pub prune_every: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -40,6 +44,8 @@ impl Default for WorkerSettings {
             timeout: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             schedule: RetrySchedule::default(),
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            prune_every: Duration::from_secs(3600),
         }
     }
 }
@@ -113,8 +119,16 @@ impl<S: Store> Sender<S> {
     async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut in_flight = JoinSet::new();
+        // The first pass soon after start, so a server that restarts often still prunes.
+        let mut next_prune = Instant::now() + self.settings.poll;
         loop {
             while in_flight.try_join_next().is_some() {}
+            if Instant::now() >= next_prune {
+                next_prune = Instant::now() + self.settings.prune_every;
+                if let Err(error) = self.prune().await {
+                    tracing::warn!(%error, "pruning the webhook delivery log failed");
+                }
+            }
             if let Err(error) = self.claim_and_send(&permits, &mut in_flight).await {
                 tracing::warn!(%error, "webhook claim failed");
             }
@@ -126,6 +140,46 @@ impl<S: Store> Sender<S> {
         }
         // Requests in flight finish (each within the timeout) and are logged; nothing new starts.
         while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Deletes finished deliveries older than the retention, a bounded batch per transaction so
+    /// that ingestion is never held up behind one long delete.
+    async fn prune(&self) -> Result<(), idgraph_store::StoreError> {
+        const BATCH: u32 = 1000;
+        let Some(retention) = self.settings.retention else {
+            return Ok(());
+        };
+        let Ok(retention) = jiff::SignedDuration::try_from(retention) else {
+            return Ok(());
+        };
+        let Ok(cutoff) = Timestamp::now().checked_sub(retention) else {
+            return Ok(());
+        };
+        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
+        let mut pruned = 0u64;
+        loop {
+            let tenants = self.store.list_tenants(&page).await?;
+            for tenant in &tenants.items {
+                loop {
+                    let gone = self
+                        .store
+                        .prune_webhook_deliveries(&tenant.id, cutoff, BATCH)
+                        .await?;
+                    pruned += gone;
+                    if gone < u64::from(BATCH) {
+                        break;
+                    }
+                }
+            }
+            match tenants.next_cursor {
+                Some(cursor) => page.after = Some(cursor),
+                None => break,
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, "pruned finished webhook deliveries past their retention");
+        }
+        Ok(())
     }
 
     async fn claim_and_send(

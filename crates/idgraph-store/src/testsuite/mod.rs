@@ -24,6 +24,7 @@ pub use unmerge::{
 };
 pub use webhooks::{
     claims_hand_out_each_endpoints_deliveries_one_at_a_time,
+    finished_deliveries_are_pruned_and_pending_ones_kept,
     the_outbox_holds_committed_changes_someone_subscribed_to,
 };
 
@@ -80,6 +81,7 @@ macro_rules! store_conformance_suite {
             deleting_a_person_hides_it_tombstones_it_and_purges_it,
             the_outbox_holds_committed_changes_someone_subscribed_to,
             claims_hand_out_each_endpoints_deliveries_one_at_a_time,
+            finished_deliveries_are_pruned_and_pending_ones_kept,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

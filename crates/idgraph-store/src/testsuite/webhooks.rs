@@ -432,3 +432,78 @@ pub async fn claims_hand_out_each_endpoints_deliveries_one_at_a_time<S: Store>(s
             .is_empty()
     );
 }
+
+pub async fn finished_deliveries_are_pruned_and_pending_ones_kept<S: Store>(store: &S) {
+    let tenants = with_tenants(store, &["hook-prune", "hook-prune-other"]).await;
+    let (tenant, other) = (&tenants[0], &tenants[1]);
+    let settings = IdentitySettings::default();
+    for t in [tenant, other] {
+        store
+            .create_webhook(t, &subscription("s1", &[EventType::PersonCreated]))
+            .await
+            .expect("subscribe");
+        let signals = (1..=3)
+            .map(|n| signal(n, vec![external(&settings, n)]))
+            .collect();
+        store.ingest(t, &settings, signals).await.expect("ingest");
+    }
+    let now = ts(100);
+    // The first two are delivered an hour apart; the third stays pending.
+    for (n, at) in [(1, now), (2, now + SignedDuration::from_hours(1))] {
+        let taken = store
+            .claim_webhook_deliveries(tenant, &claim("a", at))
+            .await
+            .expect("claim");
+        let id = taken[0].delivery.delivery_id.clone();
+        assert!(taken[0].delivery.payload.contains(&format!("w0000{n}")));
+        store
+            .record_webhook_attempt(
+                tenant,
+                &id,
+                attempt("a", &id, 1, at, AttemptNext::Delivered),
+            )
+            .await
+            .expect("record");
+    }
+    let ids = |page: Vec<(EventType, String)>| page.len();
+    assert_eq!(ids(outbox(store, tenant, "s1").await), 3);
+
+    // Before the first finished: nothing goes.
+    let gone = store
+        .prune_webhook_deliveries(tenant, now, 100)
+        .await
+        .expect("prune");
+    assert_eq!(gone, 0);
+    // Between the two: only the first, with its attempt.
+    let first_id = store
+        .list_webhook_deliveries(tenant, "s1", &PageRequest::first(10))
+        .await
+        .expect("deliveries")
+        .items
+        .last()
+        .expect("oldest")
+        .delivery_id
+        .clone();
+    let gone = store
+        .prune_webhook_deliveries(tenant, now + SignedDuration::from_mins(30), 100)
+        .await
+        .expect("prune");
+    assert_eq!(gone, 1);
+    assert!(
+        store
+            .webhook_attempts(tenant, vec![first_id])
+            .await
+            .expect("attempts")
+            .is_empty()
+    );
+    // Long after: the second goes too, the pending one stays, and so does the other tenant's.
+    let gone = store
+        .prune_webhook_deliveries(tenant, now + SignedDuration::from_hours(24 * 365), 100)
+        .await
+        .expect("prune");
+    assert_eq!(gone, 1);
+    let left = outbox(store, tenant, "s1").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].1.contains("w00003"), "{left:?}");
+    assert_eq!(ids(outbox(store, other, "s1").await), 3);
+}
