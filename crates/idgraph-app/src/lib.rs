@@ -10,6 +10,7 @@ mod error;
 mod ids;
 pub mod imports;
 pub mod ingest;
+pub mod keyring;
 pub mod keys;
 pub mod persons;
 pub mod preview;

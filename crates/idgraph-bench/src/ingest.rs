@@ -17,6 +17,8 @@ use crate::stream::{StreamSpec, StreamStats};
 #[derive(Debug)]
 pub(crate) struct IngestConfig {
     pub(crate) server: ServerOptions,
+    /// A second server keeping PII in the clear, to measure what sealing costs.
+    pub(crate) plaintext: Option<ServerOptions>,
     pub(crate) load: LoadOptions,
     pub(crate) events: u64,
     pub(crate) seed: u64,
@@ -41,6 +43,10 @@ struct IngestResults {
     ratio: Option<f64>,
     merge_check: MergeCheck,
     server: ServerFigures,
+    /// The same stream into a server that keeps PII in the clear (`--compare-plaintext`).
+    plaintext: Option<LoadFigures>,
+    /// idgraph's events/s (PII sealed) divided by the plaintext server's.
+    sealed_to_plaintext: Option<f64>,
 }
 
 /// Spot check that second devices really merged into their persons.
@@ -89,6 +95,23 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<()> {
     let merge_check = check_merges(&api, &measured.merge_emails).await?;
     let server_figures = server.finish(memory_after_start)?;
 
+    let plaintext = match &config.plaintext {
+        Some(options) => {
+            progress("starting a second idgraph with unsafe_plaintext_pii on a fresh store");
+            let mut plain = ServerProcess::start(options, &client).await?;
+            let api = Api::new(client.clone(), plain.base_url(), plain.master_key())?;
+            let target = Target {
+                batch_url: api.url("/v1/batch")?,
+                write_key: api.create_write_key_on_fresh_store().await?,
+            };
+            let run = load::run(&client, &target, &spec, config.load, "plaintext").await?;
+            plain.check_running()?;
+            plain.stop()?;
+            Some(run.figures)
+        }
+        None => None,
+    };
+
     let results = IngestResults {
         workload: "ingest",
         idgraph_version: server.version().to_owned(),
@@ -103,6 +126,10 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<()> {
             measured.figures.events_per_second,
             baseline.figures.events_per_second,
         ),
+        sealed_to_plaintext: plaintext.as_ref().and_then(|p| {
+            report::ratio_value(measured.figures.events_per_second, p.events_per_second)
+        }),
+        plaintext,
         idgraph: measured.figures,
         baseline: baseline.figures,
         merge_check,
@@ -164,6 +191,14 @@ fn render(results: &IngestResults) -> String {
         ),
     );
     report::load_rows(&mut table, &results.idgraph, Some(&results.baseline));
+    if let Some(plain) = &results.plaintext {
+        table.row(
+            "  PII sealed vs in the clear",
+            report::per_second(results.idgraph.events_per_second, "events"),
+            report::per_second(plain.events_per_second, "events"),
+            report::ratio(results.idgraph.events_per_second, plain.events_per_second),
+        );
+    }
     table.row(
         "  merges spot-checked",
         format!(

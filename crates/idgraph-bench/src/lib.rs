@@ -75,6 +75,7 @@ impl ServerArgs {
             binary: self.idgraph.clone(),
             backend: self.backend,
             database_url: self.database_url.clone(),
+            plaintext_pii: false,
         })
     }
 }
@@ -113,6 +114,13 @@ struct IngestArgs {
     /// Small sizes, for a first look or while developing.
     #[arg(long)]
     quick: bool,
+    /// Also run the stream into a second server, on a fresh store, that keeps PII in the
+    /// clear (`unsafe_plaintext_pii`), and print what sealing PII costs.
+    #[arg(long)]
+    compare_plaintext: bool,
+    /// PostgreSQL URL of a second empty database, for --compare-plaintext on postgres.
+    #[arg(long, value_name = "URL", requires = "compare_plaintext")]
+    plaintext_database_url: Option<String>,
     /// Also write the results here as JSON.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -233,8 +241,24 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => {
+            let server = args.server.options()?;
+            let plaintext = match (args.compare_plaintext, server.backend) {
+                (false, _) => None,
+                (true, Backend::Sqlite) => Some(ServerOptions {
+                    plaintext_pii: true,
+                    ..server.clone()
+                }),
+                (true, Backend::Postgres) => Some(ServerOptions {
+                    plaintext_pii: true,
+                    database_url: Some(args.plaintext_database_url.context(
+                        "--compare-plaintext on postgres needs --plaintext-database-url",
+                    )?),
+                    ..server.clone()
+                }),
+            };
             let config = ingest::IngestConfig {
-                server: args.server.options()?,
+                plaintext,
+                server,
                 load: args.load.options(),
                 events: args
                     .events

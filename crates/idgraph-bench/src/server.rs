@@ -41,6 +41,8 @@ pub(crate) struct ServerOptions {
     pub(crate) binary: PathBuf,
     pub(crate) backend: Backend,
     pub(crate) database_url: Option<String>,
+    /// Starts the server with `unsafe_plaintext_pii`: the baseline of what sealing PII costs.
+    pub(crate) plaintext_pii: bool,
 }
 
 /// Memory of the server process, from `/proc/<pid>/status`.
@@ -133,6 +135,14 @@ impl ServerProcess {
             if name.to_string_lossy().starts_with("IDGRAPH_") {
                 command.env_remove(name);
             }
+        }
+        // A production server on PostgreSQL has a data key, so PII is sealed as it would be
+        // (the embedded store generates its own key file).
+        if options.backend == Backend::Postgres {
+            command.env("IDGRAPH_DATA_KEY", random_data_key());
+        }
+        if options.plaintext_pii {
+            command.env("IDGRAPH_UNSAFE_PLAINTEXT_PII", "true");
         }
         // stderr goes to a file: a pipe nobody drains would stall the server once its
         // per-request log lines filled it.
@@ -414,6 +424,13 @@ fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .context("cannot find a free loopback port")?;
     Ok(listener.local_addr()?.port())
+}
+
+fn random_data_key() -> String {
+    use base64::Engine;
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    base64::engine::general_purpose::STANDARD.encode(key)
 }
 
 fn random_master_key() -> String {

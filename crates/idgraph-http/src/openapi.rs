@@ -20,7 +20,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 use crate::extract::Path;
-use crate::routes::{audit, compliance, imports, ingest, keys, persons, system, tenancy, webhooks};
+use crate::routes::{
+    audit, compliance, data_key, imports, ingest, keys, persons, system, tenancy, webhooks,
+};
 use crate::{ApiError, AppState};
 
 /// Where the document is served; Swagger UI loads it from here.
@@ -50,6 +52,8 @@ pub(crate) const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
         keys::whoami,
         keys::write_key_whoami,
         audit::list,
+        data_key::status,
+        data_key::rotate,
         persons::stats,
         ingest::batch,
         ingest::single,

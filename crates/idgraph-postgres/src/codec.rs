@@ -120,6 +120,10 @@ pub(crate) fn api_key(row: &Row) -> StoreResult<ApiKeyRecord> {
 
 pub(crate) const NODE_COLUMNS: &str =
     "kind, value, person_id, source, confidence, first_seen, last_seen, signal_id";
+/// `NODE_COLUMNS` with the value as stored: sealed when there is a sealed copy (open it with
+/// `Vault::open_nodes`), plain otherwise.
+pub(crate) const NODE_READ_COLUMNS: &str = "kind, COALESCE(value_sealed, value) AS value, \
+    person_id, source, confidence, first_seen, last_seen, signal_id";
 
 pub(crate) fn identity_node(row: &Row) -> StoreResult<IdentityNodeRow> {
     Ok(IdentityNodeRow {

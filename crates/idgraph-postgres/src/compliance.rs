@@ -18,6 +18,8 @@ use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use crate::PostgresStore;
+use idgraph_store::vault::{Vault, column};
+
 use crate::codec::{map_error, to_sql_time};
 use crate::resolve::GROUP;
 
@@ -201,6 +203,7 @@ fn suppression_row(row: &Row) -> StoreResult<SuppressionRow> {
 
 async fn person_subjects(
     client: &impl GenericClient,
+    vault: &Vault,
     tenant: &str,
     persons: &[String],
     subjects: &mut BTreeSet<String>,
@@ -212,14 +215,18 @@ async fn person_subjects(
         let rows = client
             .query(
                 &format!(
-                    "SELECT kind, value FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP})"
+                    "SELECT kind, COALESCE(value_sealed, value) FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP})"
                 ),
                 &[&tenant, person],
             )
             .await
             .map_err(map_error)?;
         for row in &rows {
-            subjects.insert(ConsentSubject::key_of_identifier(&identifier(row, 0, 1)?));
+            let kind = IdentifierKind::parse(&text(row, 0)?).map_err(corrupt)?;
+            let value = vault.open(tenant, column::IDENTIFIER, text(row, 1)?)?;
+            subjects.insert(ConsentSubject::key_of_identifier(&Identifier::from_stored(
+                kind, value,
+            )));
         }
     }
     Ok(())
@@ -305,6 +312,7 @@ impl PostgresStore {
             .await
             .map_err(map_error)?;
         let mut all = Vec::with_capacity(queries.len());
+        let vault = self.vault();
         for query in &queries {
             let address = &query.address;
             let persons: Vec<String> = tx
@@ -312,7 +320,11 @@ impl PostgresStore {
                     "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
                      JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
                      WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3 ORDER BY 1",
-                    &[&tenant, &address.kind().as_str(), &address.value()],
+                    &[
+                        &tenant,
+                        &address.kind().as_str(),
+                        &vault.index(tenant, address.kind().as_str(), address.value()),
+                    ],
                 )
                 .await
                 .map_err(map_error)?
@@ -320,7 +332,7 @@ impl PostgresStore {
                 .map(|r| r.get(0))
                 .collect();
             let mut subjects = BTreeSet::from([ConsentSubject::key_of_identifier(address)]);
-            person_subjects(&tx, tenant, &persons, &mut subjects).await?;
+            person_subjects(&tx, &vault, tenant, &persons, &mut subjects).await?;
             let consent = consent_of(&tx, tenant, &subjects).await?;
             let suppressions = suppressions_of(&tx, tenant, address)
                 .await?
@@ -382,7 +394,7 @@ impl PostgresStore {
             .map_err(map_error)?;
         let canonical = canonical(&tx, tenant, person_id).await?;
         let mut subjects = BTreeSet::new();
-        person_subjects(&tx, tenant, &[canonical], &mut subjects).await?;
+        person_subjects(&tx, &self.vault(), tenant, &[canonical], &mut subjects).await?;
         let events = consent_of(&tx, tenant, &subjects).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(events)

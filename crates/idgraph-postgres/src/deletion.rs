@@ -14,6 +14,8 @@ use idgraph_store::{
 use jiff::Timestamp;
 use tokio_postgres::types::ToSql;
 
+use idgraph_store::vault::{Vault, column};
+
 use crate::PostgresStore;
 use crate::codec::{map_error, to_sql_time};
 use crate::resolve::GROUP;
@@ -68,7 +70,7 @@ impl PostgresStore {
         )
         .await
         .map_err(map_error)?;
-        let outcome = delete_person(&tx, tenant_id.as_str(), &request).await?;
+        let outcome = delete_person(&tx, &self.vault(), tenant_id.as_str(), &request).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(outcome)
     }
@@ -88,6 +90,7 @@ impl PostgresStore {
 
 async fn delete_person(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     request: &DeletionRequest,
 ) -> StoreResult<DeletionOutcome> {
@@ -124,7 +127,7 @@ async fn delete_person(
     for row in tx
         .query(
             "DELETE FROM identity_nodes WHERE tenant_id = $1 AND person_id = ANY($2)
-             RETURNING kind, value",
+             RETURNING kind, COALESCE(value_sealed, value)",
             &[&tenant, &members],
         )
         .await
@@ -133,7 +136,8 @@ async fn delete_person(
         let kind: String = row.get(0);
         let kind = IdentifierKind::parse(&kind)
             .map_err(|e| StoreError::Other(format!("unreadable identity node: {e}")))?;
-        identifiers.push(Identifier::from_stored(kind, row.get(1)));
+        let value = vault.open(tenant, column::IDENTIFIER, row.get(1))?;
+        identifiers.push(Identifier::from_stored(kind, value));
     }
     identifiers.sort();
     identifiers.dedup();
@@ -146,7 +150,7 @@ async fn delete_person(
         let held_elsewhere = tx
             .query_opt(
                 "SELECT 1 FROM identity_nodes WHERE tenant_id = $1 AND kind = $2 AND value = $3 LIMIT 1",
-                &[&tenant, &kind, &value],
+                &[&tenant, &kind, &vault.index(tenant, kind, value)],
             )
             .await
             .map_err(map_error)?

@@ -8,8 +8,8 @@ use deadpool_postgres::GenericClient;
 use idgraph_core::tenancy::WorkspaceName;
 use idgraph_store::{
     ImportCounts, ImportJob, ImportMode, ImportStatus, JobMapping, LandedRow, Page, PageRequest,
-    RecordedChunk, RowOutcome, SignalEffects, StoreError, StoreResult, decode_identifiers,
-    decode_warnings, derived_id_range, encode_warnings,
+    RecordedChunk, RowOutcome, SignalEffects, StoreError, StoreResult, decode_warnings,
+    derived_id_range, encode_warnings,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
@@ -672,19 +672,20 @@ impl PostgresStore {
         let mut event_ids = Vec::with_capacity(events.len());
         let mut slots = Vec::with_capacity(events.len());
         let (mut kinds, mut values, mut owners) = (Vec::new(), Vec::new(), Vec::new());
+        let vault = self.vault();
         for row in &events {
             let index: i64 = get(row, 0)?;
             let event_id: String = get(row, 1)?;
             let person_id: String = get(row, 2)?;
             let identifiers: String = get(row, 4)?;
             // A signal may carry an identifier twice; it attached at most one node for it.
-            let mut distinct = decode_identifiers(&identifiers);
+            let mut distinct = vault.open_identifiers(tenant, identifiers)?;
             distinct.sort();
             distinct.dedup();
             for identifier in distinct {
                 let (kind, value) = identifier.into_parts();
+                values.push(vault.index(tenant, kind.as_str(), &value));
                 kinds.push(kind.as_str().to_owned());
-                values.push(value);
                 owners.push(event_id.clone());
             }
             let slot = usize::try_from(index - 1).map_err(corrupt)?;

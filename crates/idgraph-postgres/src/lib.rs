@@ -10,6 +10,7 @@ mod imports;
 mod merges;
 mod queries;
 mod reads;
+mod reseal;
 mod resolve;
 mod webhooks;
 
@@ -58,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "deletion",
         sql: include_str!("../migrations/0007_deletion.sql"),
     },
+    Migration {
+        version: 8,
+        name: "pii_at_rest",
+        sql: include_str!("../migrations/0008_pii_at_rest.sql"),
+    },
 ];
 
 /// Serializes migrations across processes starting at the same time.
@@ -86,6 +92,7 @@ impl std::fmt::Debug for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     target: String,
+    vault: std::sync::Arc<idgraph_store::vault::VaultSlot>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -115,6 +122,15 @@ pub fn describe_target(config: &tokio_postgres::Config) -> String {
 }
 
 impl PostgresStore {
+    /// The vault PII is sealed with right now.
+    pub(crate) fn vault(&self) -> std::sync::Arc<idgraph_store::vault::Vault> {
+        self.vault.get()
+    }
+
+    pub(crate) fn vault_slot_inner(&self) -> &idgraph_store::vault::VaultSlot {
+        &self.vault
+    }
+
     /// Connects, checks the server answers, and applies pending migrations.
     pub async fn connect(options: &PostgresOptions) -> StoreResult<Self> {
         let mut config: tokio_postgres::Config = options
@@ -140,7 +156,11 @@ impl PostgresStore {
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
             .map_err(|e| StoreError::Unusable(format!("cannot build the connection pool: {e}")))?;
-        let store = Self { pool, target };
+        let store = Self {
+            pool,
+            target,
+            vault: std::sync::Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -10,11 +10,13 @@ use idgraph_core::resolve::{PersonView, merge_breaks_limit};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
     ConsentSubject, KeepApartRule, ManualMerge, MergeRow, StoreError, StoreResult, Unmerge,
-    UnmergeOutcome, decode_identifiers, limit_refusal,
+    UnmergeOutcome, limit_refusal,
 };
 use jiff::Timestamp;
 
 use crate::PostgresStore;
+use idgraph_store::vault::{Vault, column};
+
 use crate::codec::{map_error, to_sql_time};
 use crate::resolve::GROUP;
 
@@ -34,6 +36,7 @@ async fn canonical(tx: &Transaction<'_>, tenant: &str, person_id: &str) -> Store
 /// The person's creation time and its values of limited kinds, across its group.
 async fn view(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     settings: &IdentitySettings,
     person: &str,
@@ -50,7 +53,7 @@ async fn view(
         Timestamp::try_from(created_at).map_err(|e| StoreError::Other(e.to_string()))?;
     let rows = tx
         .query(
-            &format!("SELECT kind, value FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP})"),
+            &format!("SELECT kind, COALESCE(value_sealed, value) FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP})"),
             &[&tenant, &person],
         )
         .await
@@ -62,10 +65,8 @@ async fn view(
             continue;
         };
         if rule.limit.is_some() {
-            identifiers
-                .entry(kind.clone())
-                .or_default()
-                .insert(row.get(1));
+            let value = vault.open(tenant, column::IDENTIFIER, row.get(1))?;
+            identifiers.entry(kind.clone()).or_default().insert(value);
         }
     }
     Ok(PersonView {
@@ -100,8 +101,9 @@ impl PostgresStore {
                 merge.survivor, merge.absorbed
             )));
         }
-        let survivor_view = view(&tx, tenant, settings, &survivor).await?;
-        let absorbed_view = view(&tx, tenant, settings, &absorbed).await?;
+        let vault = self.vault();
+        let survivor_view = view(&tx, &vault, tenant, settings, &survivor).await?;
+        let absorbed_view = view(&tx, &vault, tenant, settings, &absorbed).await?;
         if let Some((kind, limit)) = merge_breaks_limit(settings, survivor_view, absorbed_view) {
             return Err(limit_refusal(&kind, limit));
         }
@@ -233,6 +235,7 @@ impl PostgresStore {
             .map_err(map_error)?;
         }
         let side_list: Vec<&String> = side.iter().collect();
+        let vault = self.vault();
         let remaining: Vec<&String> = members.iter().filter(|m| !side.contains(*m)).collect();
         let later = tx
             .query(
@@ -278,9 +281,14 @@ impl PostgresStore {
         let (mut events_moved, mut identifiers_moved) = (0u64, 0u64);
         for row in &later {
             let event_id: String = row.get(0);
-            let carried: Vec<(String, String)> = decode_identifiers(row.get(1))
+            // Nodes are compared in their stored (lookup) form.
+            let carried: Vec<(String, String)> = vault
+                .open_identifiers(tenant, row.get(1))?
                 .into_iter()
-                .map(|i| (i.kind().to_string(), i.value().to_owned()))
+                .map(|i| {
+                    let index = vault.index(tenant, i.kind().as_str(), i.value());
+                    (i.kind().to_string(), index)
+                })
                 .collect();
             let attached = attached_by.remove(&event_id).unwrap_or_default();
             let theirs = carried.iter().any(|i| absorbed_side.contains(i));

@@ -15,7 +15,9 @@ use idgraph_store::{
 use jiff::Timestamp;
 
 use crate::PostgresStore;
-use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, to_sql_time};
+use crate::codec::{
+    self, API_KEY_COLUMNS, NODE_COLUMNS, NODE_READ_COLUMNS, map_error, to_sql_time,
+};
 
 fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
     move |e| match e {
@@ -63,6 +65,14 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close();
+    }
+
+    fn vault_slot(&self) -> &idgraph_store::vault::VaultSlot {
+        self.vault_slot_inner()
+    }
+
+    async fn reseal(&self, tenant_id: &TenantId, limit: u32) -> StoreResult<u64> {
+        self.reseal_batch(tenant_id.as_str(), limit).await
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
@@ -277,8 +287,14 @@ impl Store for PostgresStore {
     ) -> StoreResult<()> {
         // One statement per batch: columns travel as arrays and UNNEST turns them into rows,
         // which avoids a round trip per row.
+        let vault = self.vault();
         let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-        let values: Vec<&str> = rows.iter().map(|r| r.value.as_str()).collect();
+        let (values, sealed): (Vec<String>, Vec<Option<String>>) = rows
+            .iter()
+            .map(|r| vault.identifier(tenant_id.as_str(), r.kind.as_str(), &r.value))
+            .collect::<StoreResult<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let persons: Vec<&str> = rows.iter().map(|r| r.person_id.as_str()).collect();
         let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
         let confidences: Vec<f64> = rows.iter().map(|r| r.confidence).collect();
@@ -289,9 +305,9 @@ impl Store for PostgresStore {
             .await?
             .execute(
                 &format!(
-                    "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS})
+                    "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}, value_sealed)
                      SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[],
-                        $6::float8[], $7::timestamptz[], $8::timestamptz[], $9::text[])"
+                        $6::float8[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[])"
                 ),
                 &[
                     &tenant_id.as_str(),
@@ -303,6 +319,7 @@ impl Store for PostgresStore {
                     &first_seen,
                     &last_seen,
                     &signals,
+                    &sealed,
                 ],
             )
             .await
@@ -321,14 +338,22 @@ impl Store for PostgresStore {
             .await?
             .query(
                 &format!(
-                    "SELECT {NODE_COLUMNS} FROM identity_nodes
+                    "SELECT {NODE_READ_COLUMNS} FROM identity_nodes
                      WHERE tenant_id = $1 AND kind = $2 AND value = $3 ORDER BY person_id"
                 ),
-                &[&tenant_id.as_str(), &kind.as_str(), &value],
+                &[
+                    &tenant_id.as_str(),
+                    &kind.as_str(),
+                    &self.vault().index(tenant_id.as_str(), kind.as_str(), value),
+                ],
             )
             .await
             .map_err(map_error)?;
-        rows.iter().map(codec::identity_node).collect()
+        let nodes = rows
+            .iter()
+            .map(codec::identity_node)
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.vault().open_nodes(tenant_id.as_str(), nodes)
     }
 
     async fn count_identity_nodes(&self, tenant_id: &TenantId) -> StoreResult<u64> {

@@ -14,7 +14,9 @@ use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use crate::PostgresStore;
-use crate::codec::{self, NODE_COLUMNS, map_error, to_sql_time};
+use idgraph_store::vault::Vault;
+
+use crate::codec::{self, NODE_READ_COLUMNS, map_error, to_sql_time};
 use crate::resolve::GROUP;
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -69,7 +71,11 @@ impl PostgresStore {
                 "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) AS owner FROM identity_nodes n
                  JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
                  WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3 ORDER BY owner LIMIT 1",
-                &[&tenant, &identifier.kind().as_str(), &identifier.value()],
+                &[
+                    &tenant,
+                    &identifier.kind().as_str(),
+                    &self.vault().index(tenant, identifier.kind().as_str(), identifier.value()),
+                ],
             )
             .await
             .map_err(map_error)?;
@@ -92,7 +98,7 @@ impl PostgresStore {
             .collect();
         let identifiers = client
             .query(
-                &format!("SELECT {NODE_COLUMNS} FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP}) ORDER BY kind, value, person_id"),
+                &format!("SELECT {NODE_READ_COLUMNS} FROM identity_nodes WHERE tenant_id = $1 AND person_id IN ({GROUP}) ORDER BY kind, value, person_id"),
                 &[&tenant, &person_id],
             )
             .await
@@ -100,7 +106,9 @@ impl PostgresStore {
             .iter()
             .map(codec::identity_node)
             .collect::<StoreResult<Vec<_>>>()?;
-        let traits = client
+        let vault = self.vault();
+        let identifiers = vault.open_nodes(tenant, identifiers)?;
+        let mut traits = client
             .query(
                 &format!(
                     "SELECT person_id, workspace, name, value, source_class, confidence, observed_at, set_once, signal_id
@@ -124,6 +132,7 @@ impl PostgresStore {
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
+        vault.open_traits(tenant, &mut traits)?;
         let workspaces = client
             .query(
                 &format!(
@@ -206,6 +215,7 @@ impl PostgresStore {
                 });
             }
         }
+        self.vault().open_timeline(tenant, &mut items)?;
         Ok(newest_first_page(items, page.limit))
     }
 
@@ -226,7 +236,10 @@ impl PostgresStore {
             )
             .await
             .map_err(map_error)?;
-        rows.iter().map(logged_signal).collect()
+        let vault = self.vault();
+        rows.iter()
+            .map(|r| logged_signal(r, &vault, tenant))
+            .collect()
     }
 
     pub(crate) async fn read_persons_by_count(
@@ -367,7 +380,7 @@ impl PostgresStore {
             .await
             .map_err(map_error)?
             .ok_or(StoreError::NotFound)?;
-        logged_signal(&row)
+        logged_signal(&row, &self.vault(), tenant)
     }
 
     pub(crate) async fn read_merges(
@@ -436,9 +449,9 @@ const NOT_DELETED: &str = "NOT EXISTS (SELECT 1 FROM deleted_persons d \
 const LOGGED_COLUMNS: &str = "seq, event_id, workspace, kind, name, occurred_at, ingested_at, \
     schema_version, message_id, properties, context, identifiers, source";
 
-fn logged_signal(r: &Row) -> StoreResult<LoggedSignal> {
+fn logged_signal(r: &Row, vault: &Vault, tenant: &str) -> StoreResult<LoggedSignal> {
     let schema_version: i32 = r.get(7);
-    Ok(LoggedSignal {
+    let mut logged = LoggedSignal {
         seq: r.get(0),
         event: EventRow {
             event_id: r.get(1),
@@ -452,7 +465,9 @@ fn logged_signal(r: &Row) -> StoreResult<LoggedSignal> {
             properties: r.get(9),
             context: r.get(10),
         },
-        identifiers: decode_identifiers(r.get(11)),
+        identifiers: vault.open_identifiers(tenant, r.get(11))?,
         source: r.get(12),
-    })
+    };
+    vault.open_event(tenant, &mut logged.event)?;
+    Ok(logged)
 }

@@ -37,8 +37,11 @@ use crate::batch::{
     BatchWrites, ConflictWrite, ContactKey, EventWrite, MergeWrite, PersonWrite, StoredNode,
     StoredPerson, TraitWrite,
 };
+use idgraph_store::vault::{Vault, column};
+
 use crate::codec::{
-    NODE_COLUMNS, at_stored_precision, corrupt, identity_node, map_error, text, time, to_sql_time,
+    NODE_COLUMNS, NODE_READ_COLUMNS, at_stored_precision, corrupt, identity_node, map_error, text,
+    time, to_sql_time,
 };
 
 /// The persons of a canonical person's group: itself and everyone merged into it. A UNION, so
@@ -73,7 +76,8 @@ impl PostgresStore {
         let fresh = first_occurrences(&tx, tenant, &signals).await?;
         let erased = erased_tombstones(&tx, tenant, settings, &signals).await?;
         let mut graph = BatchGraph::new(settings);
-        let mut writes = read_graph(&tx, tenant, &mut graph, &signals, &fresh).await?;
+        let vault = self.vault();
+        let mut writes = read_graph(&tx, &vault, tenant, &mut graph, &signals, &fresh).await?;
         let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
         let mut announced = Vec::new();
         let mut outcomes = Vec::with_capacity(signals.len());
@@ -117,7 +121,7 @@ impl PostgresStore {
             ));
             writes.record(&graph, seq, signal, &resolution, now, seen)?;
         }
-        write(&tx, tenant, &writes).await?;
+        write(&tx, &vault, tenant, &writes).await?;
         crate::webhooks::enqueue(&tx, tenant, &subscribers, &announced).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(outcomes)
@@ -192,6 +196,7 @@ async fn first_occurrences(
 /// writes start from: the stored nodes of the batch's identifiers and their owners' groups.
 async fn read_graph(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     graph: &mut BatchGraph,
     signals: &[SignalRecord],
@@ -204,14 +209,17 @@ async fn read_graph(
         .flat_map(|(signal, _)| &signal.identifiers)
         .collect();
     let kinds: Vec<&str> = identifiers.iter().map(|i| i.kind().as_str()).collect();
-    let values: Vec<&str> = identifiers.iter().map(|i| i.value()).collect();
+    let values: Vec<String> = identifiers
+        .iter()
+        .map(|i| vault.index(tenant, i.kind().as_str(), i.value()))
+        .collect();
     let rows = query(
         tx,
         &format!(
             "SELECT n.*, p.canonical
              FROM unnest($2::text[], $3::text[]) AS i(kind, value)
              CROSS JOIN LATERAL (
-                 SELECT {NODE_COLUMNS} FROM identity_nodes
+                 SELECT {NODE_READ_COLUMNS} FROM identity_nodes
                  WHERE tenant_id = $1 AND kind = i.kind AND value = i.value
                  OFFSET 0
              ) n
@@ -227,7 +235,8 @@ async fn read_graph(
     let mut nodes = Vec::with_capacity(rows.len());
     let mut owners: BTreeSet<PersonId> = BTreeSet::new();
     for row in &rows {
-        let node = identity_node(row)?;
+        let mut node = identity_node(row)?;
+        node.value = vault.open(tenant, column::IDENTIFIER, node.value)?;
         let canonical: PersonId = text(row, 8)?;
         graph.add_owner(
             Identifier::from_stored(node.kind.clone(), node.value.clone()),
@@ -275,7 +284,7 @@ async fn read_graph(
              WHERE tenant_id = $1 AND merged_into = o.person_id
          ) g
          LEFT JOIN LATERAL (
-             SELECT kind, value FROM identity_nodes
+             SELECT kind, COALESCE(value_sealed, value) AS value FROM identity_nodes
              WHERE tenant_id = $1 AND person_id = g.member AND kind = ANY($3::text[])
              OFFSET 0
          ) n ON true",
@@ -294,7 +303,8 @@ async fn read_graph(
         }
         let kind_text: Option<&str> = row.try_get(3).map_err(map_error)?;
         if kind_text.is_some() {
-            group.values.push((kind(row, 3)?, text(row, 4)?));
+            let value = vault.open(tenant, column::IDENTIFIER, text(row, 4)?)?;
+            group.values.push((kind(row, 3)?, value));
         }
     }
     let mut persons = Vec::with_capacity(owners.len());
@@ -325,29 +335,36 @@ struct Group {
 }
 
 /// Writes what the batch did, one statement per table and kind of change.
-async fn write(tx: &Transaction<'_>, tenant: &str, writes: &BatchWrites) -> StoreResult<()> {
+async fn write(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    writes: &BatchWrites,
+) -> StoreResult<()> {
     // Events first: a signal id used twice fails here, as a conflict, before anything keyed by
     // it (the person it would create) is written.
-    write_events(tx, tenant, &writes.events).await?;
+    write_events(tx, vault, tenant, &writes.events).await?;
     write_persons(tx, tenant, &writes.persons()).await?;
     write_merges(tx, tenant, &writes.merges).await?;
     write_conflicts(tx, tenant, &writes.conflicts).await?;
     // A node exists by the time it is touched, so an upsert of a touched node only moves its
     // last_seen; a new one keeps the per-signal `DO NOTHING`.
-    write_nodes(tx, tenant, writes.node_inserts(), "DO NOTHING").await?;
+    write_nodes(tx, vault, tenant, writes.node_inserts(), "DO NOTHING").await?;
     write_nodes(
         tx,
+        vault,
         tenant,
         writes.node_touches(),
         "(tenant_id, kind, value, person_id) DO UPDATE SET last_seen = EXCLUDED.last_seen",
     )
     .await?;
-    write_traits(tx, tenant, &writes.traits).await?;
+    write_traits(tx, vault, tenant, &writes.traits).await?;
     write_contacts(tx, tenant, writes).await
 }
 
 async fn write_events(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     events: &[EventWrite],
 ) -> StoreResult<()> {
@@ -372,10 +389,19 @@ async fn write_events(
         .map(|e| i32::try_from(e.event.schema_version).unwrap_or(i32::MAX))
         .collect();
     let message_ids: Vec<&str> = events.iter().map(|e| e.event.message_id.as_str()).collect();
-    let properties: Vec<&str> = events.iter().map(|e| e.event.properties.as_str()).collect();
-    let contexts: Vec<&str> = events.iter().map(|e| e.event.context.as_str()).collect();
+    let properties: Vec<String> = events
+        .iter()
+        .map(|e| vault.seal(tenant, column::EVENT_PROPERTIES, &e.event.properties))
+        .collect::<StoreResult<_>>()?;
+    let contexts: Vec<String> = events
+        .iter()
+        .map(|e| vault.seal(tenant, column::EVENT_CONTEXT, &e.event.context))
+        .collect::<StoreResult<_>>()?;
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    let identifiers: Vec<&str> = events.iter().map(|e| e.identifiers.as_str()).collect();
+    let identifiers: Vec<String> = events
+        .iter()
+        .map(|e| vault.seal(tenant, column::EVENT_IDENTIFIERS, &e.identifiers))
+        .collect::<StoreResult<_>>()?;
     let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
     execute(
         tx,
@@ -508,6 +534,7 @@ async fn write_conflicts(
 
 async fn write_traits(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     traits: &[TraitWrite],
 ) -> StoreResult<()> {
@@ -517,7 +544,10 @@ async fn write_traits(
     let persons: Vec<&str> = traits.iter().map(|t| t.person_id.as_str()).collect();
     let workspaces: Vec<&str> = traits.iter().map(|t| t.workspace.as_str()).collect();
     let names: Vec<&str> = traits.iter().map(|t| t.observed.name.as_str()).collect();
-    let values: Vec<&str> = traits.iter().map(|t| t.observed.value.as_str()).collect();
+    let values: Vec<String> = traits
+        .iter()
+        .map(|t| vault.seal(tenant, column::TRAIT, &t.observed.value))
+        .collect::<StoreResult<_>>()?;
     let classes: Vec<&str> = traits
         .iter()
         .map(|t| t.observed.provenance.class.as_str())
@@ -615,6 +645,7 @@ async fn write_contacts(
 /// Inserts identity nodes, `conflict` saying what happens to a node that exists.
 async fn write_nodes(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     rows: impl Iterator<Item = &IdentityNodeRow>,
     conflict: &str,
@@ -624,7 +655,12 @@ async fn write_nodes(
         return Ok(());
     }
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-    let values: Vec<&str> = rows.iter().map(|r| r.value.as_str()).collect();
+    let (values, sealed): (Vec<String>, Vec<Option<String>>) = rows
+        .iter()
+        .map(|r| vault.identifier(tenant, r.kind.as_str(), &r.value))
+        .collect::<StoreResult<Vec<_>>>()?
+        .into_iter()
+        .unzip();
     let persons: Vec<&str> = rows.iter().map(|r| r.person_id.as_str()).collect();
     let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
     let confidences: Vec<f64> = rows.iter().map(|r| r.confidence).collect();
@@ -634,9 +670,9 @@ async fn write_nodes(
     execute(
         tx,
         &format!(
-            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS})
+            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}, value_sealed)
              SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[],
-                 $6::float8[], $7::timestamptz[], $8::timestamptz[], $9::text[])
+                 $6::float8[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[])
              ON CONFLICT {conflict}"
         ),
         &[
@@ -649,6 +685,7 @@ async fn write_nodes(
             &first_seen,
             &last_seen,
             &signals,
+            &sealed,
         ],
     )
     .await

@@ -17,8 +17,14 @@ pub fn map_error(error: rusqlite::Error) -> StoreError {
         {
             StoreError::Conflict(message.clone().unwrap_or_else(|| error.to_string()))
         }
+        rusqlite::Error::ToSqlConversionFailure(inner) => StoreError::Other(inner.to_string()),
         _ => StoreError::Other(error.to_string()),
     }
+}
+
+/// Carries a store error (a value that does not open) out of a row mapper.
+pub(crate) fn in_row(error: StoreError) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(error))
 }
 
 pub(crate) fn micros(ts: Timestamp) -> i64 {
@@ -92,6 +98,10 @@ pub(crate) fn api_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 
 pub(crate) const NODE_COLUMNS: &str =
     "kind, value, person_id, source, confidence, first_seen, last_seen, signal_id";
+/// `NODE_COLUMNS` with the value as stored: sealed when there is a sealed copy (open it with
+/// `Vault::open_nodes`), plain otherwise.
+pub(crate) const NODE_READ_COLUMNS: &str = "kind, COALESCE(value_sealed, value), person_id, \
+    source, confidence, first_seen, last_seen, signal_id";
 
 pub(crate) fn identity_node(row: &Row<'_>) -> rusqlite::Result<IdentityNodeRow> {
     Ok(IdentityNodeRow {

@@ -14,7 +14,9 @@ use idgraph_store::{
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use crate::codec::{map_error, micros};
+use idgraph_store::vault::{Vault, column};
+
+use crate::codec::{in_row, map_error, micros};
 use crate::resolve::GROUP;
 
 fn bad(index: usize, what: impl std::fmt::Display) -> rusqlite::Error {
@@ -212,6 +214,7 @@ fn suppression_row(row: &Row<'_>) -> rusqlite::Result<SuppressionRow> {
 /// Subjects whose consent bears on the persons: every member and every identifier of them.
 fn person_subjects(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     persons: &[String],
     subjects: &mut BTreeSet<String>,
@@ -222,11 +225,17 @@ fn person_subjects(
         }
         let mut nodes = conn
             .prepare_cached(&format!(
-                "SELECT kind, value FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+                "SELECT kind, COALESCE(value_sealed, value) FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
             ))
             .map_err(map_error)?;
         let rows = nodes
-            .query_map(params![tenant, person], |r| identifier(r, 0, 1))
+            .query_map(params![tenant, person], |r| {
+                let kind = parsed(r, 0, IdentifierKind::parse)?;
+                let value = vault
+                    .open(tenant, column::IDENTIFIER, r.get(1)?)
+                    .map_err(in_row)?;
+                Ok(Identifier::from_stored(kind, value))
+            })
             .map_err(map_error)?;
         for node in rows {
             subjects.insert(ConsentSubject::key_of_identifier(&node.map_err(map_error)?));
@@ -289,6 +298,7 @@ pub(crate) fn suppression_history(
 
 pub(crate) fn facts(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     workspace: &WorkspaceName,
     queries: &[FactsQuery],
@@ -306,14 +316,18 @@ pub(crate) fn facts(
             )
             .and_then(|mut s| {
                 s.query_map(
-                    params![tenant, address.kind().as_str(), address.value()],
+                    params![
+                        tenant,
+                        address.kind().as_str(),
+                        vault.index(tenant, address.kind().as_str(), address.value())
+                    ],
                     |r| r.get(0),
                 )?
                 .collect()
             })
             .map_err(map_error)?;
         let mut subjects = BTreeSet::from([ConsentSubject::key_of_identifier(address)]);
-        person_subjects(&tx, tenant, &persons, &mut subjects)?;
+        person_subjects(&tx, vault, tenant, &persons, &mut subjects)?;
         let consent = consent_of(&tx, tenant, &subjects)?;
         let suppressions = suppression_history(&tx, tenant, address)?
             .into_iter()
@@ -363,13 +377,14 @@ pub(crate) fn facts(
 
 pub(crate) fn person_consent(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     person_id: &str,
 ) -> StoreResult<Vec<ConsentEventRow>> {
     let tx = conn.unchecked_transaction().map_err(map_error)?;
     let canonical = canonical(&tx, tenant, person_id)?;
     let mut subjects = BTreeSet::new();
-    person_subjects(&tx, tenant, &[canonical], &mut subjects)?;
+    person_subjects(&tx, vault, tenant, &[canonical], &mut subjects)?;
     let events = consent_of(&tx, tenant, &subjects)?;
     tx.finish().map_err(map_error)?;
     Ok(events)

@@ -8,6 +8,8 @@ use idgraph_store::{
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use idgraph_store::vault::{Vault, column};
+
 use crate::codec::{map_error, micros};
 use crate::resolve::GROUP;
 
@@ -31,6 +33,7 @@ pub(crate) fn is_erased(conn: &Connection, tenant: &str, tombstone: &str) -> Sto
 
 pub(crate) fn delete_person(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     request: &DeletionRequest,
 ) -> StoreResult<DeletionOutcome> {
@@ -62,7 +65,7 @@ pub(crate) fn delete_person(
     for member in &members {
         let mut nodes = tx
             .prepare_cached(
-                "SELECT kind, value FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2",
+                "SELECT kind, COALESCE(value_sealed, value) FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2",
             )
             .map_err(map_error)?;
         let rows = nodes
@@ -74,6 +77,7 @@ pub(crate) fn delete_person(
             let (kind, value) = row.map_err(map_error)?;
             let kind = IdentifierKind::parse(&kind)
                 .map_err(|e| StoreError::Other(format!("unreadable identity node: {e}")))?;
+            let value = vault.open(tenant, column::IDENTIFIER, value)?;
             identifiers.push(Identifier::from_stored(kind, value));
         }
         exec(
@@ -94,7 +98,10 @@ pub(crate) fn delete_person(
             .prepare_cached(
                 "SELECT 1 FROM identity_nodes WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 LIMIT 1",
             )
-            .and_then(|mut s| s.query_row(params![tenant, kind, value], |_| Ok(())).optional())
+            .and_then(|mut s| {
+                s.query_row(params![tenant, kind, vault.index(tenant, kind, value)], |_| Ok(()))
+                    .optional()
+            })
             .map_err(map_error)?
             .is_some();
         if held_elsewhere {

@@ -4,8 +4,8 @@
 use idgraph_core::tenancy::WorkspaceName;
 use idgraph_store::{
     ImportCounts, ImportJob, ImportMode, ImportStatus, JobMapping, LandedRow, Page, PageRequest,
-    RecordedChunk, RowOutcome, SignalEffects, StoreError, StoreResult, decode_identifiers,
-    decode_warnings, derived_id_range, encode_warnings,
+    RecordedChunk, RowOutcome, SignalEffects, StoreError, StoreResult, decode_warnings,
+    derived_id_range, encode_warnings,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -563,6 +563,7 @@ pub(crate) fn outcomes(
 
 pub(crate) fn effects(
     conn: &Connection,
+    vault: &idgraph_store::vault::Vault,
     tenant: &str,
     workspace: &str,
     message_ids: &[String],
@@ -606,7 +607,7 @@ pub(crate) fn effects(
             )
             .map_err(map_error)?;
         // A signal may carry an identifier twice; it attached at most one node for it.
-        let mut distinct = decode_identifiers(&identifiers);
+        let mut distinct = vault.open_identifiers(tenant, identifiers)?;
         distinct.sort();
         distinct.dedup();
         let mut nodes = 0i64;
@@ -616,7 +617,7 @@ pub(crate) fn effects(
                     params![
                         tenant,
                         identifier.kind().as_str(),
-                        identifier.value(),
+                        vault.index(tenant, identifier.kind().as_str(), identifier.value()),
                         event_id
                     ],
                     |r| r.get::<_, i64>(0),

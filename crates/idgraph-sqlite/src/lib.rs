@@ -12,6 +12,7 @@ mod imports;
 mod merges;
 mod queries;
 mod reads;
+mod reseal;
 mod resolve;
 mod webhooks;
 
@@ -62,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "deletion",
         sql: include_str!("../migrations/0007_deletion.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "pii_at_rest",
+        sql: include_str!("../migrations/0008_pii_at_rest.sql"),
     },
 ];
 
@@ -147,6 +153,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     // Held until close: a second process on the same data dir is refused meanwhile.
     lock: Mutex<Option<File>>,
+    vault: idgraph_store::vault::VaultSlot,
 }
 
 impl SqliteStore {
@@ -186,8 +193,18 @@ impl SqliteStore {
                 writer_thread: Mutex::new(Some(writer_thread)),
                 readers: Mutex::new(Vec::new()),
                 lock: Mutex::new(Some(lock)),
+                vault: idgraph_store::vault::VaultSlot::default(),
             }),
         })
+    }
+
+    /// The vault PII is sealed with right now.
+    pub(crate) fn vault(&self) -> Arc<idgraph_store::vault::Vault> {
+        self.inner.vault.get()
+    }
+
+    pub(crate) fn vault_slot_inner(&self) -> &idgraph_store::vault::VaultSlot {
+        &self.inner.vault
     }
 
     pub fn path(&self) -> &Path {

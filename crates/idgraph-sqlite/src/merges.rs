@@ -7,9 +7,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use idgraph_store::{
     ConsentSubject, KeepApartRule, ManualMerge, MergeRow, StoreError, StoreResult, Unmerge,
-    UnmergeOutcome, decode_identifiers, limit_refusal,
+    UnmergeOutcome, limit_refusal,
 };
 use rusqlite::{OptionalExtension, Transaction, params};
+
+use idgraph_store::vault::Vault;
 
 use crate::codec::{map_error, micros};
 use crate::resolve::{GROUP, TxGraph};
@@ -30,6 +32,7 @@ fn canonical(tx: &Transaction<'_>, tenant: &str, person_id: &str) -> StoreResult
 
 pub(crate) fn merge(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     settings: &IdentitySettings,
     merge: &ManualMerge,
@@ -42,7 +45,7 @@ pub(crate) fn merge(
             merge.survivor, merge.absorbed
         )));
     }
-    let graph = TxGraph::new(tx, tenant, settings);
+    let graph = TxGraph::new(tx, vault, tenant, settings);
     let survivor_view = graph.read_person(&survivor)?.ok_or(StoreError::NotFound)?;
     let absorbed_view = graph.read_person(&absorbed)?.ok_or(StoreError::NotFound)?;
     if let Some((kind, limit)) = merge_breaks_limit(settings, survivor_view, absorbed_view) {
@@ -90,6 +93,7 @@ type HeldNode = ((String, String), Option<String>);
 
 pub(crate) fn unmerge(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     request: &Unmerge,
 ) -> StoreResult<UnmergeOutcome> {
@@ -234,9 +238,14 @@ pub(crate) fn unmerge(
     }
     let (mut events_moved, mut identifiers_moved) = (0u64, 0u64);
     for (_, event_id, encoded) in &later {
-        let carried: Vec<(String, String)> = decode_identifiers(encoded)
+        // Nodes are compared in their stored (lookup) form.
+        let carried: Vec<(String, String)> = vault
+            .open_identifiers(tenant, encoded.clone())?
             .into_iter()
-            .map(|i| (i.kind().to_string(), i.value().to_owned()))
+            .map(|i| {
+                let index = vault.index(tenant, i.kind().as_str(), i.value());
+                (i.kind().to_string(), index)
+            })
             .collect();
         let attached = attached_by.remove(event_id).unwrap_or_default();
         let theirs = carried.iter().any(|i| absorbed_side.contains(i));

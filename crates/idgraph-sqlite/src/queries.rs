@@ -17,7 +17,7 @@ use idgraph_store::{
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
-use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, map_error, micros};
+use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, NODE_READ_COLUMNS, map_error, micros};
 use crate::{
     SqliteStore, compliance, deletion, idempotency, imports, merges, reads, resolve, webhooks,
 };
@@ -61,6 +61,16 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.shutdown().await;
+    }
+
+    fn vault_slot(&self) -> &idgraph_store::vault::VaultSlot {
+        self.vault_slot_inner()
+    }
+
+    async fn reseal(&self, tenant_id: &TenantId, limit: u32) -> StoreResult<u64> {
+        let (tenant_id, vault) = (tenant_id.clone(), self.vault());
+        self.write(move |tx| crate::reseal::batch(tx, &vault, tenant_id.as_str(), limit))
+            .await
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
@@ -282,8 +292,8 @@ impl Store for SqliteStore {
         tenant_id: &TenantId,
         rows: Vec<IdentityNodeRow>,
     ) -> StoreResult<()> {
-        let tenant_id = tenant_id.clone();
-        self.write(move |tx| insert_nodes(tx, &tenant_id, &rows))
+        let (tenant_id, vault) = (tenant_id.clone(), self.vault());
+        self.write(move |tx| insert_nodes(tx, &vault, &tenant_id, &rows))
             .await
     }
 
@@ -293,22 +303,27 @@ impl Store for SqliteStore {
         kind: &IdentifierKind,
         value: &str,
     ) -> StoreResult<Vec<IdentityNodeRow>> {
-        let (tenant_id, kind, value) = (tenant_id.clone(), kind.clone(), value.to_owned());
-        self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {NODE_COLUMNS} FROM identity_nodes
+        let vault = self.vault();
+        let (tenant_id, kind) = (tenant_id.clone(), kind.clone());
+        let index = vault.index(tenant_id.as_str(), kind.as_str(), value);
+        let tenant = tenant_id.clone();
+        let nodes = self
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {NODE_READ_COLUMNS} FROM identity_nodes
                      WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 ORDER BY person_id"
-                ))
-                .map_err(map_error)?;
-            stmt.query_map(
-                [tenant_id.as_str(), kind.as_str(), value.as_str()],
-                codec::identity_node,
-            )
-            .and_then(Iterator::collect)
-            .map_err(map_error)
-        })
-        .await
+                    ))
+                    .map_err(map_error)?;
+                stmt.query_map(
+                    [tenant.as_str(), kind.as_str(), index.as_str()],
+                    codec::identity_node,
+                )
+                .and_then(Iterator::collect)
+                .map_err(map_error)
+            })
+            .await?;
+        vault.open_nodes(tenant_id.as_str(), nodes)
     }
 
     async fn count_identity_nodes(&self, tenant_id: &TenantId) -> StoreResult<u64> {
@@ -329,7 +344,8 @@ impl Store for SqliteStore {
         signals: Vec<SignalRecord>,
     ) -> StoreResult<Vec<IngestOutcome>> {
         let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
-        self.write(move |tx| resolve::ingest(tx, &tenant_id, &settings, signals))
+        let vault = self.vault();
+        self.write(move |tx| resolve::ingest(tx, &vault, &tenant_id, &settings, signals))
             .await
     }
 
@@ -339,7 +355,12 @@ impl Store for SqliteStore {
         identifier: &Identifier,
     ) -> StoreResult<Option<String>> {
         let (tenant_id, identifier) = (tenant_id.clone(), identifier.clone());
-        self.read(move |conn| reads::lookup(conn, tenant_id.as_str(), &identifier))
+        let index = self.vault().index(
+            tenant_id.as_str(),
+            identifier.kind().as_str(),
+            identifier.value(),
+        );
+        self.read(move |conn| reads::lookup(conn, tenant_id.as_str(), &identifier, &index))
             .await
     }
 
@@ -355,8 +376,15 @@ impl Store for SqliteStore {
         person_id: &str,
     ) -> StoreResult<PersonProfile> {
         let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
-        self.read(move |conn| reads::profile(conn, tenant_id.as_str(), &person_id))
-            .await
+        let tenant = tenant_id.clone();
+        let mut profile = self
+            .read(move |conn| reads::profile(conn, tenant.as_str(), &person_id))
+            .await?;
+        let vault = self.vault();
+        profile.identifiers =
+            vault.open_nodes(tenant_id.as_str(), std::mem::take(&mut profile.identifiers))?;
+        vault.open_traits(tenant_id.as_str(), &mut profile.traits)?;
+        Ok(profile)
     }
 
     async fn timeline(
@@ -372,10 +400,15 @@ impl Store for SqliteStore {
             kind.map(str::to_owned),
             page.clone(),
         );
-        self.read(move |conn| {
-            reads::timeline(conn, tenant_id.as_str(), &person_id, kind.as_deref(), &page)
-        })
-        .await
+        let tenant = tenant_id.clone();
+        let mut events = self
+            .read(move |conn| {
+                reads::timeline(conn, tenant.as_str(), &person_id, kind.as_deref(), &page)
+            })
+            .await?;
+        self.vault()
+            .open_timeline(tenant_id.as_str(), &mut events.items)?;
+        Ok(events)
     }
 
     async fn merges_of(
@@ -394,8 +427,8 @@ impl Store for SqliteStore {
         after: i64,
         limit: u32,
     ) -> StoreResult<Vec<LoggedSignal>> {
-        let tenant_id = tenant_id.clone();
-        self.read(move |conn| reads::signal_log(conn, tenant_id.as_str(), after, limit))
+        let (tenant_id, vault) = (tenant_id.clone(), self.vault());
+        self.read(move |conn| reads::signal_log(conn, &vault, tenant_id.as_str(), after, limit))
             .await
     }
 
@@ -421,8 +454,11 @@ impl Store for SqliteStore {
         queries: Vec<FactsQuery>,
     ) -> StoreResult<Vec<AddressFacts>> {
         let (tenant_id, workspace) = (tenant_id.clone(), workspace.clone());
-        self.read(move |conn| compliance::facts(conn, tenant_id.as_str(), &workspace, &queries))
-            .await
+        let vault = self.vault();
+        self.read(move |conn| {
+            compliance::facts(conn, &vault, tenant_id.as_str(), &workspace, &queries)
+        })
+        .await
     }
 
     async fn person_consent(
@@ -431,8 +467,11 @@ impl Store for SqliteStore {
         person_id: &str,
     ) -> StoreResult<Vec<ConsentEventRow>> {
         let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
-        self.read(move |conn| compliance::person_consent(conn, tenant_id.as_str(), &person_id))
-            .await
+        let vault = self.vault();
+        self.read(move |conn| {
+            compliance::person_consent(conn, &vault, tenant_id.as_str(), &person_id)
+        })
+        .await
     }
 
     async fn suppression_history(
@@ -475,9 +514,9 @@ impl Store for SqliteStore {
         settings: &IdentitySettings,
         merge: ManualMerge,
     ) -> StoreResult<MergeRow> {
-        let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
+        let (tenant_id, settings, vault) = (tenant_id.clone(), settings.clone(), self.vault());
         self.write(move |tx| {
-            let row = merges::merge(tx, tenant_id.as_str(), &settings, &merge)?;
+            let row = merges::merge(tx, &vault, tenant_id.as_str(), &settings, &merge)?;
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             if subscribers.any(EventType::PersonMerged) {
                 webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &[merge_event(&row)])?;
@@ -586,9 +625,9 @@ impl Store for SqliteStore {
     }
 
     async fn unmerge(&self, tenant_id: &TenantId, unmerge: Unmerge) -> StoreResult<UnmergeOutcome> {
-        let tenant_id = tenant_id.clone();
+        let (tenant_id, vault) = (tenant_id.clone(), self.vault());
         self.write(move |tx| {
-            let outcome = merges::unmerge(tx, tenant_id.as_str(), &unmerge)?;
+            let outcome = merges::unmerge(tx, &vault, tenant_id.as_str(), &unmerge)?;
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             if subscribers.any(EventType::PersonUnmerged) {
                 let event = unmerge_event(&unmerge, &outcome);
@@ -621,8 +660,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_signal(&self, tenant_id: &TenantId, event_id: &str) -> StoreResult<LoggedSignal> {
-        let (tenant_id, event_id) = (tenant_id.clone(), event_id.to_owned());
-        self.read(move |conn| reads::get_signal(conn, tenant_id.as_str(), &event_id))
+        let (tenant_id, event_id, vault) = (tenant_id.clone(), event_id.to_owned(), self.vault());
+        self.read(move |conn| reads::get_signal(conn, &vault, tenant_id.as_str(), &event_id))
             .await
     }
 
@@ -841,9 +880,15 @@ impl Store for SqliteStore {
         workspace: &WorkspaceName,
         message_ids: Vec<String>,
     ) -> StoreResult<Vec<Option<SignalEffects>>> {
-        let (tenant, workspace) = (tenant_id.clone(), workspace.clone());
+        let (tenant, workspace, vault) = (tenant_id.clone(), workspace.clone(), self.vault());
         self.read(move |conn| {
-            imports::effects(conn, tenant.as_str(), workspace.as_str(), &message_ids)
+            imports::effects(
+                conn,
+                &vault,
+                tenant.as_str(),
+                workspace.as_str(),
+                &message_ids,
+            )
         })
         .await
     }
@@ -854,7 +899,8 @@ impl Store for SqliteStore {
         request: DeletionRequest,
     ) -> StoreResult<DeletionOutcome> {
         let tenant_id = tenant_id.clone();
-        self.write(move |tx| deletion::delete_person(tx, tenant_id.as_str(), &request))
+        let vault = self.vault();
+        self.write(move |tx| deletion::delete_person(tx, &vault, tenant_id.as_str(), &request))
             .await
     }
 
@@ -1021,25 +1067,29 @@ fn insert_key(
 /// Inserts nodes with one cached prepared statement; shared with the benchmark's store path.
 pub(crate) fn insert_nodes(
     tx: &rusqlite::Transaction<'_>,
+    vault: &idgraph_store::vault::Vault,
     tenant_id: &TenantId,
     rows: &[IdentityNodeRow],
 ) -> StoreResult<()> {
     let mut stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}, value_sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ))
         .map_err(map_error)?;
     for row in rows {
+        let (index, sealed) =
+            vault.identifier(tenant_id.as_str(), row.kind.as_str(), &row.value)?;
         stmt.execute(params![
             tenant_id.as_str(),
             row.kind.as_str(),
-            row.value,
+            index,
             row.person_id,
             row.source,
             row.confidence,
             micros(row.first_seen),
             micros(row.last_seen),
             row.signal_id,
+            sealed,
         ])
         .map_err(|e| match map_error(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!(

@@ -11,7 +11,9 @@ use idgraph_store::{
 use jiff::Timestamp;
 use rusqlite::{Connection, Row, params};
 
-use crate::codec::{self, NODE_COLUMNS, map_error};
+use idgraph_store::vault::Vault;
+
+use crate::codec::{self, NODE_READ_COLUMNS, in_row, map_error};
 use crate::resolve::GROUP;
 
 fn time(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
@@ -51,6 +53,7 @@ pub(crate) fn lookup(
     conn: &Connection,
     tenant: &str,
     identifier: &Identifier,
+    index: &str,
 ) -> StoreResult<Option<String>> {
     let owners: Vec<String> = conn
         .prepare_cached(
@@ -59,10 +62,9 @@ pub(crate) fn lookup(
              WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3 ORDER BY 1",
         )
         .and_then(|mut s| {
-            s.query_map(
-                params![tenant, identifier.kind().as_str(), identifier.value()],
-                |r| r.get(0),
-            )?
+            s.query_map(params![tenant, identifier.kind().as_str(), index], |r| {
+                r.get(0)
+            })?
             .collect()
         })
         .map_err(map_error)?;
@@ -82,8 +84,7 @@ pub(crate) fn profile(
         .map_err(map_error)?;
     let identifiers = conn
         .prepare_cached(&format!(
-            "SELECT {NODE_COLUMNS} FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})
-             ORDER BY kind, value, person_id"
+            "SELECT {NODE_READ_COLUMNS} FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
         ))
         .and_then(|mut s| s.query_map(params![tenant, person_id], codec::identity_node)?.collect())
         .map_err(map_error)?;
@@ -265,18 +266,20 @@ const LOGGED_COLUMNS: &str = "seq, event_id, workspace, kind, name, occurred_at,
 
 pub(crate) fn get_signal(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     event_id: &str,
 ) -> StoreResult<LoggedSignal> {
     conn.prepare_cached(&format!(
         "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = ?1 AND event_id = ?2 AND {NOT_DELETED}"
     ))
-    .and_then(|mut s| s.query_row(params![tenant, event_id], logged_signal))
+    .and_then(|mut s| s.query_row(params![tenant, event_id], |r| logged_signal(r, vault, tenant)))
     .map_err(map_error)
 }
 
 pub(crate) fn signal_log(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     after: i64,
     limit: u32,
@@ -284,13 +287,16 @@ pub(crate) fn signal_log(
     conn.prepare_cached(&format!(
         "SELECT {LOGGED_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 AND {NOT_DELETED} ORDER BY seq LIMIT ?3"
     ))
-    .and_then(|mut s| s.query_map(params![tenant, after, limit], logged_signal)?.collect())
+    .and_then(|mut s| {
+        s.query_map(params![tenant, after, limit], |r| logged_signal(r, vault, tenant))?
+            .collect()
+    })
     .map_err(map_error)
 }
 
-fn logged_signal(r: &Row<'_>) -> rusqlite::Result<LoggedSignal> {
+fn logged_signal(r: &Row<'_>, vault: &Vault, tenant: &str) -> rusqlite::Result<LoggedSignal> {
     let identifiers: String = r.get(11)?;
-    Ok(LoggedSignal {
+    let mut logged = LoggedSignal {
         seq: r.get(0)?,
         event: EventRow {
             event_id: r.get(1)?,
@@ -304,9 +310,15 @@ fn logged_signal(r: &Row<'_>) -> rusqlite::Result<LoggedSignal> {
             properties: r.get(9)?,
             context: r.get(10)?,
         },
-        identifiers: decode_identifiers(&identifiers),
+        identifiers: vault
+            .open_identifiers(tenant, identifiers)
+            .map_err(in_row)?,
         source: r.get(12)?,
-    })
+    };
+    vault
+        .open_event(tenant, &mut logged.event)
+        .map_err(in_row)?;
+    Ok(logged)
 }
 
 /// Persons by how many identifiers their group holds: one pass over the tenant's nodes, an

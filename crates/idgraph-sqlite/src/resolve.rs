@@ -8,6 +8,7 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_core::resolve::{GraphView, PersonId, PersonView, Resolution, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
+use idgraph_store::vault::{Vault, column};
 use idgraph_store::{
     IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, StoreError, StoreResult,
     conflict_rule_text, derived_id, encode_identifiers, erased_kinds,
@@ -26,6 +27,7 @@ pub(crate) const GROUP: &str =
 
 pub(crate) fn ingest(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant_id: &TenantId,
     settings: &IdentitySettings,
     signals: Vec<SignalRecord>,
@@ -80,6 +82,7 @@ pub(crate) fn ingest(
         }
         let graph = TxGraph {
             tx,
+            vault,
             tenant,
             settings,
             error: RefCell::new(None),
@@ -97,7 +100,7 @@ pub(crate) fn ingest(
             return Err(error);
         }
         seq += 1;
-        apply(tx, tenant, seq, &signal, &resolution)?;
+        apply(tx, vault, tenant, seq, &signal, &resolution)?;
         let announced = idgraph_store::signal_events(&subscribers, &signal, &resolution);
         crate::webhooks::enqueue(tx, tenant, &subscribers, &announced)?;
         outcomes.push(IngestOutcome::Recorded {
@@ -116,6 +119,7 @@ pub(crate) fn ingest(
 /// person's known identifiers) never needs.
 pub(crate) struct TxGraph<'a, 'conn> {
     tx: &'a Transaction<'conn>,
+    vault: &'a Vault,
     tenant: &'a str,
     settings: &'a IdentitySettings,
     /// The first error a read met; `GraphView` cannot return one, so `ingest` checks it after
@@ -126,11 +130,13 @@ pub(crate) struct TxGraph<'a, 'conn> {
 impl<'a, 'conn> TxGraph<'a, 'conn> {
     pub(crate) fn new(
         tx: &'a Transaction<'conn>,
+        vault: &'a Vault,
         tenant: &'a str,
         settings: &'a IdentitySettings,
     ) -> Self {
         Self {
             tx,
+            vault,
             tenant,
             settings,
             error: RefCell::new(None),
@@ -159,7 +165,7 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
         let mut nodes = self
             .tx
             .prepare_cached(&format!(
-                "SELECT kind, value FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+                "SELECT kind, COALESCE(value_sealed, value) FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
             ))
             .map_err(map_error)?;
         let mut rows = nodes.query(params![self.tenant, id]).map_err(map_error)?;
@@ -172,6 +178,7 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
             };
             if rule.limit.is_some() {
                 let value: String = row.get(1).map_err(map_error)?;
+                let value = self.vault.open(self.tenant, column::IDENTIFIER, value)?;
                 identifiers.entry(kind.clone()).or_default().insert(value);
             }
         }
@@ -195,8 +202,11 @@ impl GraphView for TxGraph<'_, '_> {
                  WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3",
             )
             .and_then(|mut s| {
+                let index =
+                    self.vault
+                        .index(self.tenant, identifier.kind().as_str(), identifier.value());
                 s.query_map(
-                    params![self.tenant, identifier.kind().as_str(), identifier.value()],
+                    params![self.tenant, identifier.kind().as_str(), index],
                     |r| r.get(0),
                 )?
                 .collect::<rusqlite::Result<Vec<PersonId>>>()
@@ -234,6 +244,7 @@ impl GraphView for TxGraph<'_, '_> {
 
 fn apply(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     seq: i64,
     signal: &SignalRecord,
@@ -285,20 +296,23 @@ fn apply(
         let mut attach = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO identity_nodes
-                 (tenant_id, kind, value, person_id, source, confidence, first_seen, last_seen, signal_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1.0, ?6, ?6, ?7)",
+                 (tenant_id, kind, value, person_id, source, confidence, first_seen, last_seen, signal_id, value_sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1.0, ?6, ?6, ?7, ?8)",
             )
             .map_err(map_error)?;
         for identifier in &resolution.attach {
+            let (index, sealed) =
+                vault.identifier(tenant, identifier.kind().as_str(), identifier.value())?;
             attach
                 .execute(params![
                     tenant,
                     identifier.kind().as_str(),
-                    identifier.value(),
+                    index,
                     person,
                     signal.source,
                     seen,
-                    signal_id
+                    signal_id,
+                    sealed
                 ])
                 .map_err(map_error)?;
         }
@@ -315,7 +329,7 @@ fn apply(
                     tenant,
                     person,
                     identifier.kind().as_str(),
-                    identifier.value(),
+                    vault.index(tenant, identifier.kind().as_str(), identifier.value()),
                     seen
                 ])
                 .map_err(map_error)?;
@@ -341,6 +355,9 @@ fn apply(
         })
         .map_err(map_error)?;
     }
+    let properties = vault.seal(tenant, column::EVENT_PROPERTIES, &event.properties)?;
+    let context = vault.seal(tenant, column::EVENT_CONTEXT, &event.context)?;
+    let identifiers = vault.seal_identifiers(tenant, &signal.identifiers)?;
     tx.prepare_cached(
         "INSERT INTO events (tenant_id, event_id, workspace, person_id, kind, name, occurred_at, ingested_at,
                              schema_version, message_id, properties, context, seq, identifiers, source)
@@ -358,10 +375,10 @@ fn apply(
             now,
             event.schema_version,
             event.message_id,
-            event.properties,
-            event.context,
+            properties,
+            context,
             seq,
-            encode_identifiers(&signal.identifiers),
+            identifiers,
             signal.source,
         ])
     })
@@ -381,7 +398,7 @@ fn apply(
                     person,
                     event.workspace.as_str(),
                     observed.name,
-                    observed.value,
+                    vault.seal(tenant, column::TRAIT, &observed.value)?,
                     observed.provenance.class.as_str(),
                     observed.provenance.confidence,
                     micros(observed.provenance.observed_at),

@@ -13,6 +13,7 @@ mod model;
 mod resolution;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod vault;
 mod webhooks;
 
 use std::future::Future;
@@ -82,6 +83,20 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Flushes and closes; later calls fail with `Other`. Waits for in-flight writes.
     fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// The keys this store seals and indexes PII with (plaintext until a vault is installed).
+    /// The store holds data-encryption keys, never the operator's data key that wraps them.
+    fn vault_slot(&self) -> &vault::VaultSlot;
+
+    /// Rewrites, in one transaction, up to `limit` of the tenant's sealed rows (identity nodes,
+    /// trait values, events) that are not sealed with the current key or not sealed at all;
+    /// returns how many it rewrote (0: the tenant is done). Runs alongside ingestion: every
+    /// key it reads with stays in the keyring, so no row is ever unreadable.
+    fn reseal(
+        &self,
+        tenant_id: &TenantId,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Creates a tenant; `Conflict` when its id is taken.
     fn create_tenant(&self, tenant: &Tenant) -> impl Future<Output = StoreResult<()>> + Send;

@@ -67,6 +67,8 @@ pub struct Config {
     pub purge_interval_seconds: u64,
     pub data_key: Option<Secret>,
     pub data_key_file: Option<PathBuf>,
+    /// Benchmarks only: store PII in the clear, to measure what sealing costs.
+    pub unsafe_plaintext_pii: bool,
     pub webhook_concurrency: usize,
     pub webhook_timeout_seconds: u64,
     pub webhook_poll_ms: u64,
@@ -93,6 +95,7 @@ impl Default for Config {
             purge_interval_seconds: 3600,
             data_key: None,
             data_key_file: None,
+            unsafe_plaintext_pii: false,
             webhook_concurrency: 16,
             webhook_timeout_seconds: 10,
             webhook_poll_ms: 1000,
@@ -105,7 +108,7 @@ impl Default for Config {
 
 /// The keys that may come from `IDGRAPH_*` variables. Other `IDGRAPH_*` variables (used by
 /// tests and tools) are not configuration and must not be refused as unknown keys.
-const ENV_KEYS: [&str; 21] = [
+const ENV_KEYS: [&str; 22] = [
     "listen",
     "data_dir",
     "database_url",
@@ -121,6 +124,7 @@ const ENV_KEYS: [&str; 21] = [
     "purge_interval_seconds",
     "data_key",
     "data_key_file",
+    "unsafe_plaintext_pii",
     "webhook_concurrency",
     "webhook_timeout_seconds",
     "webhook_poll_ms",
@@ -175,13 +179,18 @@ deletion_retention_days = 30
 # How often the server runs the purge; 0 never (run `idgraph purge --now` from a scheduler).
 purge_interval_seconds = 3600
 
-# The data key (base64 of 32 bytes) that seals secrets at rest (webhook signing secrets).
-# Give it inline (better: as IDGRAPH_DATA_KEY) or as a file. With neither, the embedded store
-# uses <data_dir>/data.key, generated on first start (back it up with the data); on PostgreSQL
-# webhooks stay unavailable until a key is configured. A store holding sealed data refuses to
-# start without its key.
+# The data key (base64 of 32 bytes) that seals secrets and PII at rest (webhook signing
+# secrets; identifier values, trait values and event payloads, through a keyring of keys it
+# wraps). Give it inline (better: as IDGRAPH_DATA_KEY) or as a file. With neither, the embedded
+# store uses <data_dir>/data.key, generated on first start (back it up with the data); on
+# PostgreSQL PII is stored in the clear and webhooks stay unavailable until a key is
+# configured. A store holding sealed data refuses to start without its key.
 # data_key = ""
 # data_key_file = ""
+
+# Benchmarks only, never in production: store PII in the clear although a data key is there,
+# to measure what sealing costs. Refused on a store that already seals PII.
+unsafe_plaintext_pii = false
 
 # Webhook deliveries: requests in flight at most, the timeout of each, how often due retries
 # are looked for, and the retry schedule (exponential from the base, capped at 12 hours, with

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use idgraph_app::data_key::{self, DataKey, KeyState};
+use idgraph_app::keyring;
 use idgraph_store::Store;
 
 use crate::config::Config;
@@ -42,8 +43,9 @@ pub async fn resolve<S: Store>(store: &S, config: &Config) -> anyhow::Result<Opt
         ),
         (None, _) => {
             tracing::warn!(
-                "no data key is configured: webhooks cannot be created until data_key_file or \
-                 IDGRAPH_DATA_KEY is set (generate one with `head -c 32 /dev/urandom | base64`)"
+                "no data key is configured: PII is stored in the clear and webhooks cannot be \
+                 created until data_key_file or IDGRAPH_DATA_KEY is set (generate one with \
+                 `head -c 32 /dev/urandom | base64`)"
             );
             return Ok(None);
         }
@@ -53,6 +55,63 @@ pub async fn resolve<S: Store>(store: &S, config: &Config) -> anyhow::Result<Opt
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Some(key))
+}
+
+/// Resolves the data key and installs the PII keyring it wraps in the store (sealing rows
+/// stored before there was a key). `None`: PII stays in the clear (PostgreSQL without a key).
+pub async fn open_pii<S: Store>(store: &S, config: &Config) -> anyhow::Result<Option<DataKey>> {
+    let key = resolve(store, config).await?;
+    if config.unsafe_plaintext_pii {
+        if keyring::load(store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .is_some()
+        {
+            anyhow::bail!(
+                "unsafe_plaintext_pii is refused: this store already seals PII with its keyring"
+            );
+        }
+        tracing::warn!("unsafe_plaintext_pii is set: PII is stored in the clear (benchmarks only)");
+        return Ok(key);
+    }
+    if let Some(key) = &key {
+        keyring::install(store, key)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the PII keyring: {e}"))?;
+    }
+    Ok(key)
+}
+
+/// Keeps the store's vault in step with the keyring (a rotation run by another process) and
+/// moves on a rotation under way, every `keyring::REFRESH`. A server started in the middle of
+/// an interrupted rotation finishes it.
+pub async fn follow_keyring<S: Store>(store: S, key: DataKey) {
+    let mut seen = String::new();
+    // The embedded store has one process: nobody else needs time to load a new key.
+    let settle = match store.backend() {
+        "sqlite" => std::time::Duration::ZERO,
+        _ => keyring::SETTLE,
+    };
+    let mut ticks = tokio::time::interval(keyring::REFRESH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = keyring::refresh(&store, &key, &mut seen).await {
+            tracing::warn!(error = %e, "cannot reload the PII keyring");
+            continue;
+        }
+        let rotating =
+            matches!(keyring::load(&store).await, Ok(Some((ring, _))) if ring.rotation.is_some());
+        if rotating {
+            match keyring::advance_rotation(&store, &key, settle, None).await {
+                Ok(keyring::RotationStatus::Done { current }) => {
+                    tracing::info!(key = current, "the data key rotation is complete");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the data key rotation did not advance"),
+            }
+        }
+    }
 }
 
 fn read_key_file(file: &Path) -> anyhow::Result<DataKey> {
@@ -81,8 +140,8 @@ fn generate_key_file(file: &Path) -> anyhow::Result<DataKey> {
         .with_context(|| format!("cannot write the data key file {}", file.display()))?;
     tracing::warn!(
         path = %file.display(),
-        "generated a new data key; back it up with the data: without it, sealed data (webhook \
-         secrets) cannot be read"
+        "generated a new data key; back it up with the data: without it, sealed data (PII and \
+         webhook secrets) cannot be read"
     );
     Ok(key)
 }

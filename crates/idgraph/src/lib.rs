@@ -138,7 +138,10 @@ async fn import_and_close<S: Store>(
                     "A master key was generated for this new store; it is shown only once: {key}"
                 );
             }
-            import::import_directly(&store, tenant, options).await
+            match data_key::open_pii(&store, config).await {
+                Ok(_) => import::import_directly(&store, tenant, options).await,
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(anyhow::anyhow!("bootstrap failed: {}", e.message)),
     };
@@ -169,13 +172,16 @@ async fn start<S: Store>(
         ingestion_per_sec: config.rate_limit_ingestion_per_sec,
         management_per_sec: config.rate_limit_management_per_sec,
     };
-    let data_key = match data_key::resolve(&store, config).await {
+    let data_key = match data_key::open_pii(&store, config).await {
         Ok(key) => key,
         Err(e) => {
             store.close().await;
             return Err(e);
         }
     };
+    if let Some(key) = data_key.clone().filter(|_| !config.unsafe_plaintext_pii) {
+        tokio::spawn(data_key::follow_keyring(store.clone(), key));
+    }
     let mut state = AppState::with_rate_limits(store, limits)
         .with_webhooks(data_key, config.webhook_settings())
         .map_err(|e| anyhow::anyhow!("cannot start the webhook worker: {}", e.message))?;
@@ -244,6 +250,50 @@ async fn purge_and_close<S: Store>(
         .await
         .map_err(|e| anyhow::anyhow!("the purge failed: {}", e.message));
     // Closing the embedded store checkpoints its WAL, so no purged page lingers there.
+    store.close().await;
+    result
+}
+
+/// `idgraph data-key rotate` without a server: opens the configured store (on PostgreSQL while
+/// servers run on it; the embedded store only if no server holds it), rotates the PII key and
+/// closes the store. Returns the new key's id.
+pub async fn rotate_directly(config: &Config) -> anyhow::Result<u32> {
+    match config.postgres_url() {
+        Some(url) => {
+            let store = open_postgres(config, url).await?;
+            rotate_and_close(store, config).await
+        }
+        None => {
+            let store = open_sqlite(config).await.map_err(|e| {
+                if format!("{e:#}").contains("in use by another idgraph process") {
+                    anyhow::anyhow!(
+                        "{e:#}; to rotate while a server runs on it, ask the server: POST \
+                         /api/v1/data-key/rotate with the master key"
+                    )
+                } else {
+                    e
+                }
+            })?;
+            rotate_and_close(store, config).await
+        }
+    }
+}
+
+async fn rotate_and_close<S: Store>(store: S, config: &Config) -> anyhow::Result<u32> {
+    let result = async {
+        let key = data_key::open_pii(&store, config).await?.ok_or_else(|| {
+            anyhow::anyhow!("no data key is configured: set data_key_file or IDGRAPH_DATA_KEY")
+        })?;
+        // Alone on the embedded store, no other process needs time to load the new key.
+        let settle = match store.backend() {
+            "sqlite" => Duration::ZERO,
+            _ => idgraph_app::keyring::SETTLE,
+        };
+        idgraph_app::keyring::rotate(&store, &key, settle)
+            .await
+            .map_err(|e| anyhow::anyhow!("the rotation failed: {e}"))
+    }
+    .await;
     store.close().await;
     result
 }

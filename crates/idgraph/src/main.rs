@@ -28,6 +28,11 @@ enum Command {
     /// Hard-delete what deleted persons left once their retention window has passed, directly
     /// on a store no server holds (--data-dir) or on the configured PostgreSQL.
     Purge(PurgeArgs),
+    /// The data key that seals PII and secrets at rest.
+    DataKey {
+        #[command(subcommand)]
+        command: DataKeyCommand,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -65,6 +70,30 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
     /// Log filter, e.g. "info" or "info,idgraph_http=debug" [default: info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DataKeyCommand {
+    /// Seal PII with a new data-encryption key and re-seal every stored row with it, in small
+    /// batches, while servers keep serving (on PostgreSQL; a server on the embedded store is
+    /// asked with POST /api/v1/data-key/rotate). An interrupted rotation resumes when run again.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RotateArgs {
+    /// A TOML configuration file, as for serve (the data key comes from it or the environment).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data dir of the embedded store [default: ./idgraph-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL instead of the embedded store; env IDGRAPH_DATABASE_URL.
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log filter [default: info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
 }
@@ -192,7 +221,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
         Command::Purge(args) => purge(args),
+        Command::DataKey {
+            command: DataKeyCommand::Rotate(args),
+        } => rotate(args),
     }
+}
+
+fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        database_url: args.database_url.map(Secret::from),
+        log_level: Some(args.log_level.unwrap_or_else(|| "info".to_owned())),
+        ..Overrides::default()
+    };
+    let config = config::load(args.config.as_deref(), &overrides)?;
+    idgraph::telemetry::init(LogFormat::Text, &config.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let current = runtime.block_on(idgraph::rotate_directly(&config))?;
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "rotated: PII is sealed with data-encryption key {current}"
+    );
+    Ok(())
 }
 
 fn purge(args: PurgeArgs) -> anyhow::Result<()> {

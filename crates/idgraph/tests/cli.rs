@@ -1083,23 +1083,55 @@ fn outcome_by_row(csv: &str) -> Vec<(String, String)> {
 /// holds what, not on the ids they made up.
 fn partition(data_dir: &std::path::Path) -> std::collections::BTreeSet<Vec<String>> {
     let conn = rusqlite::Connection::open(data_dir.join("idgraph.db")).expect("open the store");
+    // Identifier values are sealed under the data dir's own keys: open them to compare stores.
+    let kek = idgraph_app::data_key::DataKey::from_text(
+        &std::fs::read_to_string(data_dir.join("data.key")).expect("the data key"),
+    )
+    .expect("a data key");
+    let ring: String = conn
+        .query_row(
+            "SELECT settings FROM tenant_settings WHERE tenant_id = 'default' AND name = ?1",
+            [idgraph_app::keyring::KEYRING_SETTING],
+            |r| r.get(0),
+        )
+        .expect("the keyring");
+    let ring: idgraph_app::keyring::Keyring = serde_json::from_str(&ring).expect("keyring");
+    let vault = ring.vault(&kek).expect("the keyring opens");
     let mut statement = conn
         .prepare(
-            "SELECT COALESCE(p.merged_into, p.person_id), n.kind || ':' || n.value
+            "SELECT COALESCE(p.merged_into, p.person_id), n.kind, COALESCE(n.value_sealed, n.value)
              FROM identity_nodes n
              JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
-             WHERE n.tenant_id = 'default' ORDER BY 1, 2",
+             WHERE n.tenant_id = 'default'",
         )
         .expect("query");
     let mut persons: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let rows = statement
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
         .expect("rows");
     for row in rows {
-        let (person, identifier) = row.expect("row");
-        persons.entry(person).or_default().push(identifier);
+        let (person, kind, value) = row.expect("row");
+        let value = vault
+            .open("default", idgraph_store::vault::column::IDENTIFIER, value)
+            .expect("the value opens");
+        persons
+            .entry(person)
+            .or_default()
+            .push(format!("{kind}:{value}"));
     }
-    persons.into_values().collect()
+    persons
+        .into_values()
+        .map(|mut identifiers| {
+            identifiers.sort();
+            identifiers
+        })
+        .collect()
 }
 
 /// The crash test: `kill -9` in the middle of processing, restart on the same data dir, and the

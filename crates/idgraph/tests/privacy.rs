@@ -344,24 +344,42 @@ async fn delete_then_purge(database_url: Option<String>, dump: impl Fn() -> Vec<
     };
     app.stop().await;
 
-    // Before the purge her data is still stored (invisible): the search below can fail.
+    // Before the purge her data is still stored (invisible): the search below can fail. Her
+    // properties are sealed at rest; her event's name is not, and only she has it.
     let before = probe();
-    assert!(contains(&before, MARKER), "her event waits for the purge");
+    assert!(
+        contains(&before, "Signed Up"),
+        "her event waits for the purge"
+    );
+    assert!(
+        !contains(&before, MARKER),
+        "her event's properties are sealed"
+    );
     let purged = idgraph::purge_directly(&config, true).await.expect("purge");
     assert!(purged.persons >= 2 && purged.events >= 3, "{purged:?}");
     let after = probe();
-    for pii in [EMAIL, PHONE, MARKER, "Ann Erase", "u-ann", "anon-ann"] {
+    for pii in [
+        EMAIL,
+        PHONE,
+        MARKER,
+        "Ann Erase",
+        "u-ann",
+        "anon-ann",
+        "Signed Up",
+    ] {
         assert!(
             !contains(&after, pii),
             "{pii} is still in the database after the purge"
         );
     }
-    assert!(contains(&after, "bob@example.com"), "Bob is untouched");
 
     // The opt-out still denies her number after the purge, on a restarted server.
     let app = TestApp::start_with(database_url, |c| c.data_dir = data_dir.clone()).await;
     let check = check_phone(&app).await;
     assert_eq!(check["allowed"], false, "{check}");
+    // Bob (sealed at rest like her) is untouched.
+    let (status, bob) = common::lookup(&app, "email", "bob@example.com").await;
+    assert_eq!(status, StatusCode::OK, "{bob}");
     app.stop().await;
 }
 

@@ -177,7 +177,10 @@ impl<S: Store> Sender<S> {
             }
         }
         if pruned > 0 {
-            tracing::info!(pruned, "pruned finished webhook deliveries past their retention");
+            tracing::info!(
+                pruned,
+                "pruned finished webhook deliveries past their retention"
+            );
         }
         Ok(())
     }

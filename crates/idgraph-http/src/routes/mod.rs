@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod compliance;
+pub(crate) mod data_key;
 pub(crate) mod imports;
 pub(crate) mod ingest;
 pub(crate) mod keys;
@@ -41,6 +42,8 @@ pub(crate) fn all<S: Store>() -> Router<AppState<S>> {
         .route("/api/v1/keys/{id}", delete(keys::revoke::<S>))
         .route("/api/v1/whoami", get(keys::whoami))
         .route("/api/v1/audit", get(audit::list::<S>))
+        .route("/api/v1/data-key", get(data_key::status::<S>))
+        .route("/api/v1/data-key/rotate", post(data_key::rotate::<S>))
         .route("/api/v1/stats", get(persons::stats::<S>))
         .route("/v1/whoami", get(keys::write_key_whoami))
         .route("/v1/batch", post(ingest::batch::<S>))

@@ -15,10 +15,12 @@ mod compliance;
 mod deletion;
 mod imports;
 mod resolution;
+mod sealing;
 mod unmerge;
 mod webhooks;
 
 pub use deletion::deleting_a_person_hides_it_tombstones_it_and_purges_it;
+pub use sealing::resealing_moves_every_row_to_the_current_key_and_keeps_it_readable;
 pub use unmerge::{
     merge_then_unmerge_gives_back_the_graph, unmerge_withdraws_grants_made_while_merged,
 };
@@ -82,6 +84,7 @@ macro_rules! store_conformance_suite {
             the_outbox_holds_committed_changes_someone_subscribed_to,
             claims_hand_out_each_endpoints_deliveries_one_at_a_time,
             finished_deliveries_are_pruned_and_pending_ones_kept,
+            resealing_moves_every_row_to_the_current_key_and_keeps_it_readable,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -89,6 +92,9 @@ macro_rules! store_conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let Some((store, _guard)) = $make.await else { return };
+                // Every case runs with PII sealed, as a server with a data key does.
+                $crate::Store::vault_slot(&store)
+                    .set($crate::vault::Vault::random().expect("random keys"));
                 $crate::testsuite::$case(&store).await;
                 $crate::Store::close(&store).await;
             }

@@ -12,6 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 pub(crate) const MASTER_KEY: &str = "test-master-key-0123456789abcdef";
+/// The data key of test servers on PostgreSQL (the embedded store generates its own), so that
+/// every test on PostgreSQL runs with PII sealed, as a production server with a key does.
+pub(crate) const PG_DATA_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
 pub(crate) struct TestApp {
     pub(crate) address: SocketAddr,
@@ -39,6 +42,9 @@ impl TestApp {
     /// The configuration a test server runs with, for tests that also run commands on its store.
     pub(crate) fn config(data_dir: &std::path::Path, database_url: Option<String>) -> Config {
         Config {
+            data_key: database_url
+                .is_some()
+                .then(|| Secret::from(PG_DATA_KEY.to_owned())),
             data_dir: data_dir.to_owned(),
             database_url: database_url.map(Secret::from),
             master_key: Some(Secret::from(MASTER_KEY.to_owned())),

@@ -1,0 +1,457 @@
+//! PII at rest: the one place values are sealed, opened and indexed, shared by both backends.
+//!
+//! A [`Vault`] holds unwrapped data-encryption keys (DEKs) and the blind-index key, never the
+//! operator's data key that wraps them (that stays in `idgraph-app`). Each backend holds one in
+//! a [`VaultSlot`], swapped when the keyring changes (a rotation in another process).
+//!
+//! Sealed text is `~1.<key id>.<base64 of nonce ‖ ciphertext ‖ tag>` (XChaCha20-Poly1305, the
+//! tenant and the column as associated data). The prefix names the key, so a rotation finds
+//! the rows still under another key with a plain string comparison. Identifier values are
+//! looked up by their blind index, `HMAC-SHA-256(index key, tenant ‖ kind ‖ value)` truncated to
+//! 16 bytes, which does not change when DEKs rotate.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::{StoreError, StoreResult};
+
+pub const KEY_BYTES: usize = 32;
+const NONCE_BYTES: usize = 24;
+const SEALED_MARK: &str = "~1.";
+/// Bytes of the HMAC kept as the blind index: 128 bits, collision-free in practice.
+const INDEX_BYTES: usize = 16;
+
+/// Columns whose values are sealed; also the associated data, so a value copied into another
+/// column does not open.
+pub mod column {
+    pub const IDENTIFIER: &str = "identity_nodes.value";
+    pub const TRAIT: &str = "trait_values.value";
+    pub const EVENT_PROPERTIES: &str = "events.properties";
+    pub const EVENT_CONTEXT: &str = "events.context";
+    pub const EVENT_IDENTIFIERS: &str = "events.identifiers";
+}
+
+/// The keys a store seals and indexes with. `Vault::plaintext()` stores values as they are:
+/// a store that no data key was ever given to (PostgreSQL without one), and the benchmark's
+/// baseline.
+#[derive(Clone)]
+pub struct Vault {
+    keys: Option<Keys>,
+}
+
+#[derive(Clone)]
+struct Keys {
+    current: u32,
+    current_prefix: String,
+    deks: BTreeMap<u32, XChaCha20Poly1305>,
+    index: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.keys {
+            None => f.write_str("Vault(plaintext)"),
+            Some(k) => f
+                .debug_struct("Vault")
+                .field("current", &k.current)
+                .field("keys", &k.deks.keys().collect::<Vec<_>>())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Vault {
+    /// Stores values in the clear.
+    pub fn plaintext() -> Self {
+        Self { keys: None }
+    }
+
+    /// Seals new values with `current`; opens values sealed with any of `deks`.
+    pub fn new(
+        current: u32,
+        deks: impl IntoIterator<Item = (u32, [u8; KEY_BYTES])>,
+        index_key: &[u8; KEY_BYTES],
+    ) -> StoreResult<Self> {
+        let deks: BTreeMap<u32, XChaCha20Poly1305> = deks
+            .into_iter()
+            .map(|(id, key)| (id, XChaCha20Poly1305::new(&key.into())))
+            .collect();
+        if !deks.contains_key(&current) {
+            return Err(StoreError::Other(format!(
+                "the keyring has no data-encryption key {current}"
+            )));
+        }
+        let index = <Hmac<Sha256> as KeyInit>::new_from_slice(index_key)
+            .map_err(|_| StoreError::Other("the blind-index key is unusable".into()))?;
+        Ok(Self {
+            keys: Some(Keys {
+                current,
+                current_prefix: prefix_of(current),
+                deks,
+                index,
+            }),
+        })
+    }
+
+    /// A vault with fresh random keys, for tests.
+    pub fn random() -> StoreResult<Self> {
+        Self::new(7, [(7, random_key()?)], &random_key()?)
+    }
+
+    /// Whether values are sealed (false for [`plaintext`](Self::plaintext)).
+    pub fn seals(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The id of the key new values are sealed with.
+    pub fn current_key(&self) -> Option<u32> {
+        self.keys.as_ref().map(|k| k.current)
+    }
+
+    /// What every value sealed with the current key starts with; rows whose sealed text does
+    /// not are the ones a rotation rewrites.
+    pub fn current_prefix(&self) -> Option<&str> {
+        self.keys.as_ref().map(|k| k.current_prefix.as_str())
+    }
+
+    /// The lookup form of an identifier: its blind index when sealing, the value itself when not.
+    pub fn index(&self, tenant: &str, kind: &str, value: &str) -> String {
+        let Some(keys) = &self.keys else {
+            return value.to_owned();
+        };
+        let mut mac = keys.index.clone();
+        // Length prefixes keep (tenant, kind, value) unambiguous whatever the parts contain.
+        for part in [tenant, kind, value] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        let digest = mac.finalize().into_bytes();
+        URL_SAFE_NO_PAD.encode(&digest[..INDEX_BYTES])
+    }
+
+    /// How an identifier is stored: its lookup form and, when sealing, its sealed value.
+    pub fn identifier(
+        &self,
+        tenant: &str,
+        kind: &str,
+        value: &str,
+    ) -> StoreResult<(String, Option<String>)> {
+        if !self.seals() {
+            return Ok((value.to_owned(), None));
+        }
+        Ok((
+            self.index(tenant, kind, value),
+            Some(self.seal(tenant, column::IDENTIFIER, value)?),
+        ))
+    }
+
+    /// Seals `plain` for `column` of `tenant`'s rows (returns it unchanged in plaintext mode).
+    pub fn seal(&self, tenant: &str, column: &str, plain: &str) -> StoreResult<String> {
+        let Some(keys) = &self.keys else {
+            return Ok(plain.to_owned());
+        };
+        let cipher = keys
+            .deks
+            .get(&keys.current)
+            .ok_or_else(|| StoreError::Other("the current data key is missing".into()))?;
+        let mut nonce = [0u8; NONCE_BYTES];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| StoreError::Other(format!("no randomness available: {e}")))?;
+        let aad = associated(tenant, column);
+        let sealed = cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| StoreError::Other("sealing failed".into()))?;
+        let mut bytes = Vec::with_capacity(NONCE_BYTES + sealed.len());
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&sealed);
+        let mut out = String::with_capacity(keys.current_prefix.len() + bytes.len() * 4 / 3 + 4);
+        out.push_str(&keys.current_prefix);
+        STANDARD_NO_PAD.encode_string(&bytes, &mut out);
+        Ok(out)
+    }
+
+    /// Opens what [`seal`](Self::seal) made; text that is not sealed (plaintext mode, or a row
+    /// written before its store had a key and not yet sealed) is returned as it is.
+    pub fn open(&self, tenant: &str, column: &str, stored: String) -> StoreResult<String> {
+        let Some(rest) = stored.strip_prefix(SEALED_MARK) else {
+            return Ok(stored);
+        };
+        let Some(keys) = &self.keys else {
+            return Err(StoreError::Other(
+                "a sealed value was read but no data key is configured".into(),
+            ));
+        };
+        let (id, body) = rest
+            .split_once('.')
+            .ok_or_else(|| StoreError::Other("a sealed value is malformed".into()))?;
+        let id: u32 = id
+            .parse()
+            .map_err(|_| StoreError::Other("a sealed value names no key".into()))?;
+        let cipher = keys.deks.get(&id).ok_or_else(|| {
+            StoreError::Other(format!(
+                "a value is sealed with data-encryption key {id}, which is not in the keyring"
+            ))
+        })?;
+        let bytes = STANDARD_NO_PAD
+            .decode(body)
+            .map_err(|_| StoreError::Other("a sealed value is malformed".into()))?;
+        if bytes.len() < NONCE_BYTES {
+            return Err(StoreError::Other("a sealed value is too short".into()));
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
+        let nonce: [u8; NONCE_BYTES] = nonce
+            .try_into()
+            .map_err(|_| StoreError::Other("a sealed value is too short".into()))?;
+        let aad = associated(tenant, column);
+        let plain = cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| {
+                StoreError::Other(format!(
+                    "a value sealed with data-encryption key {id} does not open"
+                ))
+            })?;
+        String::from_utf8(plain).map_err(|_| StoreError::Other("a sealed value is not text".into()))
+    }
+
+    /// Whether `stored` is sealed with the current key (always true in plaintext mode, where
+    /// nothing is to be rewritten).
+    pub fn is_current(&self, stored: &str) -> bool {
+        self.current_prefix().is_none_or(|p| stored.starts_with(p))
+    }
+}
+
+/// Opening what backends read, shared so both open (and order) alike.
+impl Vault {
+    /// Opens identity nodes read with `COALESCE(value_sealed, value)` and puts them back in
+    /// (kind, value, person) order, which SQL cannot give over sealed values.
+    pub fn open_nodes(
+        &self,
+        tenant: &str,
+        mut nodes: Vec<crate::IdentityNodeRow>,
+    ) -> StoreResult<Vec<crate::IdentityNodeRow>> {
+        if !self.seals() {
+            return Ok(nodes);
+        }
+        for node in &mut nodes {
+            node.value = self.open(tenant, column::IDENTIFIER, std::mem::take(&mut node.value))?;
+        }
+        nodes.sort_by(|a, b| {
+            (a.kind.as_str(), &a.value, &a.person_id).cmp(&(
+                b.kind.as_str(),
+                &b.value,
+                &b.person_id,
+            ))
+        });
+        Ok(nodes)
+    }
+
+    pub fn open_traits(
+        &self,
+        tenant: &str,
+        traits: &mut [crate::TraitValueRow],
+    ) -> StoreResult<()> {
+        for t in traits {
+            t.value = self.open(tenant, column::TRAIT, std::mem::take(&mut t.value))?;
+        }
+        Ok(())
+    }
+
+    pub fn open_event(&self, tenant: &str, event: &mut crate::EventRow) -> StoreResult<()> {
+        event.properties = self.open(
+            tenant,
+            column::EVENT_PROPERTIES,
+            std::mem::take(&mut event.properties),
+        )?;
+        event.context = self.open(
+            tenant,
+            column::EVENT_CONTEXT,
+            std::mem::take(&mut event.context),
+        )?;
+        Ok(())
+    }
+
+    pub fn open_timeline(
+        &self,
+        tenant: &str,
+        events: &mut [crate::TimelineEvent],
+    ) -> StoreResult<()> {
+        for e in events {
+            e.properties = self.open(
+                tenant,
+                column::EVENT_PROPERTIES,
+                std::mem::take(&mut e.properties),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// An event's identifiers as `encode_identifiers` wrote them, sealed.
+    pub fn seal_identifiers(
+        &self,
+        tenant: &str,
+        identifiers: &[idgraph_core::identity::Identifier],
+    ) -> StoreResult<String> {
+        self.seal(
+            tenant,
+            column::EVENT_IDENTIFIERS,
+            &crate::encode_identifiers(identifiers),
+        )
+    }
+
+    pub fn open_identifiers(
+        &self,
+        tenant: &str,
+        stored: String,
+    ) -> StoreResult<Vec<idgraph_core::identity::Identifier>> {
+        Ok(crate::decode_identifiers(&self.open(
+            tenant,
+            column::EVENT_IDENTIFIERS,
+            stored,
+        )?))
+    }
+}
+
+fn prefix_of(id: u32) -> String {
+    format!("{SEALED_MARK}{id}.")
+}
+
+fn associated(tenant: &str, column: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(tenant.len() + column.len() + 1);
+    aad.extend_from_slice(tenant.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(column.as_bytes());
+    aad
+}
+
+/// 32 bytes from the operating system's CSPRNG.
+pub fn random_key() -> StoreResult<[u8; KEY_BYTES]> {
+    let mut key = [0u8; KEY_BYTES];
+    getrandom::fill(&mut key)
+        .map_err(|e| StoreError::Other(format!("no randomness available: {e}")))?;
+    Ok(key)
+}
+
+/// Where a backend keeps its current vault; replaced whole when the keyring changes, so a
+/// reader always sees one consistent set of keys.
+#[derive(Debug)]
+pub struct VaultSlot(RwLock<Arc<Vault>>);
+
+impl Default for VaultSlot {
+    fn default() -> Self {
+        Self(RwLock::new(Arc::new(Vault::plaintext())))
+    }
+}
+
+impl VaultSlot {
+    pub fn get(&self) -> Arc<Vault> {
+        match self.0.read() {
+            Ok(v) => Arc::clone(&v),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn set(&self, vault: Vault) {
+        let vault = Arc::new(vault);
+        match self.0.write() {
+            Ok(mut v) => *v = vault,
+            Err(poisoned) => *poisoned.into_inner() = vault,
+        }
+    }
+}
+
+/// What one batch of a re-seal did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResealProgress {
+    /// Rows rewritten under the current key in this batch.
+    pub rewritten: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault(current: u32, keys: &[(u32, [u8; 32])], index: &[u8; 32]) -> Vault {
+        Vault::new(current, keys.iter().copied(), index).expect("vault")
+    }
+
+    #[test]
+    fn values_open_with_any_key_of_the_ring_and_only_in_their_column_and_tenant() {
+        let (k1, k2, ix) = ([1u8; 32], [2u8; 32], [9u8; 32]);
+        let old = vault(1, &[(1, k1)], &ix);
+        let sealed = old.seal("t", column::TRAIT, "\"ada\"").expect("seal");
+        assert!(sealed.starts_with("~1.1."));
+        assert!(!sealed.contains("ada"));
+        assert_ne!(
+            sealed,
+            old.seal("t", column::TRAIT, "\"ada\"").expect("seal")
+        );
+        let both = vault(2, &[(1, k1), (2, k2)], &ix);
+        assert_eq!(
+            both.open("t", column::TRAIT, sealed.clone()).expect("open"),
+            "\"ada\""
+        );
+        assert!(!both.is_current(&sealed));
+        assert!(both.is_current(&both.seal("t", column::TRAIT, "x").expect("seal")));
+        assert!(both.open("u", column::TRAIT, sealed.clone()).is_err());
+        assert!(
+            both.open("t", column::EVENT_CONTEXT, sealed.clone())
+                .is_err()
+        );
+        let other = vault(2, &[(2, k2)], &ix);
+        assert!(other.open("t", column::TRAIT, sealed).is_err());
+        // Unsealed text passes through: rows from before the store had a key.
+        assert_eq!(
+            other.open("t", column::TRAIT, "{}".into()).expect("plain"),
+            "{}"
+        );
+    }
+
+    #[test]
+    fn the_blind_index_is_keyed_stable_across_deks_and_separates_its_parts() {
+        let ix = [9u8; 32];
+        let a = vault(1, &[(1, [1u8; 32])], &ix);
+        let b = vault(2, &[(2, [2u8; 32])], &ix);
+        assert_eq!(
+            a.index("t", "email", "a@x.io"),
+            b.index("t", "email", "a@x.io")
+        );
+        assert_ne!(
+            a.index("t", "email", "a@x.io"),
+            a.index("u", "email", "a@x.io")
+        );
+        assert_ne!(
+            a.index("t", "email", "a@x.io"),
+            a.index("t", "phone", "a@x.io")
+        );
+        assert_ne!(
+            a.index("t", "emai", "la@x.io"),
+            a.index("t", "email", "a@x.io")
+        );
+        let c = vault(1, &[(1, [1u8; 32])], &[8u8; 32]);
+        assert_ne!(
+            a.index("t", "email", "a@x.io"),
+            c.index("t", "email", "a@x.io")
+        );
+        assert!(!a.index("t", "email", "a@x.io").contains("a@x.io"));
+        assert_eq!(Vault::plaintext().index("t", "email", "a@x.io"), "a@x.io");
+    }
+}
