@@ -107,8 +107,20 @@ pub(crate) struct AllConfig {
     pub(crate) size: Size,
     pub(crate) no_postgres: bool,
     pub(crate) seed: u64,
+    /// Workloads to run; empty for all.
+    pub(crate) only: Vec<String>,
     pub(crate) json: PathBuf,
 }
+
+/// The workloads, in the order they run.
+pub(crate) const WORKLOADS: [&str; 6] = [
+    "ingest",
+    "resolve",
+    "import",
+    "compliance",
+    "timeline",
+    "outreach",
+];
 
 #[derive(Debug, Serialize)]
 struct AllResults {
@@ -137,6 +149,7 @@ pub(crate) async fn run(config: AllConfig) -> anyhow::Result<()> {
         batch_size: 100,
         concurrency: 16,
     };
+    let wanted = |name: &str| config.only.is_empty() || config.only.iter().any(|w| w == name);
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut failures = Vec::new();
@@ -154,80 +167,92 @@ pub(crate) async fn run(config: AllConfig) -> anyhow::Result<()> {
         }
     };
 
-    progress("== ingest ==");
-    let outcome = Box::pin(ingest::run(IngestConfig {
-        server: sqlite.clone(),
-        load,
-        events: sizes.ingest_events,
-        seed: config.seed,
-        json: None,
-    }))
-    .await;
-    record("ingest", outcome);
+    if wanted("ingest") {
+        progress("== ingest ==");
+        let outcome = Box::pin(ingest::run(IngestConfig {
+            server: sqlite.clone(),
+            load,
+            events: sizes.ingest_events,
+            seed: config.seed,
+            json: None,
+        }))
+        .await;
+        record("ingest", outcome);
+    }
 
-    progress("== resolve ==");
-    let outcome = Box::pin(resolve::run(ResolveConfig {
-        signals: sizes.resolve_signals,
-        database_url: None,
-        no_postgres: config.no_postgres,
-        json: None,
-    }))
-    .await;
-    record("resolve", outcome);
+    if wanted("resolve") {
+        progress("== resolve ==");
+        let outcome = Box::pin(resolve::run(ResolveConfig {
+            signals: sizes.resolve_signals,
+            database_url: None,
+            no_postgres: config.no_postgres,
+            json: None,
+        }))
+        .await;
+        record("resolve", outcome);
+    }
 
-    progress("== import ==");
-    let outcome = Box::pin(import::run(ImportConfig {
-        binary: config.binary.clone(),
-        rows: sizes.import_rows,
-        columns: sizes.import_columns,
-        memory_rows: Some(sizes.import_memory_rows),
-        seed: config.seed,
-        postgres: if config.no_postgres {
-            Postgres::Skip
-        } else {
-            Postgres::Throwaway
-        },
-        work_dir: None,
-        json: None,
-    }))
-    .await;
-    record("import", outcome);
+    if wanted("import") {
+        progress("== import ==");
+        let outcome = Box::pin(import::run(ImportConfig {
+            binary: config.binary.clone(),
+            rows: sizes.import_rows,
+            columns: sizes.import_columns,
+            memory_rows: Some(sizes.import_memory_rows),
+            seed: config.seed,
+            postgres: if config.no_postgres {
+                Postgres::Skip
+            } else {
+                Postgres::Throwaway
+            },
+            work_dir: None,
+            json: None,
+        }))
+        .await;
+        record("import", outcome);
+    }
 
-    progress("== compliance ==");
-    let outcome = Box::pin(compliance::run(ComplianceConfig {
-        server: sqlite.clone(),
-        numbers: sizes.compliance_numbers,
-        singles: sizes.compliance_singles,
-        json: None,
-    }))
-    .await;
-    record("compliance", outcome);
+    if wanted("compliance") {
+        progress("== compliance ==");
+        let outcome = Box::pin(compliance::run(ComplianceConfig {
+            server: sqlite.clone(),
+            numbers: sizes.compliance_numbers,
+            singles: sizes.compliance_singles,
+            json: None,
+        }))
+        .await;
+        record("compliance", outcome);
+    }
 
-    progress("== timeline ==");
-    let outcome = Box::pin(timeline::run(TimelineConfig {
-        server: sqlite.clone(),
-        load,
-        events: sizes.timeline_events,
-        seed: config.seed,
-        big_persons: sizes.timeline_big_persons,
-        reads: sizes.timeline_reads,
-        readers: 8,
-        json: None,
-    }))
-    .await;
-    record("timeline", outcome);
+    if wanted("timeline") {
+        progress("== timeline ==");
+        let outcome = Box::pin(timeline::run(TimelineConfig {
+            server: sqlite.clone(),
+            load,
+            events: sizes.timeline_events,
+            seed: config.seed,
+            big_persons: sizes.timeline_big_persons,
+            reads: sizes.timeline_reads,
+            readers: 8,
+            json: None,
+        }))
+        .await;
+        record("timeline", outcome);
+    }
 
-    progress("== outreach ==");
-    let outcome = Box::pin(outreach::run(OutreachConfig {
-        server: sqlite,
-        rows: sizes.outreach_rows,
-        columns: sizes.outreach_columns,
-        stops: sizes.outreach_stops,
-        seed: config.seed,
-        json: None,
-    }))
-    .await;
-    record("outreach", outcome);
+    if wanted("outreach") {
+        progress("== outreach ==");
+        let outcome = Box::pin(outreach::run(OutreachConfig {
+            server: sqlite,
+            rows: sizes.outreach_rows,
+            columns: sizes.outreach_columns,
+            stops: sizes.outreach_stops,
+            seed: config.seed,
+            json: None,
+        }))
+        .await;
+        record("outreach", outcome);
+    }
 
     let results = AllResults {
         idgraph_version,

@@ -84,6 +84,9 @@ struct BenchArgs {
     /// Seed of the generated streams and files.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Only these workloads (comma-separated) [default: all of them].
+    #[arg(long, value_delimiter = ',', value_name = "NAMES", value_parser = clap::builder::PossibleValuesParser::new(all::WORKLOADS))]
+    only: Vec<String>,
     /// Where the JSON results go [default: target/idgraph-bench/full.json, or quick.json].
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -329,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 size,
                 no_postgres: args.no_postgres,
                 seed: args.seed,
+                only: args.only,
                 json,
             };
             Box::pin(all::run(config)).await

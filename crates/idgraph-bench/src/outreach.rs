@@ -61,11 +61,14 @@ struct OutreachResults {
     contacts_recorded: u64,
     stops_sent: u64,
     stopped_denied: u64,
-    /// Allowed the first time, not STOP'd, and allowed again: must be all of them.
+    /// Allowed the first time, not STOP'd nor held by a person who did, and allowed again: must
+    /// be all of them.
     others_allowed_again: u64,
     others_expected: u64,
     /// Other numbers of a person who replied STOP from one of theirs, denied with it.
     denied_with_their_person: u64,
+    /// The first numbers denied for another reason, with the reasons.
+    unexpected_denials: Vec<String>,
     timelines_read: u64,
     /// STOP'd persons whose first page shows both the contact and the reply.
     timelines_complete: u64,
@@ -236,25 +239,28 @@ pub(crate) async fn run(config: OutreachConfig) -> anyhow::Result<Outcome> {
             stopped_persons.extend(after.person_id.clone());
         }
     }
-    // A revoke on a number covers its person, so the person's other numbers are denied too
-    // (docs/COMPLIANCE.md): they are not counted among those that must be allowed again.
-    let stopped_person_set: HashSet<&str> = stopped_persons.iter().map(String::as_str).collect();
+    // A revoke on a number covers the persons holding it, so their other numbers (a shared
+    // landline too) are denied with it (docs/COMPLIANCE.md). A year ahead no cooldown applies
+    // and an opt-out covers only the number that replied: any other reason is wrong.
     let mut denied_with_their_person = 0;
+    let mut unexpected = Vec::new();
     for ((n, before), after) in numbers.iter().zip(&first).zip(&second) {
         if stopped_set.contains(n.as_str()) || !before.allowed {
             continue;
         }
-        if after
-            .person_id
-            .as_deref()
-            .is_some_and(|p| stopped_person_set.contains(p))
-        {
-            denied_with_their_person += u64::from(!after.allowed);
-            continue;
+        if after.allowed {
+            others_allowed_again += 1;
+        } else if after.reasons.iter().all(|r| r.code == "consent_revoked") {
+            denied_with_their_person += 1;
+        } else {
+            others_expected += 1;
+            if unexpected.len() < 5 {
+                let codes: Vec<&str> = after.reasons.iter().map(|r| r.code.as_str()).collect();
+                unexpected.push(format!("{n}: {}", codes.join(", ")));
+            }
         }
-        others_expected += 1;
-        others_allowed_again += u64::from(after.allowed);
     }
+    others_expected += others_allowed_again;
     stopped_persons.sort_unstable();
     stopped_persons.dedup();
 
@@ -287,6 +293,7 @@ pub(crate) async fn run(config: OutreachConfig) -> anyhow::Result<Outcome> {
         others_allowed_again,
         others_expected,
         denied_with_their_person,
+        unexpected_denials: unexpected,
         timelines_read: stopped_persons.len() as u64,
         timelines_complete,
         timeline_latency,
@@ -507,8 +514,10 @@ fn summary(results: &OutreachResults) -> anyhow::Result<Outcome> {
     }
     if results.others_allowed_again != results.others_expected {
         outcome.failures.push(format!(
-            "outreach: {} of {} numbers nobody STOP'd were allowed again",
-            results.others_allowed_again, results.others_expected
+            "outreach: {} of {} numbers nobody STOP'd were allowed again (first others: {})",
+            results.others_allowed_again,
+            results.others_expected,
+            results.unexpected_denials.join("; ")
         ));
     }
     if results.timelines_complete != results.timelines_read {
