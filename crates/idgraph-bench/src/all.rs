@@ -300,6 +300,21 @@ pub(crate) fn default_binary() -> anyhow::Result<PathBuf> {
             .is_some_and(|name| name == "release");
         let mut command = std::process::Command::new(cargo);
         command.args(["build", "-q", "-p", "idgraph", "--bin", "idgraph"]);
+        // `cargo run` describes this package to it (CARGO_PKG_NAME=idgraph-bench, ...); crates
+        // that read those with `env!` would look changed to the inner cargo and be rebuilt on
+        // every run, and again by the next plain `cargo build`.
+        for (name, _) in std::env::vars_os() {
+            let name_text = name.to_string_lossy();
+            if name_text.starts_with("CARGO_PKG_")
+                || name_text.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    &*name_text,
+                    "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+                )
+            {
+                command.env_remove(&name);
+            }
+        }
         if release {
             command.arg("--release");
         }
