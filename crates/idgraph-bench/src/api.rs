@@ -144,6 +144,101 @@ impl Api {
         }
         Ok(self.client.get(url).bearer_auth(&self.master_key))
     }
+
+    /// A POST to the management API with the master key, to be sent by the caller.
+    pub(crate) fn post(&self, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+        Ok(self
+            .client
+            .post(self.url(path)?)
+            .bearer_auth(&self.master_key))
+    }
+
+    /// `POST /api/v1/compliance/check-batch`: the answers, in the order of `checks`.
+    pub(crate) async fn check_batch(
+        &self,
+        checks: &[serde_json::Value],
+    ) -> anyhow::Result<Vec<CheckResult>> {
+        let what = "POST /api/v1/compliance/check-batch";
+        let response = self
+            .post("/api/v1/compliance/check-batch")?
+            .json(&json!({ "checks": checks }))
+            .send()
+            .await
+            .with_context(|| format!("{what} failed"))?;
+        let answer: CheckBatch = expect_json(response, StatusCode::OK, what).await?;
+        if answer.results.len() != checks.len() {
+            bail!(
+                "{what} answered {} results for {} checks",
+                answer.results.len(),
+                checks.len()
+            );
+        }
+        Ok(answer.results)
+    }
+
+    /// Uploads a CSV file as an import job and waits until it has finished; returns the job's
+    /// final state.
+    pub(crate) async fn import_and_wait(
+        &self,
+        query: &str,
+        csv: Vec<u8>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let what = format!("POST /api/v1/imports?{query}");
+        let response = self
+            .post(&format!("/api/v1/imports?{query}"))?
+            .header(reqwest::header::CONTENT_TYPE, "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .with_context(|| format!("{what} failed"))?;
+        let job: serde_json::Value = expect_json(response, StatusCode::ACCEPTED, &what).await?;
+        let id = job["id"]
+            .as_str()
+            .with_context(|| format!("{what}: no job id in {job}"))?
+            .to_owned();
+        loop {
+            let what = format!("GET /api/v1/imports/{id}");
+            let response = self
+                .client
+                .get(self.url(&format!("/api/v1/imports/{id}"))?)
+                .bearer_auth(&self.master_key)
+                .send()
+                .await
+                .with_context(|| format!("{what} failed"))?;
+            let job: serde_json::Value = expect_json(response, StatusCode::OK, &what).await?;
+            match job["status"].as_str() {
+                Some("completed") => return Ok(job),
+                Some("failed") => bail!("import job {id} failed: {job}"),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+/// One answer of a compliance check.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CheckResult {
+    pub(crate) allowed: bool,
+    #[serde(default)]
+    pub(crate) person_id: Option<String>,
+    #[serde(default)]
+    pub(crate) reasons: Vec<CheckReason>,
+}
+
+impl CheckResult {
+    pub(crate) fn has_reason(&self, code: &str) -> bool {
+        self.reasons.iter().any(|r| r.code == code)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CheckReason {
+    pub(crate) code: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckBatch {
+    results: Vec<CheckResult>,
 }
 
 async fn expect_json<T: serde::de::DeserializeOwned>(

@@ -18,7 +18,7 @@ use idgraph_workload::leads::{self, LeadFileSpec, PairScores};
 use serde::Serialize;
 
 use crate::progress;
-use crate::report::{self, Table};
+use crate::report::{self, Outcome, SummaryRow, Table};
 
 /// Where the PostgreSQL figures come from.
 #[derive(Debug, Clone)]
@@ -155,7 +155,7 @@ const PRECISION_TARGET: f64 = 0.999;
 /// The embedded import's target, as a multiple of COPY's wall time.
 const COPY_RATIO_TARGET: f64 = 1.5;
 
-pub(crate) async fn run(config: ImportConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: ImportConfig) -> anyhow::Result<Outcome> {
     let binary = std::path::absolute(&config.binary)
         .with_context(|| format!("cannot resolve {}", config.binary.display()))?;
     let idgraph_version = crate::server::version_of(&binary)?;
@@ -290,21 +290,71 @@ pub(crate) async fn run(config: ImportConfig) -> anyhow::Result<()> {
         report::write_json(path, &results)?;
         progress(&format!("results written to {}", path.display()));
     }
-    for run in std::iter::once(&results.embedded).chain(&results.on_postgres) {
-        if let Some(quality) = &run.quality
-            && quality.precision < PRECISION_TARGET
-        {
-            bail!(
-                "precision {:.5} is below {PRECISION_TARGET}: imports merged rows of different people",
-                quality.precision
+    summary(&results)
+}
+
+fn summary(results: &ImportResults) -> anyhow::Result<Outcome> {
+    let size = format!("{} × {}", report::thousands(results.rows), results.columns);
+    let copy = results.copy.map(|c| c.seconds);
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for (store, run) in [
+        ("embedded", Some(&results.embedded)),
+        ("postgres", results.on_postgres.as_ref()),
+    ] {
+        let Some(run) = run else { continue };
+        rows.push(
+            SummaryRow::compared(
+                format!("import {store} {size}, wall"),
+                run.timed.seconds,
+                copy,
+                |v| format!("{v:.1} s"),
+            )
+            .with_rss(run.peak_rss_bytes),
+        );
+        if let Some(q) = &run.quality {
+            rows.push(
+                SummaryRow::plain(
+                    format!("import {store}, precision / recall"),
+                    format!("{:.5} / {:.4}", q.precision, q.recall),
+                )
+                .with_value(q.precision),
             );
+            if q.precision < PRECISION_TARGET {
+                failures.push(format!(
+                    "import {store}: precision {:.5} is below {PRECISION_TARGET}: the import \
+                     merged rows of different people",
+                    q.precision
+                ));
+            }
         }
     }
-    Ok(())
+    if let Some(larger) = &results.larger {
+        let growth = larger.peak_rss_bytes as f64 / results.embedded.peak_rss_bytes.max(1) as f64;
+        rows.push(
+            SummaryRow::plain(
+                format!(
+                    "import embedded peak RSS, {} vs {} rows",
+                    report::thousands(larger.rows),
+                    report::thousands(results.rows)
+                ),
+                format!(
+                    "{:.2}× for {:.0}× the file",
+                    growth,
+                    larger.file_bytes as f64 / results.embedded.file_bytes.max(1) as f64
+                ),
+            )
+            .with_value(growth)
+            .with_rss(larger.peak_rss_bytes),
+        );
+    }
+    let mut outcome = Outcome::new("import", rows, results)?;
+    outcome.failures = failures;
+    Ok(outcome)
 }
 
 /// Writes the lead file on a blocking thread; returns the truth and the file's size.
-async fn generate(spec: &LeadFileSpec, path: &Path) -> anyhow::Result<(Vec<u64>, u64)> {
+pub(crate) async fn generate(spec: &LeadFileSpec, path: &Path) -> anyhow::Result<(Vec<u64>, u64)> {
     progress(&format!(
         "writing {} rows × {} columns to {}",
         report::thousands(spec.rows),

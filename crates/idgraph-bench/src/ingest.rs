@@ -10,7 +10,7 @@ use crate::api::Api;
 use crate::baseline::TrivialServer;
 use crate::load::{self, LoadFigures, LoadOptions, Target};
 use crate::progress;
-use crate::report::{self, Table};
+use crate::report::{self, Outcome, SummaryRow, Table};
 use crate::server::{Backend, ServerFigures, ServerOptions, ServerProcess};
 use crate::stream::{StreamSpec, StreamStats};
 
@@ -56,7 +56,7 @@ struct MergeCheck {
     merged: usize,
 }
 
-pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<Outcome> {
     let client = load::client(config.load.concurrency)?;
     progress(&format!(
         "starting {} on {}",
@@ -89,6 +89,7 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<()> {
         batch_url: api.url("/v1/batch")?,
         write_key,
     };
+    server.start_sampling();
     let measured = load::run(&client, &target, &spec, config.load, "idgraph").await?;
     server.check_running()?;
 
@@ -140,7 +141,44 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<()> {
         report::write_json(path, &results)?;
         progress(&format!("results written to {}", path.display()));
     }
-    Ok(())
+    summary(&results)
+}
+
+fn summary(results: &IngestResults) -> anyhow::Result<Outcome> {
+    let (idgraph, baseline) = (&results.idgraph, &results.baseline);
+    let name = format!("ingest {} /v1/batch", results.backend.as_str());
+    let mut rows = vec![
+        SummaryRow::compared(
+            name.clone(),
+            idgraph.events_per_second,
+            Some(baseline.events_per_second),
+            |v| report::per_second(v, "events"),
+        )
+        .with_rss(results.server.memory_at_end.peak_rss_bytes),
+        SummaryRow::compared(
+            format!("{name} p99"),
+            idgraph.batch_latency.p99_ms,
+            Some(baseline.batch_latency.p99_ms),
+            report::ms,
+        ),
+    ];
+    if let Some(plain) = &results.plaintext {
+        rows.push(SummaryRow::compared(
+            format!("{name}, PII sealed vs in the clear"),
+            idgraph.events_per_second,
+            Some(plain.events_per_second),
+            |v| report::per_second(v, "events"),
+        ));
+    }
+    rows.extend(report::memory_growth_row("ingest", &results.server));
+    let mut outcome = Outcome::new("ingest", rows, results)?;
+    if idgraph.events_acknowledged < idgraph.events_sent {
+        outcome.failures.push(format!(
+            "ingest: only {} of {} events acknowledged",
+            idgraph.events_acknowledged, idgraph.events_sent
+        ));
+    }
+    Ok(outcome)
 }
 
 fn batch_url_of(base: &str) -> anyhow::Result<reqwest::Url> {

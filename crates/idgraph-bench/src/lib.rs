@@ -2,6 +2,7 @@
 //! a table next to a baseline measured in the same run.
 //!
 //! ```sh
+//! cargo xtask bench --quick            # every workload, small sizes, one table and a JSON file
 //! cargo build --release --bin idgraph
 //! idgraph-bench ingest --idgraph target/release/idgraph --quick
 //! idgraph-bench timeline --idgraph target/release/idgraph --backend postgres \
@@ -11,13 +12,17 @@
 //!
 //! All traffic stays on 127.0.0.1. Progress goes to stderr, the table to stdout.
 
+mod all;
 mod api;
 mod baseline;
+mod compliance;
 mod import;
 mod ingest;
 mod latency;
 mod load;
+mod outreach;
 mod report;
+mod resolve;
 mod server;
 mod stream;
 mod timeline;
@@ -44,13 +49,47 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Every workload, each on a fresh store: ingest, resolve, import, compliance, timeline and
+    /// the outreach slice; one summary table, and all results in one JSON file.
+    #[command(alias = "all")]
+    Bench(BenchArgs),
     /// Segment-style batches into POST /v1/batch, against a trivial handler on the same stack.
     Ingest(IngestArgs),
     /// Timeline reads of very active persons, against GET /healthz of the same server.
     Timeline(TimelineArgs),
+    /// Single compliance checks and one check-batch of every number, against a hash-set probe.
+    Compliance(ComplianceArgs),
+    /// Import leads, check them, record contacts, STOP replies, check again, read timelines.
+    Outreach(OutreachArgs),
     /// A generated lead file through `idgraph import` on both stores, against PostgreSQL's COPY
     /// of the same file; peak memory at two file sizes; precision and recall against the truth.
     Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The idgraph binary to benchmark [default: the one next to this program, built first when
+    /// run through cargo].
+    #[arg(long, value_name = "PATH")]
+    idgraph: Option<PathBuf>,
+    /// Small sizes: a smoke run of a couple of minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Smaller still, for the test suite.
+    #[arg(long, hide = true, conflicts_with = "quick")]
+    tiny: bool,
+    /// No PostgreSQL: resolve and import run on the embedded store only.
+    #[arg(long)]
+    no_postgres: bool,
+    /// Seed of the generated streams and files.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Only these workloads (comma-separated) [default: all of them].
+    #[arg(long, value_delimiter = ',', value_name = "NAMES", value_parser = clap::builder::PossibleValuesParser::new(all::WORKLOADS))]
+    only: Vec<String>,
+    /// Where the JSON results go [default: target/idgraph-bench/full.json, or quick.json].
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +193,42 @@ struct TimelineArgs {
 }
 
 #[derive(Debug, Args)]
+struct ComplianceArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Numbers in the check-batch, one in ten of them suppressed [default: 100000].
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    numbers: u64,
+    /// Single checks, one after another.
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    singles: u64,
+    /// Also write the results here as JSON.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct OutreachArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Rows of the lead file.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(10..))]
+    rows: u64,
+    /// Columns of the lead file.
+    #[arg(long, value_name = "N", default_value_t = 400, value_parser = clap::value_parser!(u16).range(10..=1600))]
+    columns: u16,
+    /// Allowed numbers that reply STOP.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    stops: u64,
+    /// Seed of the generated file.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Also write the results here as JSON.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct ImportArgs {
     /// The idgraph binary to benchmark (run as `idgraph import`, one process per import).
     #[arg(long, value_name = "PATH")]
@@ -240,6 +315,36 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(args) => {
+            let size = if args.tiny {
+                all::Size::Tiny
+            } else if args.quick {
+                all::Size::Quick
+            } else {
+                all::Size::Full
+            };
+            let binary = match args.idgraph {
+                Some(path) => path,
+                None => all::default_binary()?,
+            };
+            let json = args.json.unwrap_or_else(|| {
+                let name = if size == all::Size::Full {
+                    "full.json"
+                } else {
+                    "quick.json"
+                };
+                PathBuf::from("target").join("idgraph-bench").join(name)
+            });
+            let config = all::AllConfig {
+                binary,
+                size,
+                no_postgres: args.no_postgres,
+                seed: args.seed,
+                only: args.only,
+                json,
+            };
+            Box::pin(all::run(config)).await
+        }
         Command::Ingest(args) => {
             let server = args.server.options()?;
             let plaintext = match (args.compare_plaintext, server.backend) {
@@ -266,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: args.load.seed,
                 json: args.json,
             };
-            Box::pin(ingest::run(config)).await
+            finished(Box::pin(ingest::run(config)).await?)
         }
         Command::Timeline(args) => {
             let events = args
@@ -289,7 +394,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 readers: usize::from(args.readers),
                 json: args.json,
             };
-            Box::pin(timeline::run(config)).await
+            finished(Box::pin(timeline::run(config)).await?)
+        }
+        Command::Compliance(args) => {
+            let config = compliance::ComplianceConfig {
+                server: args.server.options()?,
+                numbers: args.numbers,
+                singles: args.singles,
+                json: args.json,
+            };
+            finished(Box::pin(compliance::run(config)).await?)
+        }
+        Command::Outreach(args) => {
+            let config = outreach::OutreachConfig {
+                server: args.server.options()?,
+                rows: args.rows,
+                columns: usize::from(args.columns),
+                stops: args.stops,
+                seed: args.seed,
+                json: args.json,
+            };
+            finished(Box::pin(outreach::run(config)).await?)
         }
         Command::Import(args) => {
             let rows = args
@@ -314,8 +439,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 work_dir: args.work_dir,
                 json: args.json,
             };
-            Box::pin(import::run(config)).await
+            finished(Box::pin(import::run(config)).await?)
         }
+    }
+}
+
+/// The end of a single workload's command: its table is printed; what should fail it does.
+fn finished(outcome: report::Outcome) -> anyhow::Result<()> {
+    if outcome.failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", outcome.failures.join("; "))
     }
 }
 

@@ -85,7 +85,10 @@ pub(crate) fn per_second(rate: f64, unit: &str) -> String {
 
 /// Milliseconds with a precision that suits the size.
 pub(crate) fn ms(value: f64) -> String {
-    if value >= 100.0 {
+    if value < 0.01 {
+        // In-process baselines take nanoseconds: "0.00 ms" would hide them.
+        format!("{:.0} ns", value * 1e6)
+    } else if value >= 100.0 {
         format!("{value:.0} ms")
     } else if value >= 1.0 {
         format!("{value:.1} ms")
@@ -148,6 +151,19 @@ pub(crate) fn server_rows(table: &mut Table, server: &ServerFigures) {
         "",
         "",
     );
+    if let Some(trace) = &server.rss_trace {
+        table.row(
+            "  RSS max, 1st / 2nd half of the run",
+            format!(
+                "{} / {} ({:.2}×)",
+                megabytes(trace.first_half_max_bytes),
+                megabytes(trace.second_half_max_bytes),
+                trace.growth()
+            ),
+            "",
+            "",
+        );
+    }
     if let Some(bytes) = server.store_bytes {
         table.row("  store on disk", megabytes(bytes), "", "");
     }
@@ -254,6 +270,147 @@ pub(crate) fn load_rows(table: &mut Table, idgraph: &LoadFigures, baseline: Opti
     }
 }
 
+/// One line of the summary table `idgraph-bench all` prints: the headline figure of a workload
+/// next to its baseline, with the numbers behind both for the JSON file.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SummaryRow {
+    pub(crate) workload: String,
+    pub(crate) figure: String,
+    pub(crate) value: Option<f64>,
+    pub(crate) baseline: String,
+    pub(crate) baseline_value: Option<f64>,
+    /// `value / baseline_value`: below 1 is slower for a rate, above 1 is slower for a time.
+    pub(crate) ratio: Option<f64>,
+    /// Peak resident set of the process measured (the server, or the import), when there is one.
+    pub(crate) peak_rss_bytes: Option<u64>,
+}
+
+impl SummaryRow {
+    /// A row comparing two numbers, each shown through `show`.
+    pub(crate) fn compared(
+        workload: impl Into<String>,
+        value: f64,
+        baseline: Option<f64>,
+        show: impl Fn(f64) -> String,
+    ) -> Self {
+        Self {
+            workload: workload.into(),
+            figure: show(value),
+            value: Some(value),
+            baseline: baseline.map_or_else(|| "-".to_owned(), &show),
+            baseline_value: baseline,
+            ratio: baseline.and_then(|b| ratio_value(value, b)),
+            peak_rss_bytes: None,
+        }
+    }
+
+    /// A row with a figure that has no baseline (a count, a quality score, a memory figure).
+    pub(crate) fn plain(workload: impl Into<String>, figure: impl Into<String>) -> Self {
+        Self {
+            workload: workload.into(),
+            figure: figure.into(),
+            value: None,
+            baseline: String::new(),
+            baseline_value: None,
+            ratio: None,
+            peak_rss_bytes: None,
+        }
+    }
+
+    pub(crate) fn with_value(mut self, value: f64) -> Self {
+        self.value = Some(value);
+        self
+    }
+
+    pub(crate) fn with_rss(mut self, bytes: u64) -> Self {
+        self.peak_rss_bytes = Some(bytes);
+        self
+    }
+}
+
+/// The row showing whether the server's memory grew over the run: the largest RSS of the second
+/// half of the samples against the first half's.
+pub(crate) fn memory_growth_row(workload: &str, server: &ServerFigures) -> Option<SummaryRow> {
+    let trace = server.rss_trace?;
+    Some(
+        SummaryRow::plain(
+            format!("  {workload}: RSS 2nd half / 1st half"),
+            format!(
+                "{:.2}× ({} → {})",
+                trace.growth(),
+                megabytes(trace.first_half_max_bytes),
+                megabytes(trace.second_half_max_bytes)
+            ),
+        )
+        .with_value(trace.growth()),
+    )
+}
+
+/// What a workload hands back to the runner of all of them: its summary rows, its full results
+/// (as its own `--json` would write them), and anything that should fail the run.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) workload: &'static str,
+    pub(crate) rows: Vec<SummaryRow>,
+    pub(crate) details: serde_json::Value,
+    pub(crate) failures: Vec<String>,
+}
+
+impl Outcome {
+    pub(crate) fn new<T: Serialize>(
+        workload: &'static str,
+        rows: Vec<SummaryRow>,
+        details: &T,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            workload,
+            rows,
+            details: serde_json::to_value(details).context("cannot serialize the results")?,
+            failures: Vec::new(),
+        })
+    }
+}
+
+/// The summary table: workload, figure, baseline, ratio, peak RSS.
+pub(crate) fn render_summary(rows: &[SummaryRow]) -> String {
+    let mut cells: Vec<[String; 5]> = vec![[
+        "workload".into(),
+        "figure".into(),
+        "baseline".into(),
+        "ratio".into(),
+        "peak RSS".into(),
+    ]];
+    for row in rows {
+        cells.push([
+            row.workload.clone(),
+            row.figure.clone(),
+            row.baseline.clone(),
+            row.ratio.map_or_else(String::new, |r| ratio(r, 1.0)),
+            row.peak_rss_bytes.map_or_else(String::new, megabytes),
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                let pad = widths[i] - cell.chars().count() + 3;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value).context("cannot serialize the results")?;
     text.push('\n');
@@ -272,6 +429,7 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(per_second(52_299.6, "events"), "52,300 events/s");
         assert_eq!(ms(0.123), "0.12 ms");
+        assert_eq!(ms(0.000_017), "17 ns");
         assert_eq!(ms(12.14), "12.1 ms");
         assert_eq!(ms(1234.0), "1234 ms");
         assert_eq!(megabytes(85_400_000), "85 MB");

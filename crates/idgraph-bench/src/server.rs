@@ -63,6 +63,69 @@ pub(crate) struct ServerFigures {
     pub(crate) store_bytes: Option<u64>,
     pub(crate) log: LogProblems,
     pub(crate) stopped: Stopped,
+    /// Resident memory over the run, when it was sampled.
+    pub(crate) rss_trace: Option<RssTrace>,
+}
+
+/// Resident memory sampled while the workload ran: if memory grows with the input, the second
+/// half of the run peaks well above the first.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct RssTrace {
+    pub(crate) samples: usize,
+    pub(crate) first_half_max_bytes: u64,
+    pub(crate) second_half_max_bytes: u64,
+}
+
+impl RssTrace {
+    fn of(samples: &[u64]) -> Option<Self> {
+        if samples.len() < 2 {
+            return None;
+        }
+        let (first, second) = samples.split_at(samples.len() / 2);
+        Some(Self {
+            samples: samples.len(),
+            first_half_max_bytes: first.iter().copied().max().unwrap_or(0),
+            second_half_max_bytes: second.iter().copied().max().unwrap_or(0),
+        })
+    }
+
+    pub(crate) fn growth(&self) -> f64 {
+        self.second_half_max_bytes as f64 / self.first_half_max_bytes.max(1) as f64
+    }
+}
+
+/// A thread reading the server's VmRSS every few tens of milliseconds until stopped.
+#[derive(Debug)]
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let path = format!("/proc/{pid}/status");
+            let mut samples = Vec::new();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(memory) = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| parse_memory(&s))
+                {
+                    samples.push(memory.rss_bytes);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// How the server ended when asked to.
@@ -83,6 +146,7 @@ pub(crate) struct ServerProcess {
     base_url: String,
     master_key: String,
     log_path: PathBuf,
+    sampler: Option<Sampler>,
     // Dropped after `Drop::drop` has stopped the process that writes into it.
     dir: tempfile::TempDir,
 }
@@ -163,10 +227,17 @@ impl ServerProcess {
             base_url: format!("http://127.0.0.1:{port}"),
             master_key,
             log_path,
+            sampler: None,
             dir,
         };
         server.wait_ready(client).await?;
         Ok(server)
+    }
+
+    /// Starts sampling the server's resident memory, for [`ServerFigures::rss_trace`]: call it
+    /// when the workload's input starts to flow.
+    pub(crate) fn start_sampling(&mut self) {
+        self.sampler = Some(Sampler::start(self.pid));
     }
 
     pub(crate) fn base_url(&self) -> &str {
@@ -285,6 +356,10 @@ impl ServerProcess {
     /// Stops the server and collects its memory (read just before), log and store size.
     pub(crate) fn finish(&mut self, memory_after_start: Memory) -> anyhow::Result<ServerFigures> {
         let memory_at_end = self.memory()?;
+        let rss_trace = self
+            .sampler
+            .take()
+            .and_then(|sampler| RssTrace::of(&sampler.finish()));
         progress("stopping idgraph");
         let stopped = self.stop()?;
         // Read after the stop so that complaints during shutdown count too.
@@ -300,6 +375,7 @@ impl ServerProcess {
             store_bytes,
             log,
             stopped,
+            rss_trace,
         })
     }
 }

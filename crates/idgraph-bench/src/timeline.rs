@@ -14,7 +14,7 @@ use crate::api::{self, Api, TimelinePage};
 use crate::latency::{Latencies, LatencySummary};
 use crate::load::{self, LoadFigures, LoadOptions, Target, error_chain};
 use crate::progress;
-use crate::report::{self, Table};
+use crate::report::{self, Outcome, SummaryRow, Table};
 use crate::server::{Backend, ServerFigures, ServerOptions, ServerProcess};
 use crate::stream::{BIG_EVENTS_PER_PERSON, StreamSpec, StreamStats};
 
@@ -35,15 +35,15 @@ pub(crate) struct TimelineConfig {
 
 /// Timed requests of one kind.
 #[derive(Debug, Clone, Serialize)]
-struct RequestFigures {
-    requests: u64,
-    concurrency: usize,
-    wall_seconds: f64,
-    per_second: f64,
-    latency: LatencySummary,
-    /// Answers other than 200, and requests without an answer.
-    failed: u64,
-    first_error: Option<String>,
+pub(crate) struct RequestFigures {
+    pub(crate) requests: u64,
+    pub(crate) concurrency: usize,
+    pub(crate) wall_seconds: f64,
+    pub(crate) per_second: f64,
+    pub(crate) latency: LatencySummary,
+    /// Answers other than 2xx, and requests without an answer.
+    pub(crate) failed: u64,
+    pub(crate) first_error: Option<String>,
 }
 
 /// A measured pattern and the same pattern against `/healthz`.
@@ -95,7 +95,7 @@ struct TimelineResults {
     server: ServerFigures,
 }
 
-pub(crate) async fn run(config: TimelineConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: TimelineConfig) -> anyhow::Result<Outcome> {
     let client = load::client(config.load.concurrency.max(config.readers))?;
     progress(&format!(
         "starting {} on {}",
@@ -116,6 +116,7 @@ pub(crate) async fn run(config: TimelineConfig) -> anyhow::Result<()> {
         batch_url: api.url("/v1/batch")?,
         write_key,
     };
+    server.start_sampling();
     let loaded = load::run(&client, &target, &spec, config.load, "load").await?;
     server.check_running()?;
     if loaded.figures.events_acknowledged < loaded.figures.events_sent {
@@ -187,7 +188,58 @@ pub(crate) async fn run(config: TimelineConfig) -> anyhow::Result<()> {
         report::write_json(path, &results)?;
         progress(&format!("results written to {}", path.display()));
     }
-    Ok(())
+    summary(&results)
+}
+
+fn summary(results: &TimelineResults) -> anyhow::Result<Outcome> {
+    let name = format!(
+        "timeline {}, {} events",
+        results.backend.as_str(),
+        report::thousands(results.events)
+    );
+    let mut rows = Vec::new();
+    for (label, compared) in [
+        ("1 reader", &results.first_page_sequential),
+        ("concurrent", &results.first_page_concurrent),
+    ] {
+        let (idgraph, baseline) = (&compared.idgraph.latency, &compared.baseline.latency);
+        let readers = if compared.idgraph.concurrency == 1 {
+            label.to_owned()
+        } else {
+            format!("{} readers", compared.idgraph.concurrency)
+        };
+        rows.push(SummaryRow::compared(
+            format!("{name}, p50 ({readers})"),
+            idgraph.p50_ms,
+            Some(baseline.p50_ms),
+            report::ms,
+        ));
+        rows.push(SummaryRow::compared(
+            format!("{name}, p99 ({readers})"),
+            idgraph.p99_ms,
+            Some(baseline.p99_ms),
+            report::ms,
+        ));
+    }
+    if let Some(first) = rows.first_mut() {
+        first.peak_rss_bytes = Some(results.server.memory_at_end.peak_rss_bytes);
+    }
+    rows.push(SummaryRow::compared(
+        format!("{name}, load"),
+        results.load.events_per_second,
+        None,
+        |v| report::per_second(v, "events"),
+    ));
+    rows.extend(report::memory_growth_row("timeline", &results.server));
+    let mut outcome = Outcome::new("timeline", rows, results)?;
+    let paging = &results.paging;
+    if paging.events != paging.expected_events {
+        outcome.failures.push(format!(
+            "timeline: paging read {} of {} events",
+            paging.events, paging.expected_events
+        ));
+    }
+    Ok(outcome)
 }
 
 /// The person ids of `big-0`.. and a check that each first page is full.
@@ -224,7 +276,7 @@ async fn big_person_ids(api: &Api, big_persons: u32) -> anyhow::Result<Vec<Strin
 
 /// Sends `total` requests made by `make(i)` with `concurrency` in flight; each is timed until its
 /// whole answer has been read.
-async fn timed_requests<F>(
+pub(crate) async fn timed_requests<F>(
     total: u64,
     concurrency: usize,
     make: F,
@@ -265,7 +317,7 @@ where
                 };
                 tally.latencies.record(sent.elapsed());
                 let failure = match outcome {
-                    Ok((reqwest::StatusCode::OK, _)) => None,
+                    Ok((status, _)) if status.is_success() => None,
                     Ok((status, body)) => {
                         Some(format!("{status}: {}", String::from_utf8_lossy(&body)))
                     }
