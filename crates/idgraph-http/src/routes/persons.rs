@@ -781,9 +781,11 @@ pub(crate) struct ExportHeadDto {
 
 /// Everything idgraph holds about a person. Only the document's schema: the answer is
 /// `ExportHeadDto` with the `events` streamed after it.
-#[derive(Debug, ToSchema)]
+// Serialize is derived only so that `flatten` is a serde attribute utoipa honours: the
+// document then shows the head's fields beside `events`, as the stream writes them.
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PersonExportDto {
-    #[schema(inline)]
+    #[serde(flatten)]
     #[allow(dead_code, reason = "read by the OpenAPI document only")]
     head: ExportHeadDto,
     #[allow(dead_code, reason = "read by the OpenAPI document only")]
