@@ -43,10 +43,8 @@ struct IngestResults {
     ratio: Option<f64>,
     merge_check: MergeCheck,
     server: ServerFigures,
-    /// The same stream into a server that keeps PII in the clear (`--compare-plaintext`).
-    plaintext: Option<LoadFigures>,
-    /// idgraph's events/s (PII sealed) divided by the plaintext server's.
-    sealed_to_plaintext: Option<f64>,
+    /// What sealing PII costs (`--compare-plaintext`).
+    sealing: Option<SealingCost>,
 }
 
 /// Spot check that second devices really merged into their persons.
@@ -90,26 +88,29 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<Outcome> {
         write_key,
     };
     server.start_sampling();
+    let cpu_before = server.cpu_seconds()?;
     let measured = load::run(&client, &target, &spec, config.load, "idgraph").await?;
     server.check_running()?;
+    let first_sealed = Run {
+        cpu_seconds: server.cpu_seconds()? - cpu_before,
+        figures: measured.figures.clone(),
+    };
 
     let merge_check = check_merges(&api, &measured.merge_emails).await?;
     let server_figures = server.finish(memory_after_start)?;
 
-    let plaintext = match &config.plaintext {
-        Some(options) => {
-            progress("starting a second idgraph with unsafe_plaintext_pii on a fresh store");
-            let mut plain = ServerProcess::start(options, &client).await?;
-            let api = Api::new(client.clone(), plain.base_url(), plain.master_key())?;
-            let target = Target {
-                batch_url: api.url("/v1/batch")?,
-                write_key: api.create_write_key_on_fresh_store().await?,
-            };
-            let run = load::run(&client, &target, &spec, config.load, "plaintext").await?;
-            plain.check_running()?;
-            plain.stop()?;
-            Some(run.figures)
-        }
+    let sealing = match &config.plaintext {
+        Some(plain) => Some(
+            sealing_cost(
+                &client,
+                &spec,
+                config.load,
+                first_sealed,
+                &config.server,
+                plain,
+            )
+            .await?,
+        ),
         None => None,
     };
 
@@ -127,10 +128,7 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<Outcome> {
             measured.figures.events_per_second,
             baseline.figures.events_per_second,
         ),
-        sealed_to_plaintext: plaintext.as_ref().and_then(|p| {
-            report::ratio_value(measured.figures.events_per_second, p.events_per_second)
-        }),
-        plaintext,
+        sealing,
         idgraph: measured.figures,
         baseline: baseline.figures,
         merge_check,
@@ -142,6 +140,104 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<Outcome> {
         progress(&format!("results written to {}", path.display()));
     }
     summary(&results)
+}
+
+/// The stream into servers that seal PII and servers that keep it in the clear, each on a
+/// fresh store, in the order sealed, clear, clear, sealed: a machine whose load drifts during
+/// the run (these are shared, noisy machines) then weighs on both sides alike, where one run
+/// of each would credit the drift to sealing. On PostgreSQL, which needs an empty database per
+/// run, there is one run of each. The servers' CPU time per event is reported beside the rates:
+/// it moves much less than wall time when other work shares the machine.
+#[derive(Debug, Serialize)]
+struct SealingCost {
+    /// events/s of each run, in the order they ran.
+    sealed_runs: Vec<f64>,
+    plaintext_runs: Vec<f64>,
+    /// Events over the total time of each side's runs.
+    sealed_events_per_second: f64,
+    plaintext_events_per_second: f64,
+    /// Sealed over clear: 1 means sealing costs nothing.
+    ratio: Option<f64>,
+    /// The server's CPU time (user and system) per 1,000 events, over each side's runs.
+    sealed_cpu_ms_per_1k_events: f64,
+    plaintext_cpu_ms_per_1k_events: f64,
+}
+
+/// One load run and the CPU time its server used during it.
+struct Run {
+    figures: LoadFigures,
+    cpu_seconds: f64,
+}
+
+async fn sealing_cost(
+    client: &reqwest::Client,
+    spec: &StreamSpec,
+    load: LoadOptions,
+    first_sealed: Run,
+    sealed: &ServerOptions,
+    plaintext: &ServerOptions,
+) -> anyhow::Result<SealingCost> {
+    let mut sealed_runs = vec![first_sealed];
+    let mut plaintext_runs = vec![fresh_run(client, spec, load, plaintext, "plaintext").await?];
+    if sealed.backend == Backend::Sqlite {
+        plaintext_runs.push(fresh_run(client, spec, load, plaintext, "plaintext").await?);
+        sealed_runs.push(fresh_run(client, spec, load, sealed, "sealed").await?);
+    }
+    let events = |runs: &[Run]| -> u64 { runs.iter().map(|r| r.figures.events_acknowledged).sum() };
+    let rate = |runs: &[Run]| {
+        let seconds: f64 = runs.iter().map(|r| r.figures.wall_seconds).sum();
+        events(runs) as f64 / seconds.max(1e-9)
+    };
+    let cpu = |runs: &[Run]| {
+        let seconds: f64 = runs.iter().map(|r| r.cpu_seconds).sum();
+        seconds * 1e6 / events(runs).max(1) as f64
+    };
+    let rates = |runs: &[Run]| runs.iter().map(|r| r.figures.events_per_second).collect();
+    let (sealed_rate, plaintext_rate) = (rate(&sealed_runs), rate(&plaintext_runs));
+    Ok(SealingCost {
+        sealed_runs: rates(&sealed_runs),
+        plaintext_runs: rates(&plaintext_runs),
+        sealed_events_per_second: sealed_rate,
+        plaintext_events_per_second: plaintext_rate,
+        ratio: report::ratio_value(sealed_rate, plaintext_rate),
+        sealed_cpu_ms_per_1k_events: cpu(&sealed_runs),
+        plaintext_cpu_ms_per_1k_events: cpu(&plaintext_runs),
+    })
+}
+
+/// One load run into a server started for it on a fresh store, stopped afterwards.
+async fn fresh_run(
+    client: &reqwest::Client,
+    spec: &StreamSpec,
+    load: LoadOptions,
+    options: &ServerOptions,
+    label: &'static str,
+) -> anyhow::Result<Run> {
+    progress(&format!(
+        "starting another idgraph ({label}) on a fresh store"
+    ));
+    let mut server = ServerProcess::start(options, client).await?;
+    let api = Api::new(client.clone(), server.base_url(), server.master_key())?;
+    let target = Target {
+        batch_url: api.url("/v1/batch")?,
+        write_key: api.create_write_key_on_fresh_store().await?,
+    };
+    let cpu_before = server.cpu_seconds()?;
+    let run = load::run(client, &target, spec, load, label).await?;
+    server.check_running()?;
+    let cpu_seconds = server.cpu_seconds()? - cpu_before;
+    server.stop()?;
+    if run.figures.events_acknowledged < run.figures.events_sent {
+        anyhow::bail!(
+            "ingest ({label}): only {} of {} events acknowledged",
+            run.figures.events_acknowledged,
+            run.figures.events_sent
+        );
+    }
+    Ok(Run {
+        figures: run.figures,
+        cpu_seconds,
+    })
 }
 
 fn summary(results: &IngestResults) -> anyhow::Result<Outcome> {
@@ -162,12 +258,18 @@ fn summary(results: &IngestResults) -> anyhow::Result<Outcome> {
             report::ms,
         ),
     ];
-    if let Some(plain) = &results.plaintext {
+    if let Some(sealing) = &results.sealing {
         rows.push(SummaryRow::compared(
             format!("{name}, PII sealed vs in the clear"),
-            idgraph.events_per_second,
-            Some(plain.events_per_second),
+            sealing.sealed_events_per_second,
+            Some(sealing.plaintext_events_per_second),
             |v| report::per_second(v, "events"),
+        ));
+        rows.push(SummaryRow::compared(
+            format!("{name}, server CPU per 1,000 events, sealed vs clear"),
+            sealing.sealed_cpu_ms_per_1k_events,
+            Some(sealing.plaintext_cpu_ms_per_1k_events),
+            report::ms,
         ));
     }
     rows.extend(report::memory_growth_row("ingest", &results.server));
@@ -229,12 +331,40 @@ fn render(results: &IngestResults) -> String {
         ),
     );
     report::load_rows(&mut table, &results.idgraph, Some(&results.baseline));
-    if let Some(plain) = &results.plaintext {
+    if let Some(sealing) = &results.sealing {
         table.row(
-            "  PII sealed vs in the clear",
-            report::per_second(results.idgraph.events_per_second, "events"),
-            report::per_second(plain.events_per_second, "events"),
-            report::ratio(results.idgraph.events_per_second, plain.events_per_second),
+            format!(
+                "  PII sealed vs in the clear ({} + {} runs)",
+                sealing.sealed_runs.len(),
+                sealing.plaintext_runs.len()
+            ),
+            report::per_second(sealing.sealed_events_per_second, "events"),
+            report::per_second(sealing.plaintext_events_per_second, "events"),
+            report::ratio(
+                sealing.sealed_events_per_second,
+                sealing.plaintext_events_per_second,
+            ),
+        );
+        let list = |runs: &[f64]| {
+            runs.iter()
+                .map(|r| report::thousands(r.round() as u64))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        table.row(
+            "    each run, events/s",
+            list(&sealing.sealed_runs),
+            list(&sealing.plaintext_runs),
+            "",
+        );
+        table.row(
+            "    server CPU per 1,000 events",
+            report::ms(sealing.sealed_cpu_ms_per_1k_events),
+            report::ms(sealing.plaintext_cpu_ms_per_1k_events),
+            report::ratio(
+                sealing.sealed_cpu_ms_per_1k_events,
+                sealing.plaintext_cpu_ms_per_1k_events,
+            ),
         );
     }
     table.row(

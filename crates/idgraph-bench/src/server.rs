@@ -304,6 +304,14 @@ impl ServerProcess {
         parse_memory(&status).with_context(|| format!("no VmHWM/VmRSS in {path}"))
     }
 
+    /// CPU time the process has used so far, user and system, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let path = format!("/proc/{}/stat", self.pid);
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        parse_cpu_seconds(&stat, rustix::param::clock_ticks_per_second())
+            .with_context(|| format!("no utime/stime in {path}"))
+    }
+
     /// SIGTERM, then wait for the exit (SIGKILL if it does not come).
     pub(crate) fn stop(&mut self) -> anyhow::Result<Stopped> {
         let Some(mut child) = self.child.take() else {
@@ -518,6 +526,16 @@ fn random_master_key() -> String {
     format!("bench-master-{suffix}")
 }
 
+/// utime + stime of a `/proc/<pid>/stat` line. The command name (field 2) may hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+fn parse_cpu_seconds(stat: &str, ticks_per_second: u64) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / ticks_per_second.max(1) as f64)
+}
+
 pub(crate) fn parse_memory(status: &str) -> Option<Memory> {
     let kilobytes = |field: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(field))?;
@@ -537,6 +555,13 @@ pub(crate) fn parse_memory(status: &str) -> Option<Memory> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces() {
+        let stat = "4242 (idgraph (x) y) S 1 4242 4242 0 -1 4194560 900 0 3 0 250 130 0 0 20 0 9 0";
+        assert_eq!(parse_cpu_seconds(stat, 100), Some(3.8));
+        assert_eq!(parse_cpu_seconds("4242 (idgraph) S 1", 100), None);
+    }
 
     #[test]
     fn proc_status_memory_is_parsed() {

@@ -345,7 +345,11 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<IngestOutcome>> {
         let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
         let vault = self.vault();
-        self.write(move |tx| resolve::ingest(tx, &vault, &tenant_id, &settings, signals))
+        let sealed = signals
+            .iter()
+            .map(|signal| vault.seal_signal(tenant_id.as_str(), signal))
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.write(move |tx| resolve::ingest(tx, &vault, &tenant_id, &settings, signals, sealed))
             .await
     }
 

@@ -8,7 +8,7 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_core::resolve::{GraphView, PersonId, PersonView, Resolution, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
-use idgraph_store::vault::{Vault, column};
+use idgraph_store::vault::{SealedSignal, Vault, column};
 use idgraph_store::{
     IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, StoreError, StoreResult,
     conflict_rule_text, derived_id, encode_identifiers, erased_kinds,
@@ -31,6 +31,7 @@ pub(crate) fn ingest(
     tenant_id: &TenantId,
     settings: &IdentitySettings,
     signals: Vec<SignalRecord>,
+    sealed: Vec<SealedSignal>,
 ) -> StoreResult<Vec<IngestOutcome>> {
     let tenant = tenant_id.as_str();
     // The writer thread is the only writer, so the next position in the log is simply the last
@@ -46,7 +47,7 @@ pub(crate) fn ingest(
     };
     let subscribers = crate::webhooks::subscribers(tx, tenant)?;
     let mut outcomes = Vec::with_capacity(signals.len());
-    for signal in signals {
+    for (signal, sealed) in signals.into_iter().zip(sealed) {
         let event = &signal.event;
         let seen = tx
             .prepare_cached(
@@ -85,6 +86,7 @@ pub(crate) fn ingest(
             vault,
             tenant,
             settings,
+            signal: Some((&signal, &sealed)),
             error: RefCell::new(None),
         };
         let resolution = resolve(
@@ -100,7 +102,7 @@ pub(crate) fn ingest(
             return Err(error);
         }
         seq += 1;
-        apply(tx, vault, tenant, seq, &signal, &resolution)?;
+        apply(tx, vault, tenant, seq, &signal, &sealed, &resolution)?;
         let announced = idgraph_store::signal_events(&subscribers, &signal, &resolution);
         crate::webhooks::enqueue(tx, tenant, &subscribers, &announced)?;
         outcomes.push(IngestOutcome::Recorded {
@@ -122,6 +124,8 @@ pub(crate) struct TxGraph<'a, 'conn> {
     vault: &'a Vault,
     tenant: &'a str,
     settings: &'a IdentitySettings,
+    /// The signal being resolved, whose identifiers' blind indexes were computed before.
+    signal: Option<(&'a SignalRecord, &'a SealedSignal)>,
     /// The first error a read met; `GraphView` cannot return one, so `ingest` checks it after
     /// resolving and discards the resolution.
     error: RefCell<Option<StoreError>>,
@@ -139,8 +143,19 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
             vault,
             tenant,
             settings,
+            signal: None,
             error: RefCell::new(None),
         }
+    }
+
+    fn index(&self, identifier: &Identifier) -> String {
+        self.signal
+            .and_then(|(signal, sealed)| sealed.node(signal, identifier))
+            .map(|(index, _)| index.clone())
+            .unwrap_or_else(|| {
+                self.vault
+                    .index(self.tenant, identifier.kind().as_str(), identifier.value())
+            })
     }
 
     fn failed(&self, error: StoreError) {
@@ -202,9 +217,7 @@ impl GraphView for TxGraph<'_, '_> {
                  WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3",
             )
             .and_then(|mut s| {
-                let index =
-                    self.vault
-                        .index(self.tenant, identifier.kind().as_str(), identifier.value());
+                let index = self.index(identifier);
                 s.query_map(
                     params![self.tenant, identifier.kind().as_str(), index],
                     |r| r.get(0),
@@ -248,6 +261,7 @@ fn apply(
     tenant: &str,
     seq: i64,
     signal: &SignalRecord,
+    sealed: &SealedSignal,
     resolution: &Resolution,
 ) -> StoreResult<()> {
     let event = &signal.event;
@@ -301,8 +315,11 @@ fn apply(
             )
             .map_err(map_error)?;
         for identifier in &resolution.attach {
-            let (index, sealed) =
-                vault.identifier(tenant, identifier.kind().as_str(), identifier.value())?;
+            // The resolver attaches only identifiers the signal carried.
+            let (index, value_sealed) = match sealed.node(signal, identifier) {
+                Some(node) => node.clone(),
+                None => vault.identifier(tenant, identifier.kind().as_str(), identifier.value())?,
+            };
             attach
                 .execute(params![
                     tenant,
@@ -312,7 +329,7 @@ fn apply(
                     signal.source,
                     seen,
                     signal_id,
-                    sealed
+                    value_sealed
                 ])
                 .map_err(map_error)?;
         }
@@ -329,7 +346,10 @@ fn apply(
                     tenant,
                     person,
                     identifier.kind().as_str(),
-                    vault.index(tenant, identifier.kind().as_str(), identifier.value()),
+                    match sealed.node(signal, identifier) {
+                        Some((index, _)) => index.clone(),
+                        None => vault.index(tenant, identifier.kind().as_str(), identifier.value()),
+                    },
                     seen
                 ])
                 .map_err(map_error)?;
@@ -355,9 +375,6 @@ fn apply(
         })
         .map_err(map_error)?;
     }
-    let properties = vault.seal(tenant, column::EVENT_PROPERTIES, &event.properties)?;
-    let context = vault.seal(tenant, column::EVENT_CONTEXT, &event.context)?;
-    let identifiers = vault.seal_identifiers(tenant, &signal.identifiers)?;
     tx.prepare_cached(
         "INSERT INTO events (tenant_id, event_id, workspace, person_id, kind, name, occurred_at, ingested_at,
                              schema_version, message_id, properties, context, seq, identifiers, source)
@@ -375,10 +392,10 @@ fn apply(
             now,
             event.schema_version,
             event.message_id,
-            properties,
-            context,
+            sealed.properties,
+            sealed.context,
             seq,
-            identifiers,
+            sealed.identifiers,
             signal.source,
         ])
     })
@@ -391,14 +408,14 @@ fn apply(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .map_err(map_error)?;
-        for observed in &signal.traits {
+        for (observed, value) in signal.traits.iter().zip(&sealed.traits) {
             traits
                 .execute(params![
                     tenant,
                     person,
                     event.workspace.as_str(),
                     observed.name,
-                    vault.seal(tenant, column::TRAIT, &observed.value)?,
+                    value,
                     observed.provenance.class.as_str(),
                     observed.provenance.confidence,
                     micros(observed.provenance.observed_at),

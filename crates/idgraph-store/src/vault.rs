@@ -161,9 +161,10 @@ impl Vault {
             .deks
             .get(&keys.current)
             .ok_or_else(|| StoreError::Other("the current data key is missing".into()))?;
+        // The thread's CSPRNG (ChaCha, seeded and reseeded from the operating system): a
+        // 192-bit random nonce needs unpredictability, not a system call per value.
         let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce)
-            .map_err(|e| StoreError::Other(format!("no randomness available: {e}")))?;
+        rand::fill(&mut nonce);
         let aad = associated(tenant, column);
         let sealed = cipher
             .encrypt(
@@ -327,6 +328,58 @@ impl Vault {
             column::EVENT_IDENTIFIERS,
             stored,
         )?))
+    }
+}
+
+/// A signal's values in the form the store writes them, made before the store's writer takes
+/// the signal. Sealing is CPU work any thread can do, while the writer (SQLite's one writer
+/// thread, PostgreSQL's tenant lock) is what ingestion queues on: sealing there would add its
+/// microseconds to every signal behind it.
+#[derive(Debug, Clone)]
+pub struct SealedSignal {
+    pub properties: String,
+    pub context: String,
+    /// The event's identifiers, as `encode_identifiers` wrote them, sealed.
+    pub identifiers: String,
+    /// The blind index and sealed value of each of the signal's identifiers, in its order.
+    pub nodes: Vec<(String, Option<String>)>,
+    /// Each trait observation's value, sealed, in the signal's order.
+    pub traits: Vec<String>,
+}
+
+impl SealedSignal {
+    /// The blind index and sealed value of one of `signal`'s identifiers.
+    pub fn node<'a>(
+        &'a self,
+        signal: &crate::SignalRecord,
+        identifier: &idgraph_core::identity::Identifier,
+    ) -> Option<&'a (String, Option<String>)> {
+        let position = signal.identifiers.iter().position(|i| i == identifier)?;
+        self.nodes.get(position)
+    }
+}
+
+impl Vault {
+    pub fn seal_signal(
+        &self,
+        tenant: &str,
+        signal: &crate::SignalRecord,
+    ) -> StoreResult<SealedSignal> {
+        Ok(SealedSignal {
+            properties: self.seal(tenant, column::EVENT_PROPERTIES, &signal.event.properties)?,
+            context: self.seal(tenant, column::EVENT_CONTEXT, &signal.event.context)?,
+            identifiers: self.seal_identifiers(tenant, &signal.identifiers)?,
+            nodes: signal
+                .identifiers
+                .iter()
+                .map(|i| self.identifier(tenant, i.kind().as_str(), i.value()))
+                .collect::<StoreResult<_>>()?,
+            traits: signal
+                .traits
+                .iter()
+                .map(|t| self.seal(tenant, column::TRAIT, &t.value))
+                .collect::<StoreResult<_>>()?,
+        })
     }
 }
 
