@@ -31,6 +31,11 @@ pub const REFRESH: Duration = Duration::from_secs(2);
 pub const SETTLE: Duration = Duration::from_secs(5);
 /// Rows re-sealed per transaction: short enough that ingestion waits milliseconds, not seconds.
 pub const BATCH: u32 = 500;
+/// Which set of sealed columns this version has. A store whose keyring records an older one
+/// gets the plain rows of the newer columns sealed (and blind-indexed) at its next start, as a
+/// plain store does at its first start with a key. 1: identity nodes, traits, events
+/// (decision 0013); 2: consent subjects, suppression entries, contacts (decision 0014).
+pub const SEALED_COLUMNS: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Keyring {
@@ -41,6 +46,10 @@ pub struct Keyring {
     /// Rows written before the store had a key have been sealed.
     #[serde(default)]
     pub plain_sealed: bool,
+    /// The [`SEALED_COLUMNS`] whose plain rows have been sealed; 0 in a keyring written before
+    /// it was recorded, which had sealed those of 1 if `plain_sealed`.
+    #[serde(default)]
+    pub sealed_columns: u32,
     #[serde(default)]
     pub rotation: Option<Rotation>,
 }
@@ -95,6 +104,7 @@ impl Keyring {
             index: STANDARD.encode(kek.seal(INDEX_CONTEXT, &index).map_err(|e| e.message)?),
             keys: Vec::new(),
             plain_sealed: false,
+            sealed_columns: 0,
             rotation: None,
         };
         ring.add_key(kek, KeyState::Current)?;
@@ -187,7 +197,7 @@ pub async fn install<S: Store>(store: &S, kek: &DataKey) -> Result<String, Strin
         }
     };
     store.vault_slot().set(ring.vault(kek)?);
-    if !ring.plain_sealed {
+    if !ring.plain_sealed || ring.sealed_columns < SEALED_COLUMNS {
         let (rewritten, _) = reseal_everything(store, None).await?;
         if rewritten > 0 {
             tracing::info!(
@@ -196,6 +206,7 @@ pub async fn install<S: Store>(store: &S, kek: &DataKey) -> Result<String, Strin
             );
         }
         ring.plain_sealed = true;
+        ring.sealed_columns = SEALED_COLUMNS;
         text = save(store, &ring).await?;
     }
     Ok(text)

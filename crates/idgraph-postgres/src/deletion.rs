@@ -167,23 +167,26 @@ async fn delete_person(
             &[&tenant, &stone, &at],
         )
         .await?;
-        // The suppression stays in force, known only by its tombstone (the cardinal rule).
+        let index = vault.index(tenant, kind, value);
+        // The suppression stays in force, known only by its tombstone (the cardinal rule); its
+        // sealed value goes, or the key would still give the address back.
         exec(
             tx,
-            "UPDATE suppression_entries SET value = $4 WHERE tenant_id = $1 AND kind = $2 AND value = $3",
-            &[&tenant, &kind, &value, &stone],
+            "UPDATE suppression_entries SET value = $4, value_sealed = NULL
+             WHERE tenant_id = $1 AND kind = $2 AND value = $3",
+            &[&tenant, &kind, &index, &stone],
         )
         .await?;
         exec(
             tx,
             "DELETE FROM consent_events WHERE tenant_id = $1 AND subject = $2",
-            &[&tenant, &ConsentSubject::key_of_identifier(identifier)],
+            &[&tenant, &vault.identifier_subject(tenant, identifier)],
         )
         .await?;
         exec(
             tx,
             "DELETE FROM contacts WHERE tenant_id = $1 AND kind = $2 AND value = $3",
-            &[&tenant, &kind, &value],
+            &[&tenant, &kind, &index],
         )
         .await?;
         // A replayable response may quote the value (a check's `to`, an import's report).

@@ -114,21 +114,24 @@ pub(crate) fn delete_person(
             "INSERT OR IGNORE INTO erased_identifiers (tenant_id, tombstone, erased_at) VALUES (?1, ?2, ?3)",
             params![tenant, stone, at],
         )?;
-        // The suppression stays in force, known only by its tombstone (the cardinal rule).
+        let index = vault.index(tenant, kind, value);
+        // The suppression stays in force, known only by its tombstone (the cardinal rule); its
+        // sealed value goes, or the key would still give the address back.
         exec(
             tx,
-            "UPDATE suppression_entries SET value = ?4 WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3",
-            params![tenant, kind, value, stone],
+            "UPDATE suppression_entries SET value = ?4, value_sealed = NULL
+             WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3",
+            params![tenant, kind, index, stone],
         )?;
         exec(
             tx,
             "DELETE FROM consent_events WHERE tenant_id = ?1 AND subject = ?2",
-            params![tenant, ConsentSubject::key_of_identifier(identifier)],
+            params![tenant, vault.identifier_subject(tenant, identifier)],
         )?;
         exec(
             tx,
             "DELETE FROM contacts WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3",
-            params![tenant, kind, value],
+            params![tenant, kind, index],
         )?;
         // A replayable response may quote the value (a check's `to`, an import's report).
         exec(

@@ -437,11 +437,11 @@ impl Store for SqliteStore {
         tenant_id: &TenantId,
         writes: ComplianceWrites,
     ) -> StoreResult<()> {
-        let tenant_id = tenant_id.clone();
+        let (tenant_id, vault) = (tenant_id.clone(), self.vault());
         self.write(move |tx| {
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             let events = compliance_events(&subscribers, &writes);
-            compliance::record(tx, &tenant_id, writes)?;
+            compliance::record(tx, &vault, &tenant_id, writes)?;
             webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &events)
         })
         .await
@@ -479,9 +479,11 @@ impl Store for SqliteStore {
         tenant_id: &TenantId,
         address: &Identifier,
     ) -> StoreResult<Vec<SuppressionRow>> {
-        let (tenant_id, address) = (tenant_id.clone(), address.clone());
-        self.read(move |conn| compliance::suppression_history(conn, tenant_id.as_str(), &address))
-            .await
+        let (tenant_id, address, vault) = (tenant_id.clone(), address.clone(), self.vault());
+        self.read(move |conn| {
+            compliance::suppression_history(conn, &vault, tenant_id.as_str(), &address)
+        })
+        .await
     }
 
     async fn tenant_setting(

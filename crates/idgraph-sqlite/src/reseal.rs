@@ -1,8 +1,9 @@
 //! Re-sealing under the current data-encryption key: a rotation, or the first start with a key
 //! on a store that holds plain values. One bounded batch per call, one transaction.
 
-use idgraph_store::StoreResult;
+use idgraph_core::privacy::TOMBSTONE_PREFIX;
 use idgraph_store::vault::{Vault, column};
+use idgraph_store::{GLOBAL_TENANT, StoreResult};
 use rusqlite::{Transaction, params};
 
 use crate::codec::map_error;
@@ -109,6 +110,143 @@ pub(crate) fn batch(
         .and_then(|mut s| s.execute(params![tenant, event_id, properties, context, identifiers]))
         .map_err(map_error)?;
         done += 1;
+        left -= 1;
+    }
+    if left <= 0 {
+        return Ok(done);
+    }
+    done += compliance(tx, vault, tenant, prefix, &mut left)?;
+    Ok(done)
+}
+
+/// Consent subjects, suppression values and contact addresses: a plain row (no sealed column
+/// yet) gets its blind index in the lookup column as well, or lookups would miss it.
+fn compliance(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+
+    let consent: Vec<(String, String, Option<String>, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT event_id, subject, subject_sealed, evidence FROM consent_events
+             WHERE tenant_id = ?1 AND (subject_sealed IS NULL OR substr(subject_sealed, 1, ?2) <> ?3
+                OR substr(evidence, 1, ?2) <> ?3)
+             LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (event_id, subject, sealed, evidence) in consent {
+        let lookup = match &sealed {
+            Some(_) => subject.clone(),
+            None => vault.subject_key_index(tenant, &subject),
+        };
+        let key = match sealed {
+            Some(sealed) => vault.open(tenant, column::CONSENT_SUBJECT, sealed)?,
+            None => subject.clone(),
+        };
+        let sealed = vault.seal_subject(tenant, &key)?;
+        let evidence = evidence
+            .map(|e| {
+                let plain = vault.open(tenant, column::CONSENT_EVIDENCE, e)?;
+                vault.seal(tenant, column::CONSENT_EVIDENCE, &plain)
+            })
+            .transpose()?;
+        tx.prepare_cached(
+            "UPDATE consent_events SET subject = ?4, subject_sealed = ?5, evidence = ?6
+             WHERE tenant_id = ?1 AND event_id = ?2 AND subject = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, event_id, subject, lookup, sealed, evidence]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+
+    // Global entries belong to no tenant: every tenant's pass moves them too, and each row is
+    // rewritten only if it is still what was read.
+    let suppressions: Vec<(String, String, String, String, Option<String>)> = tx
+        .prepare_cached(&format!(
+            "SELECT tenant_id, entry_id, kind, value, value_sealed FROM suppression_entries
+             WHERE tenant_id IN (?1, '{GLOBAL_TENANT}')
+               AND (value_sealed IS NULL AND substr(value, 1, {stone}) <> '{TOMBSTONE_PREFIX}'
+                    OR substr(value_sealed, 1, ?2) <> ?3)
+             LIMIT ?4",
+            stone = TOMBSTONE_PREFIX.len()
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (owner, entry_id, kind, stored, sealed) in suppressions {
+        let (index, sealed_now) = match &sealed {
+            Some(old) => {
+                let plain = vault.open(&owner, column::SUPPRESSION_VALUE, old.clone())?;
+                (
+                    stored.clone(),
+                    Some(vault.seal(&owner, column::SUPPRESSION_VALUE, &plain)?),
+                )
+            }
+            None => vault.indexed(&owner, column::SUPPRESSION_VALUE, &kind, &stored)?,
+        };
+        tx.prepare_cached(
+            "UPDATE suppression_entries SET value = ?5, value_sealed = ?6
+             WHERE tenant_id = ?1 AND entry_id = ?2 AND value = ?3 AND value_sealed IS ?4",
+        )
+        .and_then(|mut s| s.execute(params![owner, entry_id, stored, sealed, index, sealed_now]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+
+    let contacts: Vec<(String, String, String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT contact_id, kind, value, value_sealed FROM contacts
+             WHERE tenant_id = ?1 AND (value_sealed IS NULL OR substr(value_sealed, 1, ?2) <> ?3)
+             LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (contact_id, kind, stored, sealed) in contacts {
+        let (index, sealed) = match sealed {
+            Some(old) => {
+                let plain = vault.open(tenant, column::CONTACT_VALUE, old)?;
+                (
+                    stored,
+                    Some(vault.seal(tenant, column::CONTACT_VALUE, &plain)?),
+                )
+            }
+            None => vault.indexed(tenant, column::CONTACT_VALUE, &kind, &stored)?,
+        };
+        tx.prepare_cached(
+            "UPDATE contacts SET value = ?3, value_sealed = ?4 WHERE tenant_id = ?1 AND contact_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, contact_id, index, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
     }
     Ok(done)
 }

@@ -26,8 +26,8 @@ use jiff::Timestamp;
 pub use batch_graph::BatchGraph;
 pub use compliance::{
     AddressFacts, ComplianceWrites, ConsentEventRow, ConsentSubject, ConsentWrite, ContactRow,
-    FactsQuery, GLOBAL_TENANT, SuppressionRow, scope_applies, scope_columns, scope_from_columns,
-    suppression_action_from, suppression_action_name, suppression_tenant,
+    FactsQuery, GLOBAL_TENANT, PERSON_SUBJECT_PREFIX, SuppressionRow, scope_applies, scope_columns,
+    scope_from_columns, suppression_action_from, suppression_action_name, suppression_tenant,
 };
 pub use deletion::{DeletionOutcome, DeletionRequest, PurgeOutcome, erased_kinds, erased_reason};
 pub use imports::{

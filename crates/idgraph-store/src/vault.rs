@@ -18,6 +18,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, KeyInit, Mac};
+use idgraph_core::identity::Identifier;
 use sha2::Sha256;
 
 use crate::{StoreError, StoreResult};
@@ -36,6 +37,10 @@ pub mod column {
     pub const EVENT_PROPERTIES: &str = "events.properties";
     pub const EVENT_CONTEXT: &str = "events.context";
     pub const EVENT_IDENTIFIERS: &str = "events.identifiers";
+    pub const CONSENT_SUBJECT: &str = "consent_events.subject";
+    pub const CONSENT_EVIDENCE: &str = "consent_events.evidence";
+    pub const SUPPRESSION_VALUE: &str = "suppression_entries.value";
+    pub const CONTACT_VALUE: &str = "contacts.value";
 }
 
 /// The keys a store seals and indexes with. `Vault::plaintext()` stores values as they are:
@@ -143,13 +148,58 @@ impl Vault {
         kind: &str,
         value: &str,
     ) -> StoreResult<(String, Option<String>)> {
+        self.indexed(tenant, column::IDENTIFIER, kind, value)
+    }
+
+    /// How an address is stored in `column`, which is looked up by equality: its blind index
+    /// (the same as the identity node's, so one address has one lookup form per tenant) and,
+    /// when sealing, its value sealed for that column.
+    pub fn indexed(
+        &self,
+        tenant: &str,
+        column: &str,
+        kind: &str,
+        value: &str,
+    ) -> StoreResult<(String, Option<String>)> {
         if !self.seals() {
             return Ok((value.to_owned(), None));
         }
         Ok((
             self.index(tenant, kind, value),
-            Some(self.seal(tenant, column::IDENTIFIER, value)?),
+            Some(self.seal(tenant, column, value)?),
         ))
+    }
+
+    /// The lookup form of an identifier's consent subject: `<kind>:<blind index>` (the kind
+    /// stays readable, as in the identity node). A person's subject, `person:<id>`, holds no PII
+    /// and is its own lookup form.
+    pub fn identifier_subject(&self, tenant: &str, identifier: &Identifier) -> String {
+        if !self.seals() {
+            return crate::ConsentSubject::key_of_identifier(identifier);
+        }
+        let kind = identifier.kind().as_str();
+        format!("{kind}:{}", self.index(tenant, kind, identifier.value()))
+    }
+
+    /// The lookup form of a stored plain subject key, for rows written before the store had a
+    /// key. A key starting `person:` is taken for a person's, as the store always read it.
+    pub fn subject_key_index(&self, tenant: &str, key: &str) -> String {
+        if !self.seals() || key.starts_with(crate::PERSON_SUBJECT_PREFIX) {
+            return key.to_owned();
+        }
+        match key.split_once(':') {
+            Some((kind, value)) => format!("{kind}:{}", self.index(tenant, kind, value)),
+            None => self.index(tenant, "", key),
+        }
+    }
+
+    /// A consent subject key sealed, or `None` in plaintext mode. Person keys are sealed too:
+    /// one rule for every row lets a re-seal find the rows left by the sealed column alone.
+    pub fn seal_subject(&self, tenant: &str, key: &str) -> StoreResult<Option<String>> {
+        if !self.seals() {
+            return Ok(None);
+        }
+        self.seal(tenant, column::CONSENT_SUBJECT, key).map(Some)
     }
 
     /// Seals `plain` for `column` of `tenant`'s rows (returns it unchanged in plaintext mode).
@@ -232,6 +282,23 @@ impl Vault {
         String::from_utf8(plain).map_err(|_| StoreError::Other("a sealed value is not text".into()))
     }
 
+    /// Opens a consent event read with its stored subject and evidence.
+    pub fn open_consent(
+        &self,
+        tenant: &str,
+        event: &mut crate::ConsentEventRow,
+    ) -> StoreResult<()> {
+        event.subject = self.open(
+            tenant,
+            column::CONSENT_SUBJECT,
+            std::mem::take(&mut event.subject),
+        )?;
+        if let Some(evidence) = event.evidence.take() {
+            event.evidence = Some(self.open(tenant, column::CONSENT_EVIDENCE, evidence)?);
+        }
+        Ok(())
+    }
+
     /// Whether `stored` is sealed with the current key (always true in plaintext mode, where
     /// nothing is to be rewritten).
     pub fn is_current(&self, stored: &str) -> bool {
@@ -308,7 +375,7 @@ impl Vault {
     pub fn seal_identifiers(
         &self,
         tenant: &str,
-        identifiers: &[idgraph_core::identity::Identifier],
+        identifiers: &[Identifier],
     ) -> StoreResult<String> {
         self.seal(
             tenant,
@@ -317,11 +384,7 @@ impl Vault {
         )
     }
 
-    pub fn open_identifiers(
-        &self,
-        tenant: &str,
-        stored: String,
-    ) -> StoreResult<Vec<idgraph_core::identity::Identifier>> {
+    pub fn open_identifiers(&self, tenant: &str, stored: String) -> StoreResult<Vec<Identifier>> {
         Ok(crate::decode_identifiers(&self.open(
             tenant,
             column::EVENT_IDENTIFIERS,

@@ -41,6 +41,90 @@ async fn zed(app: &TestApp) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["accepted"], 2, "{body}");
+    zed_compliance(app).await;
+}
+
+/// Zed's compliance records: consent on an address, a tenant and a global suppression, a
+/// contact, and an inbound STOP (a consent revoke quoting the message, and a suppression).
+async fn zed_compliance(app: &TestApp) {
+    let (status, body) = app
+        .post(
+            "/api/v1/consent",
+            MASTER_KEY,
+            json!({"identifier": {"kind": "email", "value": EMAIL}, "purpose": "email:news",
+                   "action": "revoke", "source": "unsubscribe link",
+                   "evidence": {"note": NOTE}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (kind, value, scope) in [("email", EMAIL, "tenant"), ("phone", PHONE, "global")] {
+        let (status, body) = app
+            .post(
+                "/api/v1/suppressions",
+                MASTER_KEY,
+                json!({"kind": kind, "value": value, "reason": "complaint", "scope": scope}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/contacts",
+            MASTER_KEY,
+            json!({"channel": "sms", "from": "+18005550100", "to": PHONE,
+                   "at": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let write_key = app.write_key().await;
+    let (status, body) = app
+        .track(
+            "/v1/messages/inbound",
+            &write_key,
+            json!({"from": PHONE, "to": "+18005550100", "body": "STOP"}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+}
+
+/// Zed's compliance records read back in the clear: found by address, subjects opened.
+async fn zed_compliance_reads_back(app: &TestApp, person: &str) {
+    for (channel, to, purpose) in [("email", EMAIL, "email:news"), ("sms", PHONE, "sms:alerts")] {
+        let (status, body) = app
+            .post(
+                "/api/v1/compliance/check",
+                MASTER_KEY,
+                json!({"channel": channel, "to": to, "purpose": purpose}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["allowed"], false, "{to}: {body}");
+    }
+    for (kind, value, n) in [
+        ("email", "zed.sealed%40example.com", 1),
+        ("phone", "%2B14155550199", 2),
+    ] {
+        let (status, body) = app
+            .get(
+                &format!("/api/v1/suppressions?kind={kind}&value={value}"),
+                MASTER_KEY,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let entries = body["entries"].as_array().expect("entries");
+        assert_eq!(entries.len(), n, "{kind}: {body}");
+        for entry in entries {
+            assert!(entry["value"] == EMAIL || entry["value"] == PHONE, "{body}");
+        }
+    }
+    let (status, consent) = app
+        .get(&format!("/api/v1/persons/{person}/consent"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{consent}");
+    let text = consent.to_string();
+    assert!(text.contains(&format!("email:{EMAIL}")), "{consent}");
+    assert!(text.contains(&format!("phone:{PHONE}")), "{consent}");
+    assert!(text.contains(NOTE), "the evidence opens: {consent}");
 }
 
 /// Zed reads back in the clear through the API: found by every identifier (blind index),
@@ -66,6 +150,7 @@ async fn zed_reads_back(app: &TestApp) -> String {
         .await;
     assert_eq!(status, StatusCode::OK, "{timeline}");
     assert!(timeline.to_string().contains(NOTE), "{timeline}");
+    zed_compliance_reads_back(app, &id).await;
     id
 }
 

@@ -2,13 +2,25 @@
 //! through the blind index, and a re-seal (rotation, or first key on a plain store) moves every
 //! row to the current key in bounded batches while every row stays readable.
 
+use idgraph_core::compliance::{
+    ConsentAction, SuppressionAction, SuppressionReason, SuppressionScope,
+};
 use idgraph_core::identity::{Identifier, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_core::traits::{Provenance, SourceClass};
 
+use super::compliance::{consent, contact, query, suppression};
 use super::{ts, with_tenants};
 use crate::vault::Vault;
-use crate::{EventRow, PageRequest, SignalRecord, Store, TraitObservation};
+use crate::{
+    ComplianceWrites, ConsentSubject, EventRow, PageRequest, SignalRecord, Store, TraitObservation,
+};
+
+/// Rows each tenant holds: 6 nodes, 6 traits, 6 events, 2 consent events (one on the first
+/// address, one on its person), a suppression and a contact of that address.
+const ROWS: u64 = 6 + 6 + 6 + 2 + 1 + 1;
+/// The global suppression entry, which belongs to no tenant.
+const GLOBAL_ROWS: u64 = 1;
 
 fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
     let at = ts(i64::try_from(n).expect("small"));
@@ -85,6 +97,66 @@ async fn assert_readable<S: Store>(
             "{when}"
         );
     }
+    // The compliance records of the first address: found by its blind index, read back in the
+    // clear.
+    let person = store
+        .lookup_person(tenant, &emails[0])
+        .await
+        .unwrap_or_else(|e| panic!("{when}: lookup: {e}"))
+        .unwrap_or_else(|| panic!("{when}: found"));
+    let facts = store
+        .compliance_facts(
+            tenant,
+            &WorkspaceName::default_workspace(),
+            vec![query(&emails[0], 0)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{when}: facts: {e}"));
+    let facts = &facts[0];
+    assert_eq!(facts.persons, vec![person.clone()], "{when}");
+    let subjects: Vec<&str> = facts.consent.iter().map(|c| c.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        vec![
+            ConsentSubject::key_of_identifier(&emails[0]).as_str(),
+            ConsentSubject::key_of_person(&person).as_str()
+        ],
+        "{when}"
+    );
+    let mut entries: Vec<&str> = facts
+        .suppressions
+        .iter()
+        .map(|s| s.entry_id.as_str())
+        .collect();
+    entries.sort_unstable();
+    assert_eq!(
+        entries,
+        vec!["g1", "s1"],
+        "{when}: the global entry is found from every tenant"
+    );
+    assert_eq!(facts.contacts.len(), 1, "{when}");
+    assert_eq!(facts.contacts[0].to, emails[0], "{when}");
+    let history = store
+        .suppression_history(tenant, &emails[0])
+        .await
+        .unwrap_or_else(|e| panic!("{when}: history: {e}"));
+    assert_eq!(history.len(), 2, "{when}");
+    let consent = store
+        .person_consent(tenant, &person)
+        .await
+        .unwrap_or_else(|e| panic!("{when}: consent: {e}"));
+    assert_eq!(consent.len(), 2, "{when}");
+    assert_eq!(
+        consent[0].subject,
+        ConsentSubject::key_of_identifier(&emails[0]),
+        "{when}"
+    );
+    assert_eq!(
+        consent[0].evidence.as_deref(),
+        Some(r#"{"form":"signup"}"#),
+        "{when}"
+    );
+
     let log = store
         .signal_log(tenant, 0, 100)
         .await
@@ -106,23 +178,25 @@ async fn reseal_all<S: Store>(
     when: &str,
     readable_between: bool,
 ) {
+    let mut total = 0;
     for tenant in tenants {
-        let mut batches = 0;
         loop {
             let rewritten = store.reseal(tenant, 4).await.expect("reseal");
             assert!(rewritten <= 4, "a batch is bounded");
             // Between batches, some rows are under the old key and some under the new one.
             if readable_between {
-                assert_readable(store, tenant, emails, when).await;
+                for tenant in tenants {
+                    assert_readable(store, tenant, emails, when).await;
+                }
             }
             if rewritten == 0 {
                 break;
             }
-            batches += 1;
+            total += rewritten;
         }
-        // 6 nodes + 6 traits + 6 events, 4 per batch.
-        assert_eq!(batches, 5, "{when}: every row was rewritten once");
     }
+    let expected = ROWS * tenants.len() as u64 + GLOBAL_ROWS;
+    assert_eq!(total, expected, "{when}: every row was rewritten once");
 }
 
 pub async fn resealing_moves_every_row_to_the_current_key_and_keeps_it_readable<S: Store>(
@@ -151,6 +225,51 @@ pub async fn resealing_moves_every_row_to_the_current_key_and_keeps_it_readable<
             .ingest(tenant, &settings, signals)
             .await
             .expect("ingest");
+        let person = store
+            .lookup_person(tenant, &emails[0])
+            .await
+            .expect("lookup")
+            .expect("found");
+        let address = &emails[0];
+        let mut writes = ComplianceWrites {
+            consent: vec![
+                consent(
+                    "c1",
+                    ConsentSubject::Identifier(address.clone()),
+                    "email",
+                    ConsentAction::Grant,
+                    0,
+                ),
+                consent(
+                    "c2",
+                    ConsentSubject::Person(person),
+                    "email:marketing",
+                    ConsentAction::Revoke,
+                    0,
+                ),
+            ],
+            suppressions: vec![suppression(
+                "s1",
+                SuppressionScope::Tenant,
+                address,
+                SuppressionReason::Complaint,
+                SuppressionAction::Add,
+            )],
+            contacts: vec![contact("k1", address, None, 0)],
+        };
+        if tenant == &tenants[0] {
+            writes.suppressions.push(suppression(
+                "g1",
+                SuppressionScope::Global,
+                address,
+                SuppressionReason::Complaint,
+                SuppressionAction::Add,
+            ));
+        }
+        store
+            .record_compliance(tenant, writes)
+            .await
+            .expect("compliance");
     }
     store
         .vault_slot()
