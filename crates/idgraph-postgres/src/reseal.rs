@@ -126,6 +126,9 @@ impl PostgresStore {
         if left > 0 {
             done += compliance(&tx, &vault, tenant, prefix, &mut left).await?;
         }
+        if left > 0 {
+            done += merges(&tx, &vault, tenant, prefix, &mut left).await?;
+        }
         tx.commit().await.map_err(map_error)?;
         Ok(done)
     }
@@ -263,6 +266,63 @@ async fn compliance(
         tx.execute(
             "UPDATE contacts SET value = $3, value_sealed = $4 WHERE tenant_id = $1 AND contact_id = $2",
             &[&tenant, &contact_id, &index, &sealed],
+        )
+        .await
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    Ok(done)
+}
+
+/// The identifiers merges and conflicts were recorded on; a manual merge has none (empty).
+async fn merges(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    let mut done = 0u64;
+    let merges = tx
+        .query(
+            "SELECT merge_id, identifiers FROM merges
+             WHERE tenant_id = $1 AND identifiers <> '' AND substr(identifiers, 1, $2) <> $3
+             LIMIT $4",
+            &[&tenant, &prefix_len, &prefix, &*left],
+        )
+        .await
+        .map_err(map_error)?;
+    for row in &merges {
+        let plain = vault.open(tenant, column::MERGE_IDENTIFIERS, row.get(1))?;
+        let sealed = vault.seal(tenant, column::MERGE_IDENTIFIERS, &plain)?;
+        tx.execute(
+            "UPDATE merges SET identifiers = $3 WHERE tenant_id = $1 AND merge_id = $2",
+            &[&tenant, &row.get::<_, &str>(0), &sealed],
+        )
+        .await
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let conflicts = tx
+        .query(
+            "SELECT conflict_id, value FROM conflicts
+             WHERE tenant_id = $1 AND substr(value, 1, $2) <> $3 LIMIT $4",
+            &[&tenant, &prefix_len, &prefix, &*left],
+        )
+        .await
+        .map_err(map_error)?;
+    for row in &conflicts {
+        let plain = vault.open(tenant, column::CONFLICT_VALUE, row.get(1))?;
+        let sealed = vault.seal(tenant, column::CONFLICT_VALUE, &plain)?;
+        tx.execute(
+            "UPDATE conflicts SET value = $3 WHERE tenant_id = $1 AND conflict_id = $2",
+            &[&tenant, &row.get::<_, &str>(0), &sealed],
         )
         .await
         .map_err(map_error)?;

@@ -417,7 +417,8 @@ impl Store for SqliteStore {
         person_id: &str,
     ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
         let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
-        self.read(move |conn| reads::merges_of(conn, tenant_id.as_str(), &person_id))
+        let vault = self.vault();
+        self.read(move |conn| reads::merges_of(conn, &vault, tenant_id.as_str(), &person_id))
             .await
     }
 

@@ -116,6 +116,73 @@ pub(crate) fn batch(
         return Ok(done);
     }
     done += compliance(tx, vault, tenant, prefix, &mut left)?;
+    if left <= 0 {
+        return Ok(done);
+    }
+    done += merges(tx, vault, tenant, prefix, &mut left)?;
+    Ok(done)
+}
+
+/// The identifiers merges and conflicts were recorded on; a manual merge has none (empty).
+fn merges(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+    let merges: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT merge_id, identifiers FROM merges
+             WHERE tenant_id = ?1 AND identifiers <> '' AND substr(identifiers, 1, ?2) <> ?3
+             LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (merge_id, stored) in merges {
+        let plain = vault.open(tenant, column::MERGE_IDENTIFIERS, stored)?;
+        let sealed = vault.seal(tenant, column::MERGE_IDENTIFIERS, &plain)?;
+        tx.prepare_cached(
+            "UPDATE merges SET identifiers = ?3 WHERE tenant_id = ?1 AND merge_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, merge_id, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let conflicts: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT conflict_id, value FROM conflicts
+             WHERE tenant_id = ?1 AND substr(value, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (conflict_id, stored) in conflicts {
+        let plain = vault.open(tenant, column::CONFLICT_VALUE, stored)?;
+        let sealed = vault.seal(tenant, column::CONFLICT_VALUE, &plain)?;
+        tx.prepare_cached(
+            "UPDATE conflicts SET value = ?3 WHERE tenant_id = ?1 AND conflict_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, conflict_id, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
     Ok(done)
 }
 

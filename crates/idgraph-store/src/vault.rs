@@ -41,6 +41,8 @@ pub mod column {
     pub const CONSENT_EVIDENCE: &str = "consent_events.evidence";
     pub const SUPPRESSION_VALUE: &str = "suppression_entries.value";
     pub const CONTACT_VALUE: &str = "contacts.value";
+    pub const MERGE_IDENTIFIERS: &str = "merges.identifiers";
+    pub const CONFLICT_VALUE: &str = "conflicts.value";
 }
 
 /// The keys a store seals and indexes with. `Vault::plaintext()` stores values as they are:
@@ -388,6 +390,35 @@ impl Vault {
         Ok(crate::decode_identifiers(&self.open(
             tenant,
             column::EVENT_IDENTIFIERS,
+            stored,
+        )?))
+    }
+
+    /// The identifiers a merge was made on, as stored: sealed, except a manual merge's (none),
+    /// which stays empty.
+    pub fn seal_merge_identifiers(
+        &self,
+        tenant: &str,
+        identifiers: &[Identifier],
+    ) -> StoreResult<String> {
+        if identifiers.is_empty() {
+            return Ok(String::new());
+        }
+        self.seal(
+            tenant,
+            column::MERGE_IDENTIFIERS,
+            &crate::encode_identifiers(identifiers),
+        )
+    }
+
+    pub fn open_merge_identifiers(
+        &self,
+        tenant: &str,
+        stored: String,
+    ) -> StoreResult<Vec<Identifier>> {
+        Ok(crate::decode_identifiers(&self.open(
+            tenant,
+            column::MERGE_IDENTIFIERS,
             stored,
         )?))
     }

@@ -21,10 +21,13 @@ const PHONE: &str = "+14155550199";
 const NAME: &str = "Zed Sealedname";
 const NOTE: &str = "zed-private-note-41d9";
 const USER_ID: &str = "u-zed-sealed";
+/// A second user id sent with Zed's email: a conflict.
+const OTHER_ID: &str = "u-zed-conflicting";
 /// Not PII: event names stay plain, which makes it the search's positive control.
 const EVENT_NAME: &str = "Sealed Test Happened";
 
-/// Zed: one identify with traits and one track with a property; no merge.
+/// Zed: a visitor with Zed's phone, an identify with traits that a third call merges with the
+/// visitor, a track with a property, and another user id with Zed's email (a conflict).
 async fn zed(app: &TestApp) {
     let write_key = app.write_key().await;
     let (status, body) = app
@@ -32,15 +35,18 @@ async fn zed(app: &TestApp) {
             "/v1/batch",
             &write_key,
             json!({"batch": [
+                {"type": "identify", "anonymousId": "anon-zed", "traits": {"phone": PHONE}},
                 {"type": "identify", "userId": USER_ID,
-                 "traits": {"email": EMAIL, "phone": PHONE, "name": NAME}},
+                 "traits": {"email": EMAIL, "name": NAME}},
+                {"type": "identify", "userId": USER_ID, "traits": {"phone": PHONE}},
                 {"type": "track", "userId": USER_ID, "event": EVENT_NAME,
                  "properties": {"note": NOTE}},
+                {"type": "identify", "userId": OTHER_ID, "traits": {"email": EMAIL}},
             ]}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["accepted"], 5, "{body}");
     zed_compliance(app).await;
 }
 
@@ -150,6 +156,19 @@ async fn zed_reads_back(app: &TestApp) -> String {
         .await;
     assert_eq!(status, StatusCode::OK, "{timeline}");
     assert!(timeline.to_string().contains(NOTE), "{timeline}");
+    let (status, merges) = app
+        .get(&format!("/api/v1/persons/{id}/merges"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{merges}");
+    let text = merges.to_string();
+    assert!(
+        text.contains(PHONE),
+        "the merge's identifiers open: {merges}"
+    );
+    assert!(
+        text.contains(OTHER_ID) || text.matches(EMAIL).count() > 0 && text.contains("conflict"),
+        "the conflict's identifier opens: {merges}"
+    );
     zed_compliance_reads_back(app, &id).await;
     id
 }
@@ -191,7 +210,7 @@ fn assert_no_live_pii(bytes: &[u8]) {
         contains(bytes, EVENT_NAME),
         "the search finds what is stored in the clear"
     );
-    for pii in [EMAIL, PHONE, NAME, NOTE, USER_ID] {
+    for pii in [EMAIL, PHONE, NAME, NOTE, USER_ID, OTHER_ID] {
         assert!(!contains(bytes, pii), "{pii} is stored in the clear");
     }
 }

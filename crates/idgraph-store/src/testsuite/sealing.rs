@@ -17,8 +17,10 @@ use crate::{
 };
 
 /// Rows each tenant holds: 6 nodes, 6 traits, 6 events, 2 consent events (one on the first
-/// address, one on its person), a suppression and a contact of that address.
-const ROWS: u64 = 6 + 6 + 6 + 2 + 1 + 1;
+/// address, one on its person), a suppression and a contact of that address; and from the
+/// merge and conflict signals (`joined`), 4 nodes (the refused external id starts a person of
+/// its own), 5 traits, 5 events, a merge and a conflict.
+const ROWS: u64 = 6 + 6 + 6 + 2 + 1 + 1 + (4 + 5 + 5 + 1 + 1);
 /// The global suppression entry, which belongs to no tenant.
 const GLOBAL_ROWS: u64 = 1;
 
@@ -50,6 +52,53 @@ fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
         }],
         source: "conformance".into(),
     }
+}
+
+fn joined_ids() -> [Identifier; 4] {
+    let settings = IdentitySettings::default();
+    let id = |kind: &str, value: &str| settings.normalize(kind, value).expect("valid");
+    [
+        id("email", "joined.one@example.com"),
+        id("email", "joined.two@example.com"),
+        id("external_id", "joined-u1"),
+        id("external_id", "joined-u2"),
+    ]
+}
+
+/// Signals 6 to 10: two persons, a merge of them, and a second external id refused (a
+/// conflict).
+fn joined() -> Vec<SignalRecord> {
+    let [one, two, u1, u2] = joined_ids();
+    vec![
+        signal(6, vec![one.clone()]),
+        signal(7, vec![two.clone()]),
+        signal(8, vec![one.clone(), two]),
+        signal(9, vec![u1, one.clone()]),
+        signal(10, vec![u2, one]),
+    ]
+}
+
+/// The merge and the conflict read back with the identifiers they were recorded on.
+async fn assert_joined<S: Store>(store: &S, tenant: &TenantId, when: &str) {
+    let [one, two, _, u2] = joined_ids();
+    let person = store
+        .lookup_person(tenant, &one)
+        .await
+        .unwrap_or_else(|e| panic!("{when}: lookup: {e}"))
+        .unwrap_or_else(|| panic!("{when}: found"));
+    let (merges, conflicts) = store
+        .merges_of(tenant, &person)
+        .await
+        .unwrap_or_else(|e| panic!("{when}: merges: {e}"));
+    assert_eq!(merges.len(), 1, "{when}");
+    assert!(merges[0].identifiers.contains(&one), "{when}: {merges:?}");
+    assert!(merges[0].identifiers.contains(&two), "{when}: {merges:?}");
+    assert_eq!(conflicts.len(), 1, "{when}");
+    // Which side of the clash a backend names differs; either reads back in the clear.
+    assert!(
+        [one, u2].contains(&conflicts[0].identifier),
+        "{when}: {conflicts:?}"
+    );
 }
 
 fn key(byte: u8) -> [u8; 32] {
@@ -161,7 +210,8 @@ async fn assert_readable<S: Store>(
         .signal_log(tenant, 0, 100)
         .await
         .unwrap_or_else(|e| panic!("{when}: log: {e}"));
-    assert_eq!(log.len(), emails.len(), "{when}");
+    assert_eq!(log.len(), emails.len() + 5, "{when}");
+    assert_joined(store, tenant, when).await;
     for (logged, email) in log.iter().zip(emails) {
         assert!(logged.identifiers.contains(email), "{when}");
         assert_eq!(logged.event.context, "{\"ip\":\"127.0.0.1\"}", "{when}");
@@ -220,6 +270,7 @@ pub async fn resealing_moves_every_row_to_the_current_key_and_keeps_it_readable<
             .iter()
             .enumerate()
             .map(|(n, e)| signal(n, vec![e.clone()]))
+            .chain(joined())
             .collect();
         store
             .ingest(tenant, &settings, signals)
