@@ -673,6 +673,8 @@ impl Store for PostgresStore {
         rows: Vec<LandedRow>,
         at: Timestamp,
     ) -> StoreResult<()> {
+        let mut rows = rows;
+        self.vault().seal_landed(tenant_id.as_str(), &mut rows)?;
         self.write_landed_rows(tenant_id.as_str(), job_id, rows, at)
             .await
     }
@@ -727,8 +729,11 @@ impl Store for PostgresStore {
         after: u64,
         limit: u32,
     ) -> StoreResult<Vec<LandedRow>> {
-        self.read_landed_rows(tenant_id.as_str(), job_id, after, limit)
-            .await
+        let mut rows = self
+            .read_landed_rows(tenant_id.as_str(), job_id, after, limit)
+            .await?;
+        self.vault().open_landed(tenant_id.as_str(), &mut rows)?;
+        Ok(rows)
     }
 
     async fn record_import_chunk(
@@ -737,6 +742,9 @@ impl Store for PostgresStore {
         job_id: &str,
         chunk: RecordedChunk,
     ) -> StoreResult<()> {
+        let mut chunk = chunk;
+        self.vault()
+            .seal_outcomes(tenant_id.as_str(), &mut chunk.outcomes)?;
         self.write_chunk(tenant_id.as_str(), job_id, chunk).await
     }
 
@@ -771,8 +779,12 @@ impl Store for PostgresStore {
         outcome: Option<&str>,
         page: &PageRequest,
     ) -> StoreResult<Page<RowOutcome>> {
-        self.read_outcomes(tenant_id.as_str(), job_id, outcome, page)
-            .await
+        let mut page = self
+            .read_outcomes(tenant_id.as_str(), job_id, outcome, page)
+            .await?;
+        self.vault()
+            .open_outcomes(tenant_id.as_str(), &mut page.items)?;
+        Ok(page)
     }
 
     async fn signal_effects(

@@ -129,6 +129,9 @@ impl PostgresStore {
         if left > 0 {
             done += merges(&tx, &vault, tenant, prefix, &mut left).await?;
         }
+        if left > 0 {
+            done += imports(&tx, &vault, tenant, prefix, &mut left).await?;
+        }
         tx.commit().await.map_err(map_error)?;
         Ok(done)
     }
@@ -323,6 +326,63 @@ async fn merges(
         tx.execute(
             "UPDATE conflicts SET value = $3 WHERE tenant_id = $1 AND conflict_id = $2",
             &[&tenant, &row.get::<_, &str>(0), &sealed],
+        )
+        .await
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    Ok(done)
+}
+
+/// Landed import rows (bytes; an erased row is empty and stays so) and row outcomes' reasons.
+async fn imports(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    let mut done = 0u64;
+    let rows = tx
+        .query(
+            "SELECT job_id, row_no, bytes FROM import_rows
+             WHERE tenant_id = $1 AND length(bytes) > 0 AND substring(bytes FROM 1 FOR $2) <> $3
+             LIMIT $4",
+            &[&tenant, &prefix_len, &prefix.as_bytes(), &*left],
+        )
+        .await
+        .map_err(map_error)?;
+    for row in &rows {
+        let plain = vault.open_bytes(tenant, column::IMPORT_ROW, row.get(2))?;
+        let sealed = vault.seal_bytes(tenant, column::IMPORT_ROW, &plain)?;
+        tx.execute(
+            "UPDATE import_rows SET bytes = $4 WHERE tenant_id = $1 AND job_id = $2 AND row_no = $3",
+            &[&tenant, &row.get::<_, &str>(0), &row.get::<_, i64>(1), &sealed],
+        )
+        .await
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let outcomes = tx
+        .query(
+            "SELECT job_id, row_no, reason FROM import_outcomes
+             WHERE tenant_id = $1 AND substr(reason, 1, $2) <> $3 LIMIT $4",
+            &[&tenant, &prefix_len, &prefix, &*left],
+        )
+        .await
+        .map_err(map_error)?;
+    for row in &outcomes {
+        let plain = vault.open(tenant, column::IMPORT_REASON, row.get(2))?;
+        let sealed = vault.seal(tenant, column::IMPORT_REASON, &plain)?;
+        tx.execute(
+            "UPDATE import_outcomes SET reason = $4 WHERE tenant_id = $1 AND job_id = $2 AND row_no = $3",
+            &[&tenant, &row.get::<_, &str>(0), &row.get::<_, i64>(1), &sealed],
         )
         .await
         .map_err(map_error)?;

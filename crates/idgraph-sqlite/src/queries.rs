@@ -739,6 +739,8 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        let mut rows = rows;
+        self.vault().seal_landed(tenant.as_str(), &mut rows)?;
         self.write(move |tx| imports::land(tx, tenant.as_str(), &job_id, &rows, at))
             .await
     }
@@ -802,8 +804,13 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<LandedRow>> {
         let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
-        self.read(move |conn| imports::landed_rows(conn, tenant.as_str(), &job_id, after, limit))
-            .await
+        let vault = self.vault();
+        self.read(move |conn| {
+            let mut rows = imports::landed_rows(conn, tenant.as_str(), &job_id, after, limit)?;
+            vault.open_landed(tenant.as_str(), &mut rows)?;
+            Ok(rows)
+        })
+        .await
     }
 
     async fn record_import_chunk(
@@ -813,6 +820,9 @@ impl Store for SqliteStore {
         chunk: RecordedChunk,
     ) -> StoreResult<()> {
         let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        let mut chunk = chunk;
+        self.vault()
+            .seal_outcomes(tenant.as_str(), &mut chunk.outcomes)?;
         self.write(move |tx| imports::record(tx, tenant.as_str(), &job_id, &chunk))
             .await
     }
@@ -871,8 +881,12 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page<RowOutcome>> {
         let (tenant, job_id, page) = (tenant_id.clone(), job_id.to_owned(), page.clone());
         let outcome = outcome.map(str::to_owned);
+        let vault = self.vault();
         self.read(move |conn| {
-            imports::outcomes(conn, tenant.as_str(), &job_id, outcome.as_deref(), &page)
+            let mut page =
+                imports::outcomes(conn, tenant.as_str(), &job_id, outcome.as_deref(), &page)?;
+            vault.open_outcomes(tenant.as_str(), &mut page.items)?;
+            Ok(page)
         })
         .await
     }

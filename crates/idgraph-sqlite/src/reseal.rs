@@ -120,6 +120,72 @@ pub(crate) fn batch(
         return Ok(done);
     }
     done += merges(tx, vault, tenant, prefix, &mut left)?;
+    if left <= 0 {
+        return Ok(done);
+    }
+    done += imports(tx, vault, tenant, prefix, &mut left)?;
+    Ok(done)
+}
+
+/// Landed import rows (bytes; an erased row is empty and stays so) and row outcomes' reasons.
+fn imports(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+    let rows: Vec<(String, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT job_id, row_no, bytes FROM import_rows
+             WHERE tenant_id = ?1 AND length(bytes) > 0 AND substr(bytes, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix.as_bytes(), *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (job_id, row_no, stored) in rows {
+        let plain = vault.open_bytes(tenant, column::IMPORT_ROW, stored)?;
+        let sealed = vault.seal_bytes(tenant, column::IMPORT_ROW, &plain)?;
+        tx.prepare_cached(
+            "UPDATE import_rows SET bytes = ?4 WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, job_id, row_no, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let outcomes: Vec<(String, i64, String)> = tx
+        .prepare_cached(
+            "SELECT job_id, row_no, reason FROM import_outcomes
+             WHERE tenant_id = ?1 AND substr(reason, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (job_id, row_no, stored) in outcomes {
+        let plain = vault.open(tenant, column::IMPORT_REASON, stored)?;
+        let sealed = vault.seal(tenant, column::IMPORT_REASON, &plain)?;
+        tx.prepare_cached(
+            "UPDATE import_outcomes SET reason = ?4 WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, job_id, row_no, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
     Ok(done)
 }
 

@@ -43,6 +43,8 @@ pub mod column {
     pub const CONTACT_VALUE: &str = "contacts.value";
     pub const MERGE_IDENTIFIERS: &str = "merges.identifiers";
     pub const CONFLICT_VALUE: &str = "conflicts.value";
+    pub const IMPORT_ROW: &str = "import_rows.bytes";
+    pub const IMPORT_REASON: &str = "import_outcomes.reason";
 }
 
 /// The keys a store seals and indexes with. `Vault::plaintext()` stores values as they are:
@@ -206,8 +208,35 @@ impl Vault {
 
     /// Seals `plain` for `column` of `tenant`'s rows (returns it unchanged in plaintext mode).
     pub fn seal(&self, tenant: &str, column: &str, plain: &str) -> StoreResult<String> {
-        let Some(keys) = &self.keys else {
+        if !self.seals() {
             return Ok(plain.to_owned());
+        }
+        self.seal_raw(tenant, column, plain.as_bytes())
+    }
+
+    /// Seals bytes that need not be text (a file's row as it was uploaded); the sealed text's
+    /// bytes are what is stored. Empty stays empty: an erased row holds nothing to hide.
+    pub fn seal_bytes(&self, tenant: &str, column: &str, plain: &[u8]) -> StoreResult<Vec<u8>> {
+        if !self.seals() || plain.is_empty() {
+            return Ok(plain.to_vec());
+        }
+        self.seal_raw(tenant, column, plain).map(String::into_bytes)
+    }
+
+    /// Opens what [`seal_bytes`](Self::seal_bytes) made; bytes that are not sealed are returned
+    /// as they are.
+    pub fn open_bytes(&self, tenant: &str, column: &str, stored: Vec<u8>) -> StoreResult<Vec<u8>> {
+        if !stored.starts_with(SEALED_MARK.as_bytes()) {
+            return Ok(stored);
+        }
+        let text = String::from_utf8(stored)
+            .map_err(|_| StoreError::Other("a sealed value is malformed".into()))?;
+        self.open_raw(tenant, column, &text)
+    }
+
+    fn seal_raw(&self, tenant: &str, column: &str, plain: &[u8]) -> StoreResult<String> {
+        let Some(keys) = &self.keys else {
+            return Err(StoreError::Other("no data key to seal with".into()));
         };
         let cipher = keys
             .deks
@@ -221,7 +250,7 @@ impl Vault {
             .encrypt(
                 &XNonce::from(nonce),
                 Payload {
-                    msg: plain.as_bytes(),
+                    msg: plain,
                     aad: &aad,
                 },
             )
@@ -238,8 +267,16 @@ impl Vault {
     /// Opens what [`seal`](Self::seal) made; text that is not sealed (plaintext mode, or a row
     /// written before its store had a key and not yet sealed) is returned as it is.
     pub fn open(&self, tenant: &str, column: &str, stored: String) -> StoreResult<String> {
-        let Some(rest) = stored.strip_prefix(SEALED_MARK) else {
+        if !stored.starts_with(SEALED_MARK) {
             return Ok(stored);
+        }
+        let plain = self.open_raw(tenant, column, &stored)?;
+        String::from_utf8(plain).map_err(|_| StoreError::Other("a sealed value is not text".into()))
+    }
+
+    fn open_raw(&self, tenant: &str, column: &str, stored: &str) -> StoreResult<Vec<u8>> {
+        let Some(rest) = stored.strip_prefix(SEALED_MARK) else {
+            return Err(StoreError::Other("a sealed value is malformed".into()));
         };
         let Some(keys) = &self.keys else {
             return Err(StoreError::Other(
@@ -268,7 +305,7 @@ impl Vault {
             .try_into()
             .map_err(|_| StoreError::Other("a sealed value is too short".into()))?;
         let aad = associated(tenant, column);
-        let plain = cipher
+        cipher
             .decrypt(
                 &XNonce::from(nonce),
                 Payload {
@@ -280,8 +317,7 @@ impl Vault {
                 StoreError::Other(format!(
                     "a value sealed with data-encryption key {id} does not open"
                 ))
-            })?;
-        String::from_utf8(plain).map_err(|_| StoreError::Other("a sealed value is not text".into()))
+            })
     }
 
     /// Opens a consent event read with its stored subject and evidence.
@@ -392,6 +428,49 @@ impl Vault {
             column::EVENT_IDENTIFIERS,
             stored,
         )?))
+    }
+
+    /// Seals an import's landed rows (the verbatim file text) before they are stored.
+    pub fn seal_landed(&self, tenant: &str, rows: &mut [crate::LandedRow]) -> StoreResult<()> {
+        for row in rows {
+            row.bytes = self.seal_bytes(tenant, column::IMPORT_ROW, &row.bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn open_landed(&self, tenant: &str, rows: &mut [crate::LandedRow]) -> StoreResult<()> {
+        for row in rows {
+            row.bytes =
+                self.open_bytes(tenant, column::IMPORT_ROW, std::mem::take(&mut row.bytes))?;
+        }
+        Ok(())
+    }
+
+    /// Seals the reasons of row outcomes: a rejection may quote the value it refused.
+    pub fn seal_outcomes(
+        &self,
+        tenant: &str,
+        outcomes: &mut [crate::RowOutcome],
+    ) -> StoreResult<()> {
+        for outcome in outcomes {
+            if let Some(reason) = &outcome.reason {
+                outcome.reason = Some(self.seal(tenant, column::IMPORT_REASON, reason)?);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn open_outcomes(
+        &self,
+        tenant: &str,
+        outcomes: &mut [crate::RowOutcome],
+    ) -> StoreResult<()> {
+        for outcome in outcomes {
+            if let Some(reason) = outcome.reason.take() {
+                outcome.reason = Some(self.open(tenant, column::IMPORT_REASON, reason)?);
+            }
+        }
+        Ok(())
     }
 
     /// The identifiers a merge was made on, as stored: sealed, except a manual merge's (none),
@@ -516,6 +595,31 @@ mod tests {
         assert_eq!(
             other.open("t", column::TRAIT, "{}".into()).expect("plain"),
             "{}"
+        );
+    }
+
+    #[test]
+    fn bytes_seal_whatever_they_hold_and_empty_stays_empty() {
+        let v = vault(1, &[(1, [1u8; 32])], &[9u8; 32]);
+        let row = b"ada@x.io,\xff\xfe,Lovelace".to_vec();
+        let sealed = v.seal_bytes("t", column::IMPORT_ROW, &row).expect("seal");
+        assert!(sealed.starts_with(b"~1.1."));
+        assert!(!sealed.windows(3).any(|w| w == b"ada"));
+        assert_eq!(
+            v.open_bytes("t", column::IMPORT_ROW, sealed.clone())
+                .expect("open"),
+            row
+        );
+        assert!(v.open_bytes("t", column::IMPORT_REASON, sealed).is_err());
+        assert!(
+            v.seal_bytes("t", column::IMPORT_ROW, b"")
+                .expect("seal")
+                .is_empty()
+        );
+        assert_eq!(
+            v.open_bytes("t", column::IMPORT_ROW, row.clone())
+                .expect("plain"),
+            row
         );
     }
 

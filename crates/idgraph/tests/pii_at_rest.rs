@@ -23,6 +23,10 @@ const NOTE: &str = "zed-private-note-41d9";
 const USER_ID: &str = "u-zed-sealed";
 /// A second user id sent with Zed's email: a conflict.
 const OTHER_ID: &str = "u-zed-conflicting";
+/// Zed's street, in an imported row (with the name, it makes an `identity_hash`).
+const STREET: &str = "4107 Sealedzed Lane";
+/// A malformed address in an imported row: its rejection quotes it.
+const BAD_EMAIL: &str = "zed-not-an-email-7c1e";
 /// Not PII: event names stay plain, which makes it the search's positive control.
 const EVENT_NAME: &str = "Sealed Test Happened";
 
@@ -91,6 +95,64 @@ async fn zed_compliance(app: &TestApp) {
         )
         .await;
     assert!(status.is_success(), "{body}");
+    zed_import(app).await;
+}
+
+/// An import of Zed (name and street make an identity hash) and of a row rejected for a
+/// malformed address.
+async fn zed_import(app: &TestApp) {
+    let file = format!(
+        "full name,street,city,state,zip,email,phone\n\
+         {NAME},{STREET},Springfield,IL,62701,{EMAIL},{PHONE}\n\
+         Someone Else,,,,,{BAD_EMAIL},\n"
+    );
+    let response = app
+        .client
+        .post(app.url("/api/v1/imports"))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", "text/csv")
+        .body(file)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let created: Value = response.json().await.expect("json");
+    let id = created["id"].as_str().expect("id");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, job) = app.get(&format!("/api/v1/imports/{id}"), MASTER_KEY).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        if job["status"] == "completed" {
+            break;
+        }
+        assert!(
+            job["status"] == "processing" && Instant::now() < deadline,
+            "{job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, rows) = app
+        .get(&format!("/api/v1/imports/{id}/rows"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert!(
+        rows.to_string().contains(BAD_EMAIL),
+        "the rejection's reason opens: {rows}"
+    );
+}
+
+/// The identity hash Zed's imported row made, read back in the clear.
+async fn zed_identity_hash(app: &TestApp) -> String {
+    let (status, body) = lookup(app, "email", EMAIL).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["identifiers"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .find(|i| i["kind"] == "identity_hash")
+        .and_then(|i| i["value"].as_str())
+        .unwrap_or_else(|| panic!("the import gave Zed an identity hash: {body}"))
+        .to_owned()
 }
 
 /// Zed's compliance records read back in the clear: found by address, subjects opened.
@@ -205,12 +267,22 @@ fn pg_dump(url: &str) -> Vec<u8> {
     output.stdout
 }
 
-fn assert_no_live_pii(bytes: &[u8]) {
+fn assert_no_live_pii(bytes: &[u8], identity_hash: &str) {
     assert!(
         contains(bytes, EVENT_NAME),
         "the search finds what is stored in the clear"
     );
-    for pii in [EMAIL, PHONE, NAME, NOTE, USER_ID, OTHER_ID] {
+    for pii in [
+        EMAIL,
+        PHONE,
+        NAME,
+        NOTE,
+        USER_ID,
+        OTHER_ID,
+        STREET,
+        BAD_EMAIL,
+        identity_hash,
+    ] {
         assert!(!contains(bytes, pii), "{pii} is stored in the clear");
     }
 }
@@ -220,8 +292,9 @@ async fn a_live_persons_pii_is_not_in_the_sqlite_file() {
     let app = TestApp::start(None).await;
     zed(&app).await;
     zed_reads_back(&app).await;
+    let hash = zed_identity_hash(&app).await;
     let data_dir = app.stop_keeping_data().await;
-    assert_no_live_pii(&data_dir_bytes(data_dir.path()));
+    assert_no_live_pii(&data_dir_bytes(data_dir.path()), &hash);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,8 +305,9 @@ async fn a_live_persons_pii_is_not_in_a_pg_dump() {
     let app = TestApp::start(Some(database.url.clone())).await;
     zed(&app).await;
     zed_reads_back(&app).await;
+    let hash = zed_identity_hash(&app).await;
     app.stop().await;
-    assert_no_live_pii(&pg_dump(&database.url));
+    assert_no_live_pii(&pg_dump(&database.url), &hash);
 }
 
 /// Runs `idgraph serve` and expects it to refuse to start: its stderr.

@@ -10,6 +10,7 @@ use idgraph_core::tenancy::{TenantId, WorkspaceName};
 use idgraph_core::traits::{Provenance, SourceClass};
 
 use super::compliance::{consent, contact, query, suppression};
+use super::imports::{chunk, new_job, rows};
 use super::{ts, with_tenants};
 use crate::vault::Vault;
 use crate::{
@@ -19,8 +20,9 @@ use crate::{
 /// Rows each tenant holds: 6 nodes, 6 traits, 6 events, 2 consent events (one on the first
 /// address, one on its person), a suppression and a contact of that address; and from the
 /// merge and conflict signals (`joined`), 4 nodes (the refused external id starts a person of
-/// its own), 5 traits, 5 events, a merge and a conflict.
-const ROWS: u64 = 6 + 6 + 6 + 2 + 1 + 1 + (4 + 5 + 5 + 1 + 1);
+/// its own), 5 traits, 5 events, a merge and a conflict; an import's 2 landed rows and the
+/// reason of its rejected row.
+const ROWS: u64 = 6 + 6 + 6 + 2 + 1 + 1 + (4 + 5 + 5 + 1 + 1) + (2 + 1);
 /// The global suppression entry, which belongs to no tenant.
 const GLOBAL_ROWS: u64 = 1;
 
@@ -212,6 +214,20 @@ async fn assert_readable<S: Store>(
         .unwrap_or_else(|e| panic!("{when}: log: {e}"));
     assert_eq!(log.len(), emails.len() + 5, "{when}");
     assert_joined(store, tenant, when).await;
+    assert_eq!(
+        store
+            .landed_rows(tenant, "job-s", 0, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{when}: landed: {e}")),
+        rows(1, 2),
+        "{when}"
+    );
+    let outcomes = store
+        .import_outcomes(tenant, "job-s", None, &PageRequest::first(10))
+        .await
+        .unwrap_or_else(|e| panic!("{when}: outcomes: {e}"));
+    let reasons: Vec<Option<&str>> = outcomes.items.iter().map(|o| o.reason.as_deref()).collect();
+    assert_eq!(reasons, [None, Some("empty row")], "{when}");
     for (logged, email) in log.iter().zip(emails) {
         assert!(logged.identifiers.contains(email), "{when}");
         assert_eq!(logged.event.context, "{\"ip\":\"127.0.0.1\"}", "{when}");
@@ -321,6 +337,26 @@ pub async fn resealing_moves_every_row_to_the_current_key_and_keeps_it_readable<
             .record_compliance(tenant, writes)
             .await
             .expect("compliance");
+        store
+            .create_import(tenant, &new_job("job-s"))
+            .await
+            .expect("import");
+        store
+            .land_import_rows(tenant, "job-s", rows(1, 2), ts(1))
+            .await
+            .expect("land");
+        store
+            .finish_import_landing(tenant, "job-s", "sha", 10, Vec::new(), ts(2))
+            .await
+            .expect("landed");
+        store
+            .claim_import(tenant, "job-s", "runner", ts(3), ts(0))
+            .await
+            .expect("claim");
+        store
+            .record_import_chunk(tenant, "job-s", chunk("runner", 0, 2, 1))
+            .await
+            .expect("record");
     }
     store
         .vault_slot()
