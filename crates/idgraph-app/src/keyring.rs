@@ -35,8 +35,9 @@ pub const BATCH: u32 = 500;
 /// gets the plain rows of the newer columns sealed (and blind-indexed) at its next start, as a
 /// plain store does at its first start with a key. 1: identity nodes, traits, events
 /// (decision 0013); 2: consent subjects, suppression entries, contacts; 3: merge and conflict
-/// identifiers; 4: landed import rows and row outcomes' reasons (decision 0014).
-pub const SEALED_COLUMNS: u32 = 4;
+/// identifiers; 4: landed import rows and row outcomes' reasons; 5: stored idempotent
+/// responses and webhook payloads (decision 0014).
+pub const SEALED_COLUMNS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Keyring {

@@ -342,7 +342,8 @@ impl PostgresStore {
         let subscribers = crate::webhooks::subscribers(&tx, tenant.as_str()).await?;
         let events = idgraph_store::compliance_events(&subscribers, &writes);
         record(&tx, &self.vault(), tenant, writes).await?;
-        crate::webhooks::enqueue(&tx, tenant.as_str(), &subscribers, &events).await?;
+        crate::webhooks::enqueue(&tx, &self.vault(), tenant.as_str(), &subscribers, &events)
+            .await?;
         tx.commit().await.map_err(map_error)
     }
 

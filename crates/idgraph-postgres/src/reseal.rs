@@ -132,6 +132,9 @@ impl PostgresStore {
         if left > 0 {
             done += imports(&tx, &vault, tenant, prefix, &mut left).await?;
         }
+        if left > 0 {
+            done += replies(&tx, &vault, tenant, prefix, &mut left).await?;
+        }
         tx.commit().await.map_err(map_error)?;
         Ok(done)
     }
@@ -383,6 +386,63 @@ async fn imports(
         tx.execute(
             "UPDATE import_outcomes SET reason = $4 WHERE tenant_id = $1 AND job_id = $2 AND row_no = $3",
             &[&tenant, &row.get::<_, &str>(0), &row.get::<_, i64>(1), &sealed],
+        )
+        .await
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    Ok(done)
+}
+
+/// Stored idempotent responses (bytes) and webhook payloads in the outbox.
+async fn replies(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    let mut done = 0u64;
+    let bodies = tx
+        .query(
+            "SELECT scope, key, body FROM idempotency_keys
+             WHERE tenant_id = $1 AND length(body) > 0 AND substring(body FROM 1 FOR $2) <> $3
+             LIMIT $4",
+            &[&tenant, &prefix_len, &prefix.as_bytes(), &*left],
+        )
+        .await
+        .map_err(map_error)?;
+    for row in &bodies {
+        let plain = vault.open_bytes(tenant, column::IDEMPOTENT_BODY, row.get(2))?;
+        let sealed = vault.seal_bytes(tenant, column::IDEMPOTENT_BODY, &plain)?;
+        tx.execute(
+            "UPDATE idempotency_keys SET body = $4 WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+            &[&tenant, &row.get::<_, &str>(0), &row.get::<_, &str>(1), &sealed],
+        )
+        .await
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let payloads = tx
+        .query(
+            "SELECT delivery_id, payload FROM webhook_deliveries
+             WHERE tenant_id = $1 AND substr(payload, 1, $2) <> $3 LIMIT $4",
+            &[&tenant, &prefix_len, &prefix, &*left],
+        )
+        .await
+        .map_err(map_error)?;
+    for row in &payloads {
+        let plain = vault.open(tenant, column::WEBHOOK_PAYLOAD, row.get(1))?;
+        let sealed = vault.seal(tenant, column::WEBHOOK_PAYLOAD, &plain)?;
+        tx.execute(
+            "UPDATE webhook_deliveries SET payload = $3 WHERE tenant_id = $1 AND delivery_id = $2",
+            &[&tenant, &row.get::<_, &str>(0), &sealed],
         )
         .await
         .map_err(map_error)?;

@@ -122,7 +122,7 @@ impl PostgresStore {
             writes.record(&graph, seq, signal, &resolution, now, seen)?;
         }
         write(&tx, &vault, tenant, &writes).await?;
-        crate::webhooks::enqueue(&tx, tenant, &subscribers, &announced).await?;
+        crate::webhooks::enqueue(&tx, &vault, tenant, &subscribers, &announced).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(outcomes)
     }

@@ -443,7 +443,7 @@ impl Store for SqliteStore {
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             let events = compliance_events(&subscribers, &writes);
             compliance::record(tx, &vault, &tenant_id, writes)?;
-            webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &events)
+            webhooks::enqueue(tx, &vault, tenant_id.as_str(), &subscribers, &events)
         })
         .await
     }
@@ -522,7 +522,13 @@ impl Store for SqliteStore {
             let row = merges::merge(tx, &vault, tenant_id.as_str(), &settings, &merge)?;
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             if subscribers.any(EventType::PersonMerged) {
-                webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &[merge_event(&row)])?;
+                webhooks::enqueue(
+                    tx,
+                    &vault,
+                    tenant_id.as_str(),
+                    &subscribers,
+                    &[merge_event(&row)],
+                )?;
             }
             Ok(row)
         })
@@ -547,7 +553,11 @@ impl Store for SqliteStore {
         request: &IdempotencyRequest,
     ) -> StoreResult<IdempotencyBegin> {
         let request = request.clone();
-        self.write(move |tx| idempotency::begin(tx, &request)).await
+        let tenant = request.tenant_id.clone();
+        let begin = self
+            .write(move |tx| idempotency::begin(tx, &request))
+            .await?;
+        self.vault().open_begin(tenant.as_str(), begin)
     }
 
     async fn idempotency_finish(
@@ -556,6 +566,9 @@ impl Store for SqliteStore {
         response: Option<StoredResponse>,
     ) -> StoreResult<()> {
         let request = request.clone();
+        let response = self
+            .vault()
+            .seal_response(request.tenant_id.as_str(), response)?;
         self.write(move |tx| idempotency::finish(tx, &request, response.as_ref()))
             .await
     }
@@ -634,7 +647,7 @@ impl Store for SqliteStore {
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             if subscribers.any(EventType::PersonUnmerged) {
                 let event = unmerge_event(&unmerge, &outcome);
-                webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &[event])?;
+                webhooks::enqueue(tx, &vault, tenant_id.as_str(), &subscribers, &[event])?;
             }
             Ok(outcome)
         })
@@ -835,13 +848,14 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let (tenant, job_id, runner) = (tenant_id.clone(), job_id.to_owned(), runner.to_owned());
+        let vault = self.vault();
         self.write(move |tx| {
             imports::complete(tx, tenant.as_str(), &job_id, &runner, at)?;
             let subscribers = webhooks::subscribers(tx, tenant.as_str())?;
             if subscribers.any(EventType::ImportCompleted) {
                 let job = imports::get(tx, tenant.as_str(), &job_id)?;
                 let event = import_completed_event(&job, at);
-                webhooks::enqueue(tx, tenant.as_str(), &subscribers, &[event])?;
+                webhooks::enqueue(tx, &vault, tenant.as_str(), &subscribers, &[event])?;
             }
             Ok(())
         })
@@ -1003,8 +1017,15 @@ impl Store for SqliteStore {
         page: &PageRequest,
     ) -> StoreResult<Page<WebhookDelivery>> {
         let (tenant, id, page) = (tenant_id.clone(), subscription_id.to_owned(), page.clone());
-        self.read(move |conn| webhooks::deliveries(conn, tenant.as_str(), &id, &page))
-            .await
+        let vault = self.vault();
+        self.read(move |conn| {
+            let mut page = webhooks::deliveries(conn, tenant.as_str(), &id, &page)?;
+            for delivery in &mut page.items {
+                vault.open_delivery(tenant.as_str(), delivery)?;
+            }
+            Ok(page)
+        })
+        .await
     }
 
     async fn webhook_attempts(
@@ -1023,8 +1044,14 @@ impl Store for SqliteStore {
         claim: &DeliveryClaim,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let (tenant, claim) = (tenant_id.clone(), claim.clone());
-        self.write(move |tx| webhooks::claim(tx, tenant.as_str(), &claim))
-            .await
+        let mut claimed = self
+            .write(move |tx| webhooks::claim(tx, tenant.as_str(), &claim))
+            .await?;
+        let vault = self.vault();
+        for one in &mut claimed {
+            vault.open_delivery(tenant_id.as_str(), &mut one.delivery)?;
+        }
+        Ok(claimed)
     }
 
     async fn record_webhook_attempt(

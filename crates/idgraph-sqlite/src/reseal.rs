@@ -124,6 +124,72 @@ pub(crate) fn batch(
         return Ok(done);
     }
     done += imports(tx, vault, tenant, prefix, &mut left)?;
+    if left <= 0 {
+        return Ok(done);
+    }
+    done += replies(tx, vault, tenant, prefix, &mut left)?;
+    Ok(done)
+}
+
+/// Stored idempotent responses (bytes) and webhook payloads in the outbox.
+fn replies(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+    let bodies: Vec<(String, String, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT scope, key, body FROM idempotency_keys
+             WHERE tenant_id = ?1 AND length(body) > 0 AND substr(body, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix.as_bytes(), *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (scope, key, stored) in bodies {
+        let plain = vault.open_bytes(tenant, column::IDEMPOTENT_BODY, stored)?;
+        let sealed = vault.seal_bytes(tenant, column::IDEMPOTENT_BODY, &plain)?;
+        tx.prepare_cached(
+            "UPDATE idempotency_keys SET body = ?4 WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, scope, key, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let payloads: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT delivery_id, payload FROM webhook_deliveries
+             WHERE tenant_id = ?1 AND substr(payload, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (delivery_id, stored) in payloads {
+        let plain = vault.open(tenant, column::WEBHOOK_PAYLOAD, stored)?;
+        let sealed = vault.seal(tenant, column::WEBHOOK_PAYLOAD, &plain)?;
+        tx.prepare_cached(
+            "UPDATE webhook_deliveries SET payload = ?3 WHERE tenant_id = ?1 AND delivery_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, delivery_id, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
     Ok(done)
 }
 

@@ -102,7 +102,7 @@ pub(crate) fn ingest(
         seq += 1;
         apply(tx, vault, tenant, seq, &signal, &resolution)?;
         let announced = idgraph_store::signal_events(&subscribers, &signal, &resolution);
-        crate::webhooks::enqueue(tx, tenant, &subscribers, &announced)?;
+        crate::webhooks::enqueue(tx, vault, tenant, &subscribers, &announced)?;
         outcomes.push(IngestOutcome::Recorded {
             person_id: resolution.person.clone(),
             created: resolution.created,

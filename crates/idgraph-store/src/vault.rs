@@ -45,6 +45,8 @@ pub mod column {
     pub const CONFLICT_VALUE: &str = "conflicts.value";
     pub const IMPORT_ROW: &str = "import_rows.bytes";
     pub const IMPORT_REASON: &str = "import_outcomes.reason";
+    pub const IDEMPOTENT_BODY: &str = "idempotency_keys.body";
+    pub const WEBHOOK_PAYLOAD: &str = "webhook_deliveries.payload";
 }
 
 /// The keys a store seals and indexes with. `Vault::plaintext()` stores values as they are:
@@ -470,6 +472,58 @@ impl Vault {
                 outcome.reason = Some(self.open(tenant, column::IMPORT_REASON, reason)?);
             }
         }
+        Ok(())
+    }
+
+    /// A response kept for replay, sealed: it may quote what the request carried.
+    pub fn seal_response(
+        &self,
+        tenant: &str,
+        response: Option<crate::StoredResponse>,
+    ) -> StoreResult<Option<crate::StoredResponse>> {
+        response
+            .map(|mut r| {
+                r.body = self.seal_bytes(tenant, column::IDEMPOTENT_BODY, &r.body)?;
+                Ok(r)
+            })
+            .transpose()
+    }
+
+    pub fn open_begin(
+        &self,
+        tenant: &str,
+        begin: crate::IdempotencyBegin,
+    ) -> StoreResult<crate::IdempotencyBegin> {
+        Ok(match begin {
+            crate::IdempotencyBegin::Replay(mut r) => {
+                r.body =
+                    self.open_bytes(tenant, column::IDEMPOTENT_BODY, std::mem::take(&mut r.body))?;
+                crate::IdempotencyBegin::Replay(r)
+            }
+            other => other,
+        })
+    }
+
+    /// Whether a stored response body (sealed or not) quotes any of `values`: deletion drops
+    /// the replayable responses that would give an erased address back.
+    pub fn body_quotes(&self, tenant: &str, stored: Vec<u8>, values: &[&str]) -> StoreResult<bool> {
+        let body = self.open_bytes(tenant, column::IDEMPOTENT_BODY, stored)?;
+        Ok(values
+            .iter()
+            .any(|v| !v.is_empty() && body.windows(v.len()).any(|w| w == v.as_bytes())))
+    }
+
+    /// Opens an outbox row's payload (which names persons' identifiers and traits).
+    pub fn open_delivery(
+        &self,
+        tenant: &str,
+        delivery: &mut crate::WebhookDelivery,
+    ) -> StoreResult<()> {
+        delivery.payload = self.open(
+            tenant,
+            column::WEBHOOK_PAYLOAD,
+            std::mem::take(&mut delivery.payload),
+        )?;
         Ok(())
     }
 

@@ -57,6 +57,15 @@ async fn zed(app: &TestApp) {
 /// Zed's compliance records: consent on an address, a tenant and a global suppression, a
 /// contact, and an inbound STOP (a consent revoke quoting the message, and a suppression).
 async fn zed_compliance(app: &TestApp) {
+    // An endpoint nobody listens on: its deliveries wait in the outbox, payloads and all.
+    let (status, body) = app
+        .post(
+            "/api/v1/webhooks",
+            MASTER_KEY,
+            json!({"url": "http://127.0.0.1:9/zed", "events": ["suppression.added", "consent.changed"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = app
         .post(
             "/api/v1/consent",
@@ -96,6 +105,38 @@ async fn zed_compliance(app: &TestApp) {
         .await;
     assert!(status.is_success(), "{body}");
     zed_import(app).await;
+    // A check sent with an idempotency key: its answer, which quotes the address, is kept.
+    let first = zed_idempotent_check(app).await;
+    assert!(first.contains(EMAIL), "{first}");
+}
+
+async fn zed_idempotent_check(app: &TestApp) -> String {
+    let response = app
+        .client
+        .post(app.url("/api/v1/compliance/check"))
+        .bearer_auth(MASTER_KEY)
+        .header("Idempotency-Key", "zed-check-1")
+        .json(&json!({"channel": "email", "to": EMAIL, "purpose": "email:news"}))
+        .send()
+        .await
+        .expect("check");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.expect("body")
+}
+
+/// The outbox's payloads, read back in the clear.
+async fn zed_deliveries(app: &TestApp) -> String {
+    let (status, hooks) = app.get("/api/v1/webhooks", MASTER_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{hooks}");
+    let id = hooks["webhooks"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{hooks}"))
+        .to_owned();
+    let (status, deliveries) = app
+        .get(&format!("/api/v1/webhooks/{id}/deliveries"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{deliveries}");
+    deliveries.to_string()
 }
 
 /// An import of Zed (name and street make an identity hash) and of a row rejected for a
@@ -232,6 +273,16 @@ async fn zed_reads_back(app: &TestApp) -> String {
         "the conflict's identifier opens: {merges}"
     );
     zed_compliance_reads_back(app, &id).await;
+    let replayed = zed_idempotent_check(app).await;
+    assert!(
+        replayed.contains(EMAIL),
+        "the kept answer opens: {replayed}"
+    );
+    let deliveries = zed_deliveries(app).await;
+    assert!(
+        deliveries.contains(EMAIL) && deliveries.contains(PHONE),
+        "the outbox's payloads open: {deliveries}"
+    );
     id
 }
 

@@ -11,18 +11,42 @@ use idgraph_core::traits::{Provenance, SourceClass};
 
 use super::compliance::{consent, contact, query, suppression};
 use super::imports::{chunk, new_job, rows};
+use super::webhooks::{outbox, subscription};
 use super::{ts, with_tenants};
 use crate::vault::Vault;
 use crate::{
-    ComplianceWrites, ConsentSubject, EventRow, PageRequest, SignalRecord, Store, TraitObservation,
+    ComplianceWrites, ConsentSubject, EventRow, IdempotencyBegin, IdempotencyRequest, PageRequest,
+    SignalRecord, Store, StoredResponse, TraitObservation,
 };
+use idgraph_core::webhooks::EventType;
 
 /// Rows each tenant holds: 6 nodes, 6 traits, 6 events, 2 consent events (one on the first
 /// address, one on its person), a suppression and a contact of that address; and from the
 /// merge and conflict signals (`joined`), 4 nodes (the refused external id starts a person of
 /// its own), 5 traits, 5 events, a merge and a conflict; an import's 2 landed rows and the
-/// reason of its rejected row.
-const ROWS: u64 = 6 + 6 + 6 + 2 + 1 + 1 + (4 + 5 + 5 + 1 + 1) + (2 + 1);
+/// reason of its rejected row; an idempotent response. Webhook deliveries come on top (as many
+/// as the outbox holds).
+const ROWS: u64 = 6 + 6 + 6 + 2 + 1 + 1 + (4 + 5 + 5 + 1 + 1) + (2 + 1) + 1;
+
+fn replayed(tenant: &TenantId) -> IdempotencyRequest {
+    IdempotencyRequest {
+        tenant_id: tenant.clone(),
+        scope: "sealing".into(),
+        key: "k1".into(),
+        fingerprint: "f1".into(),
+        at: ts(0),
+        retention: jiff::SignedDuration::from_hours(24),
+        pending_timeout: jiff::SignedDuration::from_mins(5),
+    }
+}
+
+fn response(email: &Identifier) -> StoredResponse {
+    StoredResponse {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: format!(r#"{{"to":"{}"}}"#, email.value()).into_bytes(),
+    }
+}
 /// The global suppression entry, which belongs to no tenant.
 const GLOBAL_ROWS: u64 = 1;
 
@@ -215,6 +239,19 @@ async fn assert_readable<S: Store>(
     assert_eq!(log.len(), emails.len() + 5, "{when}");
     assert_joined(store, tenant, when).await;
     assert_eq!(
+        store.idempotency_begin(&replayed(tenant)).await,
+        Ok(IdempotencyBegin::Replay(response(&emails[0]))),
+        "{when}"
+    );
+    let deliveries = outbox(store, tenant, "wh").await;
+    assert!(!deliveries.is_empty(), "{when}");
+    assert!(
+        deliveries
+            .iter()
+            .any(|(_, payload)| payload.contains(emails[0].value())),
+        "{when}: {deliveries:?}"
+    );
+    assert_eq!(
         store
             .landed_rows(tenant, "job-s", 0, 10)
             .await
@@ -261,7 +298,11 @@ async fn reseal_all<S: Store>(
             total += rewritten;
         }
     }
-    let expected = ROWS * tenants.len() as u64 + GLOBAL_ROWS;
+    let mut deliveries = 0;
+    for tenant in tenants {
+        deliveries += outbox(store, tenant, "wh").await.len() as u64;
+    }
+    let expected = ROWS * tenants.len() as u64 + GLOBAL_ROWS + deliveries;
     assert_eq!(total, expected, "{when}: every row was rewritten once");
 }
 
@@ -289,9 +330,21 @@ pub async fn resealing_moves_every_row_to_the_current_key_and_keeps_it_readable<
             .chain(joined())
             .collect();
         store
+            .create_webhook(tenant, &subscription("wh", &[EventType::SuppressionAdded]))
+            .await
+            .expect("webhook");
+        store
             .ingest(tenant, &settings, signals)
             .await
             .expect("ingest");
+        assert_eq!(
+            store.idempotency_begin(&replayed(tenant)).await,
+            Ok(IdempotencyBegin::Run)
+        );
+        store
+            .idempotency_finish(&replayed(tenant), Some(response(&emails[0])))
+            .await
+            .expect("finish");
         let person = store
             .lookup_person(tenant, &emails[0])
             .await
