@@ -424,3 +424,88 @@ fn no_key() -> crate::AppError {
          IDGRAPH_DATA_KEY)",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use idgraph_core::compliance::{SuppressionAction, SuppressionReason, SuppressionScope};
+    use idgraph_core::identity::IdentitySettings;
+    use idgraph_sqlite::{Durability, SqliteOptions, SqliteStore};
+    use idgraph_store::{ComplianceWrites, SuppressionRow, Tenant};
+
+    use super::*;
+
+    /// A store whose keyring was written by a version that sealed fewer columns holds plain
+    /// rows in them, which lookups by blind index miss until its next start seals them.
+    #[tokio::test]
+    async fn the_next_start_seals_the_columns_an_older_version_left_plain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&SqliteOptions {
+            data_dir: dir.path().to_path_buf(),
+            durability: Durability::Full,
+        })
+        .expect("open");
+        let tenant = TenantId::parse("acme").expect("valid");
+        for id in ["default", "acme"] {
+            store
+                .create_tenant(&Tenant {
+                    id: TenantId::parse(id).expect("valid"),
+                    name: id.into(),
+                    created_at: Timestamp::now(),
+                })
+                .await
+                .expect("tenant");
+        }
+        let kek = DataKey::generate().expect("key");
+        install(&store, &kek).await.expect("install");
+
+        // What the older version left: a keyring that sealed only the first set of columns, and
+        // a suppression written in the clear.
+        let (mut ring, _) = load(&store).await.expect("load").expect("keyring");
+        assert_eq!(ring.sealed_columns, SEALED_COLUMNS);
+        ring.sealed_columns = 1;
+        save(&store, &ring).await.expect("save");
+        let address = IdentitySettings::default()
+            .normalize("email", "kept@example.com")
+            .expect("valid");
+        store.vault_slot().set(Vault::plaintext());
+        store
+            .record_compliance(
+                &tenant,
+                ComplianceWrites {
+                    suppressions: vec![SuppressionRow {
+                        entry_id: "s1".into(),
+                        scope: SuppressionScope::Tenant,
+                        identifier: address.clone(),
+                        reason: SuppressionReason::OptOut,
+                        action: SuppressionAction::Add,
+                        note: None,
+                        actor: "test".into(),
+                        at: Timestamp::now(),
+                        recorded: 0,
+                    }],
+                    ..ComplianceWrites::default()
+                },
+            )
+            .await
+            .expect("record");
+        store.vault_slot().set(ring.vault(&kek).expect("vault"));
+        assert!(
+            store
+                .suppression_history(&tenant, &address)
+                .await
+                .expect("history")
+                .is_empty(),
+            "a plain value is not found by its blind index"
+        );
+
+        install(&store, &kek).await.expect("install again");
+        let history = store
+            .suppression_history(&tenant, &address)
+            .await
+            .expect("history");
+        assert_eq!(history.len(), 1, "sealed and indexed at the start");
+        let (ring, _) = load(&store).await.expect("load").expect("keyring");
+        assert_eq!(ring.sealed_columns, SEALED_COLUMNS);
+        store.close().await;
+    }
+}
