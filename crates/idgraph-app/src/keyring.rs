@@ -31,6 +31,13 @@ pub const REFRESH: Duration = Duration::from_secs(2);
 pub const SETTLE: Duration = Duration::from_secs(5);
 /// Rows re-sealed per transaction: short enough that ingestion waits milliseconds, not seconds.
 pub const BATCH: u32 = 500;
+/// Which set of sealed columns this version has. A store whose keyring records an older one
+/// gets the plain rows of the newer columns sealed (and blind-indexed) at its next start, as a
+/// plain store does at its first start with a key. 1: identity nodes, traits, events
+/// (decision 0013); 2: consent subjects, suppression entries, contacts; 3: merge and conflict
+/// identifiers; 4: landed import rows and row outcomes' reasons; 5: stored idempotent
+/// responses and webhook payloads (decision 0014).
+pub const SEALED_COLUMNS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Keyring {
@@ -41,6 +48,10 @@ pub struct Keyring {
     /// Rows written before the store had a key have been sealed.
     #[serde(default)]
     pub plain_sealed: bool,
+    /// The [`SEALED_COLUMNS`] whose plain rows have been sealed; 0 in a keyring written before
+    /// it was recorded, which had sealed those of 1 if `plain_sealed`.
+    #[serde(default)]
+    pub sealed_columns: u32,
     #[serde(default)]
     pub rotation: Option<Rotation>,
 }
@@ -95,6 +106,7 @@ impl Keyring {
             index: STANDARD.encode(kek.seal(INDEX_CONTEXT, &index).map_err(|e| e.message)?),
             keys: Vec::new(),
             plain_sealed: false,
+            sealed_columns: 0,
             rotation: None,
         };
         ring.add_key(kek, KeyState::Current)?;
@@ -187,7 +199,7 @@ pub async fn install<S: Store>(store: &S, kek: &DataKey) -> Result<String, Strin
         }
     };
     store.vault_slot().set(ring.vault(kek)?);
-    if !ring.plain_sealed {
+    if !ring.plain_sealed || ring.sealed_columns < SEALED_COLUMNS {
         let (rewritten, _) = reseal_everything(store, None).await?;
         if rewritten > 0 {
             tracing::info!(
@@ -196,6 +208,7 @@ pub async fn install<S: Store>(store: &S, kek: &DataKey) -> Result<String, Strin
             );
         }
         ring.plain_sealed = true;
+        ring.sealed_columns = SEALED_COLUMNS;
         text = save(store, &ring).await?;
     }
     Ok(text)
@@ -410,4 +423,89 @@ fn no_key() -> crate::AppError {
         "PII is stored in the clear: no data key is configured (data_key_file or \
          IDGRAPH_DATA_KEY)",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use idgraph_core::compliance::{SuppressionAction, SuppressionReason, SuppressionScope};
+    use idgraph_core::identity::IdentitySettings;
+    use idgraph_sqlite::{Durability, SqliteOptions, SqliteStore};
+    use idgraph_store::{ComplianceWrites, SuppressionRow, Tenant};
+
+    use super::*;
+
+    /// A store whose keyring was written by a version that sealed fewer columns holds plain
+    /// rows in them, which lookups by blind index miss until its next start seals them.
+    #[tokio::test]
+    async fn the_next_start_seals_the_columns_an_older_version_left_plain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&SqliteOptions {
+            data_dir: dir.path().to_path_buf(),
+            durability: Durability::Full,
+        })
+        .expect("open");
+        let tenant = TenantId::parse("acme").expect("valid");
+        for id in ["default", "acme"] {
+            store
+                .create_tenant(&Tenant {
+                    id: TenantId::parse(id).expect("valid"),
+                    name: id.into(),
+                    created_at: Timestamp::now(),
+                })
+                .await
+                .expect("tenant");
+        }
+        let kek = DataKey::generate().expect("key");
+        install(&store, &kek).await.expect("install");
+
+        // What the older version left: a keyring that sealed only the first set of columns, and
+        // a suppression written in the clear.
+        let (mut ring, _) = load(&store).await.expect("load").expect("keyring");
+        assert_eq!(ring.sealed_columns, SEALED_COLUMNS);
+        ring.sealed_columns = 1;
+        save(&store, &ring).await.expect("save");
+        let address = IdentitySettings::default()
+            .normalize("email", "kept@example.com")
+            .expect("valid");
+        store.vault_slot().set(Vault::plaintext());
+        store
+            .record_compliance(
+                &tenant,
+                ComplianceWrites {
+                    suppressions: vec![SuppressionRow {
+                        entry_id: "s1".into(),
+                        scope: SuppressionScope::Tenant,
+                        identifier: address.clone(),
+                        reason: SuppressionReason::OptOut,
+                        action: SuppressionAction::Add,
+                        note: None,
+                        actor: "test".into(),
+                        at: Timestamp::now(),
+                        recorded: 0,
+                    }],
+                    ..ComplianceWrites::default()
+                },
+            )
+            .await
+            .expect("record");
+        store.vault_slot().set(ring.vault(&kek).expect("vault"));
+        assert!(
+            store
+                .suppression_history(&tenant, &address)
+                .await
+                .expect("history")
+                .is_empty(),
+            "a plain value is not found by its blind index"
+        );
+
+        install(&store, &kek).await.expect("install again");
+        let history = store
+            .suppression_history(&tenant, &address)
+            .await
+            .expect("history");
+        assert_eq!(history.len(), 1, "sealed and indexed at the start");
+        let (ring, _) = load(&store).await.expect("load").expect("keyring");
+        assert_eq!(ring.sealed_columns, SEALED_COLUMNS);
+        store.close().await;
+    }
 }

@@ -78,29 +78,37 @@ async fn canonical(
 
 pub(crate) async fn record(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &TenantId,
     writes: ComplianceWrites,
 ) -> StoreResult<()> {
     let t = tenant.as_str();
     for write in &writes.consent {
-        let subjects: Vec<String> = match &write.subject {
+        // (lookup form, key): a person's key is its own lookup form.
+        let subjects: Vec<(String, String)> = match &write.subject {
             ConsentSubject::Person(person_id) => {
                 let canonical = canonical(tx, t, person_id).await?;
                 members(tx, t, &canonical)
                     .await?
                     .iter()
-                    .map(|m| ConsentSubject::key_of_person(m))
+                    .map(|m| {
+                        let key = ConsentSubject::key_of_person(m);
+                        (key.clone(), key)
+                    })
                     .collect()
             }
-            ConsentSubject::Identifier(identifier) => {
-                vec![ConsentSubject::key_of_identifier(identifier)]
-            }
+            ConsentSubject::Identifier(identifier) => vec![(
+                vault.identifier_subject(t, identifier),
+                ConsentSubject::key_of_identifier(identifier),
+            )],
         };
-        for subject in subjects {
+        for (subject, key) in subjects {
+            let sealed = vault.seal_subject(t, &key)?;
+            let evidence = seal_evidence(vault, t, write.evidence.as_deref())?;
             tx.execute(
                 "INSERT INTO consent_events (tenant_id, event_id, subject, purpose, action, source, evidence,
-                                             workspace, occurred_at, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                             workspace, occurred_at, recorded_at, subject_sealed)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     &t,
                     &write.event_id,
@@ -108,10 +116,11 @@ pub(crate) async fn record(
                     &write.purpose.as_str(),
                     &write.action.as_str(),
                     &write.source,
-                    &write.evidence,
+                    &evidence,
                     &write.workspace.as_str(),
                     &to_sql_time(write.occurred_at),
                     &to_sql_time(write.recorded_at),
+                    &sealed,
                 ],
             )
             .await
@@ -120,32 +129,48 @@ pub(crate) async fn record(
     }
     for row in &writes.suppressions {
         let (scope, workspace) = scope_columns(&row.scope);
+        let stored_under = suppression_tenant(tenant, &row.scope);
+        // A global entry is indexed under the global list's own label, which every tenant's
+        // check also looks up.
+        let (value, sealed) = vault.indexed(
+            stored_under,
+            column::SUPPRESSION_VALUE,
+            row.identifier.kind().as_str(),
+            row.identifier.value(),
+        )?;
         tx.execute(
             "INSERT INTO suppression_entries (tenant_id, entry_id, scope, workspace, kind, value, reason,
-                                              action, note, actor, at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                              action, note, actor, at, value_sealed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
-                &suppression_tenant(tenant, &row.scope),
+                &stored_under,
                 &row.entry_id,
                 &scope,
                 &workspace,
                 &row.identifier.kind().as_str(),
-                &row.identifier.value(),
+                &value,
                 &row.reason.as_str(),
                 &suppression_action_name(row.action),
                 &row.note,
                 &row.actor,
                 &to_sql_time(row.at),
+                &sealed,
             ],
         )
         .await
         .map_err(map_error)?;
     }
     for contact in &writes.contacts {
+        let (value, sealed) = vault.indexed(
+            t,
+            column::CONTACT_VALUE,
+            contact.to.kind().as_str(),
+            contact.to.value(),
+        )?;
         tx.execute(
             "INSERT INTO contacts (tenant_id, contact_id, workspace, channel, from_addr, kind, value,
-                                   vertical, campaign, at, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                   vertical, campaign, at, recorded_at, value_sealed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
                 &t,
                 &contact.contact_id,
@@ -153,11 +178,12 @@ pub(crate) async fn record(
                 &contact.channel.as_str(),
                 &contact.from,
                 &contact.to.kind().as_str(),
-                &contact.to.value(),
+                &value,
                 &contact.vertical,
                 &contact.campaign,
                 &to_sql_time(contact.at),
                 &to_sql_time(contact.recorded_at),
+                &sealed,
             ],
         )
         .await
@@ -166,7 +192,18 @@ pub(crate) async fn record(
     Ok(())
 }
 
-const CONSENT_COLUMNS: &str = "event_id, subject, purpose, action, source, evidence, workspace, occurred_at, recorded_at, recorded";
+/// Evidence quotes what proves consent (the message that said STOP, with its sender): PII.
+fn seal_evidence(
+    vault: &Vault,
+    tenant: &str,
+    evidence: Option<&str>,
+) -> StoreResult<Option<String>> {
+    evidence
+        .map(|e| vault.seal(tenant, column::CONSENT_EVIDENCE, e))
+        .transpose()
+}
+
+const CONSENT_COLUMNS: &str = "event_id, COALESCE(subject_sealed, subject), purpose, action, source, evidence, workspace, occurred_at, recorded_at, recorded";
 
 fn consent_row(row: &Row) -> StoreResult<ConsentEventRow> {
     Ok(ConsentEventRow {
@@ -224,16 +261,17 @@ async fn person_subjects(
         for row in &rows {
             let kind = IdentifierKind::parse(&text(row, 0)?).map_err(corrupt)?;
             let value = vault.open(tenant, column::IDENTIFIER, text(row, 1)?)?;
-            subjects.insert(ConsentSubject::key_of_identifier(&Identifier::from_stored(
-                kind, value,
-            )));
+            subjects
+                .insert(vault.identifier_subject(tenant, &Identifier::from_stored(kind, value)));
         }
     }
     Ok(())
 }
 
+/// Consent events of subjects given in their lookup form, with their subjects opened.
 async fn consent_of(
     client: &impl GenericClient,
+    vault: &Vault,
     tenant: &str,
     subjects: &BTreeSet<String>,
 ) -> StoreResult<Vec<ConsentEventRow>> {
@@ -248,14 +286,26 @@ async fn consent_of(
         )
         .await
         .map_err(map_error)?;
-    rows.iter().map(consent_row).collect()
+    rows.iter()
+        .map(|row| {
+            let mut event = consent_row(row)?;
+            vault.open_consent(tenant, &mut event)?;
+            Ok(event)
+        })
+        .collect()
 }
 
 async fn suppressions_of(
     client: &impl GenericClient,
+    vault: &Vault,
     tenant: &str,
     address: &Identifier,
 ) -> StoreResult<Vec<SuppressionRow>> {
+    let kind = address.kind().as_str();
+    let (own, global) = (
+        vault.index(tenant, kind, address.value()),
+        vault.index(GLOBAL_TENANT, kind, address.value()),
+    );
     // An erased person's entries stay in force under the tombstone of their address.
     let stone = crate::deletion::salt(client, tenant)
         .await?
@@ -264,10 +314,10 @@ async fn suppressions_of(
         .query(
             &format!(
                 "SELECT {SUPPRESSION_COLUMNS} FROM suppression_entries
-                 WHERE tenant_id IN ($1, '{GLOBAL_TENANT}') AND kind = $2 AND value IN ($3, $4)
+                 WHERE tenant_id IN ($1, '{GLOBAL_TENANT}') AND kind = $2 AND value IN ($3, $4, $5)
                  ORDER BY at, recorded"
             ),
-            &[&tenant, &address.kind().as_str(), &address.value(), &stone],
+            &[&tenant, &kind, &own, &stone, &global],
         )
         .await
         .map_err(map_error)?;
@@ -291,8 +341,9 @@ impl PostgresStore {
         let tx = client.transaction().await.map_err(map_error)?;
         let subscribers = crate::webhooks::subscribers(&tx, tenant.as_str()).await?;
         let events = idgraph_store::compliance_events(&subscribers, &writes);
-        record(&tx, tenant, writes).await?;
-        crate::webhooks::enqueue(&tx, tenant.as_str(), &subscribers, &events).await?;
+        record(&tx, &self.vault(), tenant, writes).await?;
+        crate::webhooks::enqueue(&tx, &self.vault(), tenant.as_str(), &subscribers, &events)
+            .await?;
         tx.commit().await.map_err(map_error)
     }
 
@@ -331,22 +382,22 @@ impl PostgresStore {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            let mut subjects = BTreeSet::from([ConsentSubject::key_of_identifier(address)]);
+            let mut subjects = BTreeSet::from([vault.identifier_subject(tenant, address)]);
             person_subjects(&tx, &vault, tenant, &persons, &mut subjects).await?;
-            let consent = consent_of(&tx, tenant, &subjects).await?;
-            let suppressions = suppressions_of(&tx, tenant, address)
+            let consent = consent_of(&tx, &vault, tenant, &subjects).await?;
+            let suppressions = suppressions_of(&tx, &vault, tenant, address)
                 .await?
                 .into_iter()
                 .filter(|row| scope_applies(&row.scope, workspace))
                 .collect();
             let contacts = tx
                 .query(
-                    "SELECT contact_id, workspace, channel, from_addr, kind, value, vertical, campaign, at, recorded_at
+                    "SELECT contact_id, workspace, channel, from_addr, vertical, campaign, at, recorded_at
                      FROM contacts WHERE tenant_id = $1 AND kind = $2 AND value = $3 AND at BETWEEN $4 AND $5",
                     &[
                         &tenant,
                         &address.kind().as_str(),
-                        &address.value(),
+                        &vault.index(tenant, address.kind().as_str(), address.value()),
                         &to_sql_time(query.contacts_from),
                         &to_sql_time(query.contacts_to),
                     ],
@@ -360,11 +411,12 @@ impl PostgresStore {
                         workspace: WorkspaceName::parse(&text(r, 1)?).map_err(corrupt)?,
                         channel: text(r, 2)?.parse::<Channel>().map_err(corrupt)?,
                         from: text(r, 3)?,
-                        to: identifier(r, 4, 5)?,
-                        vertical: r.try_get(6).map_err(map_error)?,
-                        campaign: r.try_get(7).map_err(map_error)?,
-                        at: time(r, 8)?,
-                        recorded_at: time(r, 9)?,
+                        // Found by the address's blind index: it is the address.
+                        to: address.clone(),
+                        vertical: r.try_get(4).map_err(map_error)?,
+                        campaign: r.try_get(5).map_err(map_error)?,
+                        at: time(r, 6)?,
+                        recorded_at: time(r, 7)?,
                     })
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -394,8 +446,9 @@ impl PostgresStore {
             .map_err(map_error)?;
         let canonical = canonical(&tx, tenant, person_id).await?;
         let mut subjects = BTreeSet::new();
-        person_subjects(&tx, &self.vault(), tenant, &[canonical], &mut subjects).await?;
-        let events = consent_of(&tx, tenant, &subjects).await?;
+        let vault = self.vault();
+        person_subjects(&tx, &vault, tenant, &[canonical], &mut subjects).await?;
+        let events = consent_of(&tx, &vault, tenant, &subjects).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(events)
     }
@@ -406,7 +459,7 @@ impl PostgresStore {
         address: &Identifier,
     ) -> StoreResult<Vec<SuppressionRow>> {
         let client = self.client().await?;
-        suppressions_of(&client, tenant, address).await
+        suppressions_of(&client, &self.vault(), tenant, address).await
     }
 
     pub(crate) async fn read_tenant_setting(

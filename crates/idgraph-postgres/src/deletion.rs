@@ -143,6 +143,7 @@ async fn delete_person(
     identifiers.dedup();
 
     let mut erased = 0u64;
+    let mut quoted: Vec<&str> = Vec::new();
     for identifier in &identifiers {
         let (kind, value) = (identifier.kind().as_str(), identifier.value());
         // A shared value another person still holds is theirs too: it is neither a tombstone
@@ -167,32 +168,51 @@ async fn delete_person(
             &[&tenant, &stone, &at],
         )
         .await?;
-        // The suppression stays in force, known only by its tombstone (the cardinal rule).
+        let index = vault.index(tenant, kind, value);
+        // The suppression stays in force, known only by its tombstone (the cardinal rule); its
+        // sealed value goes, or the key would still give the address back.
         exec(
             tx,
-            "UPDATE suppression_entries SET value = $4 WHERE tenant_id = $1 AND kind = $2 AND value = $3",
-            &[&tenant, &kind, &value, &stone],
+            "UPDATE suppression_entries SET value = $4, value_sealed = NULL
+             WHERE tenant_id = $1 AND kind = $2 AND value = $3",
+            &[&tenant, &kind, &index, &stone],
         )
         .await?;
         exec(
             tx,
             "DELETE FROM consent_events WHERE tenant_id = $1 AND subject = $2",
-            &[&tenant, &ConsentSubject::key_of_identifier(identifier)],
+            &[&tenant, &vault.identifier_subject(tenant, identifier)],
         )
         .await?;
         exec(
             tx,
             "DELETE FROM contacts WHERE tenant_id = $1 AND kind = $2 AND value = $3",
-            &[&tenant, &kind, &value],
+            &[&tenant, &kind, &index],
         )
         .await?;
-        // A replayable response may quote the value (a check's `to`, an import's report).
-        exec(
-            tx,
-            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND position($2::bytea IN body) > 0",
-            &[&tenant, &value.as_bytes()],
-        )
-        .await?;
+        quoted.push(value);
+    }
+    // A replayable response may quote an erased value (a check's `to`, an import's report).
+    // Bodies are sealed, so they are opened and searched here; they expire within a day, so
+    // the tenant's are few.
+    if !quoted.is_empty() {
+        let stored = tx
+            .query(
+                "SELECT scope, key, body FROM idempotency_keys WHERE tenant_id = $1 AND body IS NOT NULL",
+                &[&tenant],
+            )
+            .await
+            .map_err(map_error)?;
+        for row in &stored {
+            if vault.body_quotes(tenant, row.get(2), &quoted)? {
+                exec(
+                    tx,
+                    "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+                    &[&tenant, &row.get::<_, &str>(0), &row.get::<_, &str>(1)],
+                )
+                .await?;
+            }
+        }
     }
 
     // Merge records carry the identifiers that caused them; with either side gone they explain
@@ -226,7 +246,7 @@ async fn delete_person(
         members,
         identifiers_erased: erased,
     };
-    person_deleted(tx, tenant, &outcome, request.at).await?;
+    person_deleted(tx, vault, tenant, &outcome, request.at).await?;
     Ok(outcome)
 }
 
@@ -234,6 +254,7 @@ async fn delete_person(
 /// must follow a deletion atomically (a `person.deleted` outbox row) is written.
 async fn person_deleted(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     outcome: &DeletionOutcome,
     at: Timestamp,
@@ -241,7 +262,7 @@ async fn person_deleted(
     let subscribers = crate::webhooks::subscribers(tx, tenant).await?;
     // A person is deleted once, so its id makes the event's id.
     let event = idgraph_store::person_deleted_event(&outcome.person_id, &outcome.person_id, at);
-    crate::webhooks::enqueue(tx, tenant, &subscribers, &[event]).await
+    crate::webhooks::enqueue(tx, vault, tenant, &subscribers, &[event]).await
 }
 
 async fn purge(tx: &Transaction<'_>, tenant: &str, now: Timestamp) -> StoreResult<PurgeOutcome> {

@@ -512,7 +512,7 @@ impl PostgresStore {
         if subscribers.any(idgraph_core::webhooks::EventType::ImportCompleted) {
             let job = read_job(&tx, tenant, job_id).await?;
             let event = idgraph_store::import_completed_event(&job, at);
-            crate::webhooks::enqueue(&tx, tenant, &subscribers, &[event]).await?;
+            crate::webhooks::enqueue(&tx, &self.vault(), tenant, &subscribers, &[event]).await?;
         }
         tx.commit().await.map_err(map_error)
     }

@@ -141,7 +141,7 @@ impl PostgresStore {
         let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
         if subscribers.any(idgraph_core::webhooks::EventType::PersonMerged) {
             let event = idgraph_store::merge_event(&row);
-            crate::webhooks::enqueue(&tx, tenant, &subscribers, &[event]).await?;
+            crate::webhooks::enqueue(&tx, &vault, tenant, &subscribers, &[event]).await?;
         }
         tx.commit().await.map_err(map_error)?;
         Ok(row)
@@ -379,7 +379,7 @@ impl PostgresStore {
         let subscribers = crate::webhooks::subscribers(&tx, tenant).await?;
         if subscribers.any(idgraph_core::webhooks::EventType::PersonUnmerged) {
             let event = idgraph_store::unmerge_event(&request, &outcome);
-            crate::webhooks::enqueue(&tx, tenant, &subscribers, &[event]).await?;
+            crate::webhooks::enqueue(&tx, &vault, tenant, &subscribers, &[event]).await?;
         }
         tx.commit().await.map_err(map_error)?;
         Ok(outcome)

@@ -504,7 +504,8 @@ impl Store for PostgresStore {
         &self,
         request: &IdempotencyRequest,
     ) -> StoreResult<IdempotencyBegin> {
-        self.claim_idempotency(request).await
+        let begin = self.claim_idempotency(request).await?;
+        self.vault().open_begin(request.tenant_id.as_str(), begin)
     }
 
     async fn idempotency_finish(
@@ -512,6 +513,9 @@ impl Store for PostgresStore {
         request: &IdempotencyRequest,
         response: Option<StoredResponse>,
     ) -> StoreResult<()> {
+        let response = self
+            .vault()
+            .seal_response(request.tenant_id.as_str(), response)?;
         self.finish_idempotency(request, response).await
     }
 
@@ -673,6 +677,8 @@ impl Store for PostgresStore {
         rows: Vec<LandedRow>,
         at: Timestamp,
     ) -> StoreResult<()> {
+        let mut rows = rows;
+        self.vault().seal_landed(tenant_id.as_str(), &mut rows)?;
         self.write_landed_rows(tenant_id.as_str(), job_id, rows, at)
             .await
     }
@@ -727,8 +733,11 @@ impl Store for PostgresStore {
         after: u64,
         limit: u32,
     ) -> StoreResult<Vec<LandedRow>> {
-        self.read_landed_rows(tenant_id.as_str(), job_id, after, limit)
-            .await
+        let mut rows = self
+            .read_landed_rows(tenant_id.as_str(), job_id, after, limit)
+            .await?;
+        self.vault().open_landed(tenant_id.as_str(), &mut rows)?;
+        Ok(rows)
     }
 
     async fn record_import_chunk(
@@ -737,6 +746,9 @@ impl Store for PostgresStore {
         job_id: &str,
         chunk: RecordedChunk,
     ) -> StoreResult<()> {
+        let mut chunk = chunk;
+        self.vault()
+            .seal_outcomes(tenant_id.as_str(), &mut chunk.outcomes)?;
         self.write_chunk(tenant_id.as_str(), job_id, chunk).await
     }
 
@@ -771,8 +783,12 @@ impl Store for PostgresStore {
         outcome: Option<&str>,
         page: &PageRequest,
     ) -> StoreResult<Page<RowOutcome>> {
-        self.read_outcomes(tenant_id.as_str(), job_id, outcome, page)
-            .await
+        let mut page = self
+            .read_outcomes(tenant_id.as_str(), job_id, outcome, page)
+            .await?;
+        self.vault()
+            .open_outcomes(tenant_id.as_str(), &mut page.items)?;
+        Ok(page)
     }
 
     async fn signal_effects(
@@ -861,8 +877,14 @@ impl Store for PostgresStore {
         subscription_id: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<idgraph_store::WebhookDelivery>> {
-        self.read_deliveries(tenant_id.as_str(), subscription_id, page)
-            .await
+        let mut page = self
+            .read_deliveries(tenant_id.as_str(), subscription_id, page)
+            .await?;
+        let vault = self.vault();
+        for delivery in &mut page.items {
+            vault.open_delivery(tenant_id.as_str(), delivery)?;
+        }
+        Ok(page)
     }
 
     async fn webhook_attempts(
@@ -878,7 +900,12 @@ impl Store for PostgresStore {
         tenant_id: &TenantId,
         claim: &idgraph_store::DeliveryClaim,
     ) -> StoreResult<Vec<idgraph_store::ClaimedDelivery>> {
-        self.write_delivery_claim(tenant_id.as_str(), claim).await
+        let mut claimed = self.write_delivery_claim(tenant_id.as_str(), claim).await?;
+        let vault = self.vault();
+        for one in &mut claimed {
+            vault.open_delivery(tenant_id.as_str(), &mut one.delivery)?;
+        }
+        Ok(claimed)
     }
 
     async fn record_webhook_attempt(

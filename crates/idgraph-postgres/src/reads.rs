@@ -8,13 +8,13 @@ use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
     ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
     StoreError, StoreResult, TenantStats, TimelineEvent, TraitValueRow, WorkspaceContactRow,
-    count_cursor, decode_identifiers, newest_first_page, parse_count_cursor, parse_timeline_cursor,
+    count_cursor, newest_first_page, parse_count_cursor, parse_timeline_cursor,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
 
 use crate::PostgresStore;
-use idgraph_store::vault::Vault;
+use idgraph_store::vault::{Vault, column};
 
 use crate::codec::{self, NODE_READ_COLUMNS, map_error, to_sql_time};
 use crate::resolve::GROUP;
@@ -389,6 +389,7 @@ impl PostgresStore {
         person_id: &str,
     ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
         let client = self.client().await?;
+        let vault = self.vault();
         let merges = client
             .query(
                 &format!(
@@ -407,7 +408,7 @@ impl PostgresStore {
                     merge_id: r.get(0),
                     survivor: r.get(1),
                     absorbed: r.get(2),
-                    identifiers: decode_identifiers(r.get(3)),
+                    identifiers: vault.open_merge_identifiers(tenant, r.get(3))?,
                     signal_id: r.get(4),
                     rule: r.get(5),
                     at: time(r, 6)?,
@@ -431,7 +432,10 @@ impl PostgresStore {
                     conflict_id: r.get(0),
                     person_id: r.get(1),
                     other_person_id: r.get(2),
-                    identifier: Identifier::from_stored(kind, r.get(4)),
+                    identifier: Identifier::from_stored(
+                        kind,
+                        vault.open(tenant, column::CONFLICT_VALUE, r.get(4))?,
+                    ),
                     rule: r.get(5),
                     signal_id: r.get(6),
                     at: time(r, 7)?,

@@ -122,7 +122,7 @@ impl PostgresStore {
             writes.record(&graph, seq, signal, &resolution, now, seen)?;
         }
         write(&tx, &vault, tenant, &writes).await?;
-        crate::webhooks::enqueue(&tx, tenant, &subscribers, &announced).await?;
+        crate::webhooks::enqueue(&tx, &vault, tenant, &subscribers, &announced).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(outcomes)
     }
@@ -345,8 +345,8 @@ async fn write(
     // it (the person it would create) is written.
     write_events(tx, vault, tenant, &writes.events).await?;
     write_persons(tx, tenant, &writes.persons()).await?;
-    write_merges(tx, tenant, &writes.merges).await?;
-    write_conflicts(tx, tenant, &writes.conflicts).await?;
+    write_merges(tx, vault, tenant, &writes.merges).await?;
+    write_conflicts(tx, vault, tenant, &writes.conflicts).await?;
     // A node exists by the time it is touched, so an upsert of a touched node only moves its
     // last_seen; a new one keeps the per-signal `DO NOTHING`.
     write_nodes(tx, vault, tenant, writes.node_inserts(), "DO NOTHING").await?;
@@ -458,6 +458,7 @@ async fn write_persons(
 
 async fn write_merges(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     merges: &[MergeWrite],
 ) -> StoreResult<()> {
@@ -467,7 +468,10 @@ async fn write_merges(
     let ids: Vec<&str> = merges.iter().map(|m| m.merge_id.as_str()).collect();
     let survivors: Vec<&str> = merges.iter().map(|m| m.survivor.as_str()).collect();
     let absorbed: Vec<&str> = merges.iter().map(|m| m.absorbed.as_str()).collect();
-    let identifiers: Vec<&str> = merges.iter().map(|m| m.identifiers.as_str()).collect();
+    let identifiers: Vec<String> = merges
+        .iter()
+        .map(|m| vault.seal(tenant, column::MERGE_IDENTIFIERS, &m.identifiers))
+        .collect::<StoreResult<_>>()?;
     let signal_ids: Vec<&str> = merges.iter().map(|m| m.signal_id.as_str()).collect();
     let rules: Vec<&str> = merges.iter().map(|m| m.rule.as_str()).collect();
     let at: Vec<SystemTime> = merges.iter().map(|m| to_sql_time(m.at)).collect();
@@ -492,6 +496,7 @@ async fn write_merges(
 
 async fn write_conflicts(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     conflicts: &[ConflictWrite],
 ) -> StoreResult<()> {
@@ -508,7 +513,10 @@ async fn write_conflicts(
         .iter()
         .map(|c| c.identifier.kind().as_str())
         .collect();
-    let values: Vec<&str> = conflicts.iter().map(|c| c.identifier.value()).collect();
+    let values: Vec<String> = conflicts
+        .iter()
+        .map(|c| vault.seal(tenant, column::CONFLICT_VALUE, c.identifier.value()))
+        .collect::<StoreResult<_>>()?;
     let rules: Vec<&str> = conflicts.iter().map(|c| c.rule.as_str()).collect();
     let signal_ids: Vec<&str> = conflicts.iter().map(|c| c.signal_id.as_str()).collect();
     let at: Vec<SystemTime> = conflicts.iter().map(|c| to_sql_time(c.at)).collect();

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use deadpool_postgres::GenericClient;
 use idgraph_core::tenancy::WorkspaceName;
 use idgraph_core::webhooks::EventType;
+use idgraph_store::vault::{Vault, column};
 use idgraph_store::{
     AttemptNext, AttemptRecord, ClaimedDelivery, DeliveryAttempt, DeliveryClaim, DeliveryStatus,
     Page, PageRequest, StoreError, StoreResult, Subscriber, Subscribers, WebhookDelivery,
@@ -56,6 +57,7 @@ pub(crate) async fn subscribers(
 /// Writes the outbox rows of `events` for the subscriptions that want them, in one statement.
 pub(crate) async fn enqueue(
     client: &impl GenericClient,
+    vault: &Vault,
     tenant: &str,
     subscribers: &Subscribers,
     events: &[WebhookEvent],
@@ -70,7 +72,10 @@ pub(crate) async fn enqueue(
         .map(|d| d.subscription_id.as_str())
         .collect();
     let types: Vec<&str> = deliveries.iter().map(|d| d.event_type.as_str()).collect();
-    let payloads: Vec<&str> = deliveries.iter().map(|d| d.payload.as_str()).collect();
+    let payloads: Vec<String> = deliveries
+        .iter()
+        .map(|d| vault.seal(tenant, column::WEBHOOK_PAYLOAD, &d.payload))
+        .collect::<StoreResult<_>>()?;
     let created: Vec<SystemTime> = deliveries
         .iter()
         .map(|d| to_sql_time(d.created_at))

@@ -69,6 +69,7 @@ fn members(conn: &Connection, tenant: &str, canonical: &str) -> StoreResult<Vec<
 
 pub(crate) fn record(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &TenantId,
     writes: ComplianceWrites,
 ) -> StoreResult<()> {
@@ -82,26 +83,33 @@ pub(crate) fn record(
     };
     let mut recorded = next("consent_events", t)?;
     for write in &writes.consent {
-        let subjects = match &write.subject {
+        // (lookup form, key): a person's key is its own lookup form.
+        let subjects: Vec<(String, String)> = match &write.subject {
             ConsentSubject::Person(person_id) => {
                 let canonical = canonical(tx, t, person_id)?;
                 members(tx, t, &canonical)?
                     .iter()
-                    .map(|m| ConsentSubject::key_of_person(m))
+                    .map(|m| {
+                        let key = ConsentSubject::key_of_person(m);
+                        (key.clone(), key)
+                    })
                     .collect()
             }
-            ConsentSubject::Identifier(identifier) => {
-                vec![ConsentSubject::key_of_identifier(identifier)]
-            }
+            ConsentSubject::Identifier(identifier) => vec![(
+                vault.identifier_subject(t, identifier),
+                ConsentSubject::key_of_identifier(identifier),
+            )],
         };
         let mut insert = tx
             .prepare_cached(
                 "INSERT INTO consent_events (tenant_id, event_id, subject, recorded, purpose, action, source,
-                                             evidence, workspace, occurred_at, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                             evidence, workspace, occurred_at, recorded_at, subject_sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .map_err(map_error)?;
-        for subject in subjects {
+        for (subject, key) in subjects {
+            let sealed = vault.seal_subject(t, &key)?;
+            let evidence = seal_evidence(vault, t, write.evidence.as_deref())?;
             insert
                 .execute(params![
                     t,
@@ -111,10 +119,11 @@ pub(crate) fn record(
                     write.purpose.as_str(),
                     write.action.as_str(),
                     write.source,
-                    write.evidence,
+                    evidence,
                     write.workspace.as_str(),
                     micros(write.occurred_at),
                     micros(write.recorded_at),
+                    sealed,
                 ])
                 .map_err(map_error)?;
             recorded += 1;
@@ -124,10 +133,18 @@ pub(crate) fn record(
         let stored_under = suppression_tenant(tenant, &row.scope);
         let (scope, workspace) = scope_columns(&row.scope);
         let recorded = next("suppression_entries", stored_under)?;
+        // A global entry is indexed under the global list's own label, which every tenant's
+        // check also looks up.
+        let (value, sealed) = vault.indexed(
+            stored_under,
+            column::SUPPRESSION_VALUE,
+            row.identifier.kind().as_str(),
+            row.identifier.value(),
+        )?;
         tx.prepare_cached(
             "INSERT INTO suppression_entries (tenant_id, entry_id, recorded, scope, workspace, kind, value,
-                                              reason, action, note, actor, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                              reason, action, note, actor, at, value_sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -137,21 +154,28 @@ pub(crate) fn record(
                 scope,
                 workspace,
                 row.identifier.kind().as_str(),
-                row.identifier.value(),
+                value,
                 row.reason.as_str(),
                 suppression_action_name(row.action),
                 row.note,
                 row.actor,
                 micros(row.at),
+                sealed,
             ])
         })
         .map_err(map_error)?;
     }
     for contact in &writes.contacts {
+        let (value, sealed) = vault.indexed(
+            t,
+            column::CONTACT_VALUE,
+            contact.to.kind().as_str(),
+            contact.to.value(),
+        )?;
         tx.prepare_cached(
             "INSERT INTO contacts (tenant_id, contact_id, workspace, channel, from_addr, kind, value,
-                                   vertical, campaign, at, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                   vertical, campaign, at, recorded_at, value_sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -161,11 +185,12 @@ pub(crate) fn record(
                 contact.channel.as_str(),
                 contact.from,
                 contact.to.kind().as_str(),
-                contact.to.value(),
+                value,
                 contact.vertical,
                 contact.campaign,
                 micros(contact.at),
                 micros(contact.recorded_at),
+                sealed,
             ])
         })
         .map_err(map_error)?;
@@ -173,7 +198,18 @@ pub(crate) fn record(
     Ok(())
 }
 
-const CONSENT_COLUMNS: &str = "event_id, subject, purpose, action, source, evidence, workspace, occurred_at, recorded_at, recorded";
+/// Evidence quotes what proves consent (the message that said STOP, with its sender): PII.
+fn seal_evidence(
+    vault: &Vault,
+    tenant: &str,
+    evidence: Option<&str>,
+) -> StoreResult<Option<String>> {
+    evidence
+        .map(|e| vault.seal(tenant, column::CONSENT_EVIDENCE, e))
+        .transpose()
+}
+
+const CONSENT_COLUMNS: &str = "event_id, COALESCE(subject_sealed, subject), purpose, action, source, evidence, workspace, occurred_at, recorded_at, recorded";
 
 fn consent_row(row: &Row<'_>) -> rusqlite::Result<ConsentEventRow> {
     Ok(ConsentEventRow {
@@ -238,14 +274,16 @@ fn person_subjects(
             })
             .map_err(map_error)?;
         for node in rows {
-            subjects.insert(ConsentSubject::key_of_identifier(&node.map_err(map_error)?));
+            subjects.insert(vault.identifier_subject(tenant, &node.map_err(map_error)?));
         }
     }
     Ok(())
 }
 
+/// Consent events of subjects given in their lookup form, with their subjects opened.
 fn consent_of(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     subjects: &BTreeSet<String>,
 ) -> StoreResult<Vec<ConsentEventRow>> {
@@ -260,7 +298,9 @@ fn consent_of(
             .query_map(params![tenant, subject], consent_row)
             .map_err(map_error)?;
         for row in rows {
-            events.push(row.map_err(map_error)?);
+            let mut event = row.map_err(map_error)?;
+            vault.open_consent(tenant, &mut event)?;
+            events.push(event);
         }
     }
     events.sort_by_key(|e| e.recorded);
@@ -269,9 +309,15 @@ fn consent_of(
 
 pub(crate) fn suppression_history(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     address: &Identifier,
 ) -> StoreResult<Vec<SuppressionRow>> {
+    let kind = address.kind().as_str();
+    let (own, global) = (
+        vault.index(tenant, kind, address.value()),
+        vault.index(GLOBAL_TENANT, kind, address.value()),
+    );
     // An erased person's entries stay in force under the tombstone of their address.
     let stone = crate::deletion::salt(conn, tenant)?
         .map(|salt| idgraph_core::privacy::tombstone(&salt, address));
@@ -280,15 +326,12 @@ pub(crate) fn suppression_history(
     let mut rows = conn
         .prepare_cached(&format!(
             "SELECT {SUPPRESSION_COLUMNS} FROM suppression_entries INDEXED BY suppression_by_value
-             WHERE tenant_id IN (?1, '{GLOBAL_TENANT}') AND kind = ?2 AND value IN (?3, ?4)
+             WHERE tenant_id IN (?1, '{GLOBAL_TENANT}') AND kind = ?2 AND value IN (?3, ?4, ?5)
              ORDER BY tenant_id, recorded"
         ))
         .and_then(|mut s| {
-            s.query_map(
-                params![tenant, address.kind().as_str(), address.value(), stone],
-                suppression_row,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map(params![tenant, kind, own, stone, global], suppression_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(map_error)?;
     for row in &mut rows {
@@ -328,16 +371,16 @@ pub(crate) fn facts(
                 .collect()
             })
             .map_err(map_error)?;
-        let mut subjects = BTreeSet::from([ConsentSubject::key_of_identifier(address)]);
+        let mut subjects = BTreeSet::from([vault.identifier_subject(tenant, address)]);
         person_subjects(&tx, vault, tenant, &persons, &mut subjects)?;
-        let consent = consent_of(&tx, tenant, &subjects)?;
-        let suppressions = suppression_history(&tx, tenant, address)?
+        let consent = consent_of(&tx, vault, tenant, &subjects)?;
+        let suppressions = suppression_history(&tx, vault, tenant, address)?
             .into_iter()
             .filter(|row| scope_applies(&row.scope, workspace))
             .collect();
         let contacts = tx
             .prepare_cached(
-                "SELECT contact_id, workspace, channel, from_addr, kind, value, vertical, campaign, at, recorded_at
+                "SELECT contact_id, workspace, channel, from_addr, vertical, campaign, at, recorded_at
                  FROM contacts WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND at BETWEEN ?4 AND ?5",
             )
             .and_then(|mut s| {
@@ -345,7 +388,7 @@ pub(crate) fn facts(
                     params![
                         tenant,
                         address.kind().as_str(),
-                        address.value(),
+                        vault.index(tenant, address.kind().as_str(), address.value()),
                         micros(query.contacts_from),
                         micros(query.contacts_to)
                     ],
@@ -355,11 +398,12 @@ pub(crate) fn facts(
                             workspace: parsed(r, 1, WorkspaceName::parse)?,
                             channel: parsed(r, 2, str::parse::<Channel>)?,
                             from: r.get(3)?,
-                            to: identifier(r, 4, 5)?,
-                            vertical: r.get(6)?,
-                            campaign: r.get(7)?,
-                            at: time(r, 8)?,
-                            recorded_at: time(r, 9)?,
+                            // Found by the address's blind index: it is the address.
+                            to: address.clone(),
+                            vertical: r.get(4)?,
+                            campaign: r.get(5)?,
+                            at: time(r, 6)?,
+                            recorded_at: time(r, 7)?,
                         })
                     },
                 )?
@@ -387,7 +431,7 @@ pub(crate) fn person_consent(
     let canonical = canonical(&tx, tenant, person_id)?;
     let mut subjects = BTreeSet::new();
     person_subjects(&tx, vault, tenant, &[canonical], &mut subjects)?;
-    let events = consent_of(&tx, tenant, &subjects)?;
+    let events = consent_of(&tx, vault, tenant, &subjects)?;
     tx.finish().map_err(map_error)?;
     Ok(events)
 }

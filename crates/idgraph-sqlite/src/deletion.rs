@@ -90,6 +90,7 @@ pub(crate) fn delete_person(
     identifiers.dedup();
 
     let mut erased = 0u64;
+    let mut quoted: Vec<&str> = Vec::new();
     for identifier in &identifiers {
         let (kind, value) = (identifier.kind().as_str(), identifier.value());
         // A shared value another person still holds is theirs too: it is neither a tombstone
@@ -114,28 +115,49 @@ pub(crate) fn delete_person(
             "INSERT OR IGNORE INTO erased_identifiers (tenant_id, tombstone, erased_at) VALUES (?1, ?2, ?3)",
             params![tenant, stone, at],
         )?;
-        // The suppression stays in force, known only by its tombstone (the cardinal rule).
+        let index = vault.index(tenant, kind, value);
+        // The suppression stays in force, known only by its tombstone (the cardinal rule); its
+        // sealed value goes, or the key would still give the address back.
         exec(
             tx,
-            "UPDATE suppression_entries SET value = ?4 WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3",
-            params![tenant, kind, value, stone],
+            "UPDATE suppression_entries SET value = ?4, value_sealed = NULL
+             WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3",
+            params![tenant, kind, index, stone],
         )?;
         exec(
             tx,
             "DELETE FROM consent_events WHERE tenant_id = ?1 AND subject = ?2",
-            params![tenant, ConsentSubject::key_of_identifier(identifier)],
+            params![tenant, vault.identifier_subject(tenant, identifier)],
         )?;
         exec(
             tx,
             "DELETE FROM contacts WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3",
-            params![tenant, kind, value],
+            params![tenant, kind, index],
         )?;
-        // A replayable response may quote the value (a check's `to`, an import's report).
-        exec(
-            tx,
-            "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND instr(body, CAST(?2 AS BLOB)) > 0",
-            params![tenant, value],
-        )?;
+        quoted.push(value);
+    }
+    // A replayable response may quote an erased value (a check's `to`, an import's report).
+    // Bodies are sealed, so they are opened and searched here; they expire within a day, so
+    // the tenant's are few.
+    if !quoted.is_empty() {
+        let stored: Vec<(String, String, Vec<u8>)> = tx
+            .prepare_cached(
+                "SELECT scope, key, body FROM idempotency_keys WHERE tenant_id = ?1 AND body IS NOT NULL",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(map_error)?;
+        for (scope, key, body) in stored {
+            if vault.body_quotes(tenant, body, &quoted)? {
+                exec(
+                    tx,
+                    "DELETE FROM idempotency_keys WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
+                    params![tenant, scope, key],
+                )?;
+            }
+        }
     }
 
     let purge_after = micros(request.purge_after);
@@ -196,7 +218,7 @@ pub(crate) fn delete_person(
         members,
         identifiers_erased: erased,
     };
-    person_deleted(tx, tenant, &outcome, request.at)?;
+    person_deleted(tx, vault, tenant, &outcome, request.at)?;
     Ok(outcome)
 }
 
@@ -204,6 +226,7 @@ pub(crate) fn delete_person(
 /// must follow a deletion atomically (a `person.deleted` outbox row) is written.
 fn person_deleted(
     tx: &Transaction<'_>,
+    vault: &Vault,
     tenant: &str,
     outcome: &DeletionOutcome,
     at: jiff::Timestamp,
@@ -211,7 +234,7 @@ fn person_deleted(
     let subscribers = crate::webhooks::subscribers(tx, tenant)?;
     // A person is deleted once, so its id makes the event's id.
     let event = idgraph_store::person_deleted_event(&outcome.person_id, &outcome.person_id, at);
-    crate::webhooks::enqueue(tx, tenant, &subscribers, &[event])
+    crate::webhooks::enqueue(tx, vault, tenant, &subscribers, &[event])
 }
 
 pub(crate) fn purge(

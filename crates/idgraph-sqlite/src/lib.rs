@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "pii_at_rest",
         sql: include_str!("../migrations/0008_pii_at_rest.sql"),
     },
+    Migration {
+        version: 9,
+        name: "sealed_compliance",
+        sql: include_str!("../migrations/0009_sealed_compliance.sql"),
+    },
 ];
 
 /// The database file inside a data dir.

@@ -421,7 +421,8 @@ impl Store for SqliteStore {
         person_id: &str,
     ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
         let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
-        self.read(move |conn| reads::merges_of(conn, tenant_id.as_str(), &person_id))
+        let vault = self.vault();
+        self.read(move |conn| reads::merges_of(conn, &vault, tenant_id.as_str(), &person_id))
             .await
     }
 
@@ -441,12 +442,12 @@ impl Store for SqliteStore {
         tenant_id: &TenantId,
         writes: ComplianceWrites,
     ) -> StoreResult<()> {
-        let tenant_id = tenant_id.clone();
+        let (tenant_id, vault) = (tenant_id.clone(), self.vault());
         self.write(move |tx| {
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             let events = compliance_events(&subscribers, &writes);
-            compliance::record(tx, &tenant_id, writes)?;
-            webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &events)
+            compliance::record(tx, &vault, &tenant_id, writes)?;
+            webhooks::enqueue(tx, &vault, tenant_id.as_str(), &subscribers, &events)
         })
         .await
     }
@@ -483,9 +484,11 @@ impl Store for SqliteStore {
         tenant_id: &TenantId,
         address: &Identifier,
     ) -> StoreResult<Vec<SuppressionRow>> {
-        let (tenant_id, address) = (tenant_id.clone(), address.clone());
-        self.read(move |conn| compliance::suppression_history(conn, tenant_id.as_str(), &address))
-            .await
+        let (tenant_id, address, vault) = (tenant_id.clone(), address.clone(), self.vault());
+        self.read(move |conn| {
+            compliance::suppression_history(conn, &vault, tenant_id.as_str(), &address)
+        })
+        .await
     }
 
     async fn tenant_setting(
@@ -523,7 +526,13 @@ impl Store for SqliteStore {
             let row = merges::merge(tx, &vault, tenant_id.as_str(), &settings, &merge)?;
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             if subscribers.any(EventType::PersonMerged) {
-                webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &[merge_event(&row)])?;
+                webhooks::enqueue(
+                    tx,
+                    &vault,
+                    tenant_id.as_str(),
+                    &subscribers,
+                    &[merge_event(&row)],
+                )?;
             }
             Ok(row)
         })
@@ -548,7 +557,11 @@ impl Store for SqliteStore {
         request: &IdempotencyRequest,
     ) -> StoreResult<IdempotencyBegin> {
         let request = request.clone();
-        self.write(move |tx| idempotency::begin(tx, &request)).await
+        let tenant = request.tenant_id.clone();
+        let begin = self
+            .write(move |tx| idempotency::begin(tx, &request))
+            .await?;
+        self.vault().open_begin(tenant.as_str(), begin)
     }
 
     async fn idempotency_finish(
@@ -557,6 +570,9 @@ impl Store for SqliteStore {
         response: Option<StoredResponse>,
     ) -> StoreResult<()> {
         let request = request.clone();
+        let response = self
+            .vault()
+            .seal_response(request.tenant_id.as_str(), response)?;
         self.write(move |tx| idempotency::finish(tx, &request, response.as_ref()))
             .await
     }
@@ -635,7 +651,7 @@ impl Store for SqliteStore {
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             if subscribers.any(EventType::PersonUnmerged) {
                 let event = unmerge_event(&unmerge, &outcome);
-                webhooks::enqueue(tx, tenant_id.as_str(), &subscribers, &[event])?;
+                webhooks::enqueue(tx, &vault, tenant_id.as_str(), &subscribers, &[event])?;
             }
             Ok(outcome)
         })
@@ -740,6 +756,8 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        let mut rows = rows;
+        self.vault().seal_landed(tenant.as_str(), &mut rows)?;
         self.write(move |tx| imports::land(tx, tenant.as_str(), &job_id, &rows, at))
             .await
     }
@@ -803,8 +821,13 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<LandedRow>> {
         let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
-        self.read(move |conn| imports::landed_rows(conn, tenant.as_str(), &job_id, after, limit))
-            .await
+        let vault = self.vault();
+        self.read(move |conn| {
+            let mut rows = imports::landed_rows(conn, tenant.as_str(), &job_id, after, limit)?;
+            vault.open_landed(tenant.as_str(), &mut rows)?;
+            Ok(rows)
+        })
+        .await
     }
 
     async fn record_import_chunk(
@@ -814,6 +837,9 @@ impl Store for SqliteStore {
         chunk: RecordedChunk,
     ) -> StoreResult<()> {
         let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        let mut chunk = chunk;
+        self.vault()
+            .seal_outcomes(tenant.as_str(), &mut chunk.outcomes)?;
         self.write(move |tx| imports::record(tx, tenant.as_str(), &job_id, &chunk))
             .await
     }
@@ -826,13 +852,14 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let (tenant, job_id, runner) = (tenant_id.clone(), job_id.to_owned(), runner.to_owned());
+        let vault = self.vault();
         self.write(move |tx| {
             imports::complete(tx, tenant.as_str(), &job_id, &runner, at)?;
             let subscribers = webhooks::subscribers(tx, tenant.as_str())?;
             if subscribers.any(EventType::ImportCompleted) {
                 let job = imports::get(tx, tenant.as_str(), &job_id)?;
                 let event = import_completed_event(&job, at);
-                webhooks::enqueue(tx, tenant.as_str(), &subscribers, &[event])?;
+                webhooks::enqueue(tx, &vault, tenant.as_str(), &subscribers, &[event])?;
             }
             Ok(())
         })
@@ -872,8 +899,12 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page<RowOutcome>> {
         let (tenant, job_id, page) = (tenant_id.clone(), job_id.to_owned(), page.clone());
         let outcome = outcome.map(str::to_owned);
+        let vault = self.vault();
         self.read(move |conn| {
-            imports::outcomes(conn, tenant.as_str(), &job_id, outcome.as_deref(), &page)
+            let mut page =
+                imports::outcomes(conn, tenant.as_str(), &job_id, outcome.as_deref(), &page)?;
+            vault.open_outcomes(tenant.as_str(), &mut page.items)?;
+            Ok(page)
         })
         .await
     }
@@ -990,8 +1021,15 @@ impl Store for SqliteStore {
         page: &PageRequest,
     ) -> StoreResult<Page<WebhookDelivery>> {
         let (tenant, id, page) = (tenant_id.clone(), subscription_id.to_owned(), page.clone());
-        self.read(move |conn| webhooks::deliveries(conn, tenant.as_str(), &id, &page))
-            .await
+        let vault = self.vault();
+        self.read(move |conn| {
+            let mut page = webhooks::deliveries(conn, tenant.as_str(), &id, &page)?;
+            for delivery in &mut page.items {
+                vault.open_delivery(tenant.as_str(), delivery)?;
+            }
+            Ok(page)
+        })
+        .await
     }
 
     async fn webhook_attempts(
@@ -1010,8 +1048,14 @@ impl Store for SqliteStore {
         claim: &DeliveryClaim,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let (tenant, claim) = (tenant_id.clone(), claim.clone());
-        self.write(move |tx| webhooks::claim(tx, tenant.as_str(), &claim))
-            .await
+        let mut claimed = self
+            .write(move |tx| webhooks::claim(tx, tenant.as_str(), &claim))
+            .await?;
+        let vault = self.vault();
+        for one in &mut claimed {
+            vault.open_delivery(tenant_id.as_str(), &mut one.delivery)?;
+        }
+        Ok(claimed)
     }
 
     async fn record_webhook_attempt(

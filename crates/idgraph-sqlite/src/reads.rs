@@ -6,12 +6,12 @@ use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
     ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
     StoreError, StoreResult, TenantStats, TimelineEvent, TraitValueRow, WorkspaceContactRow,
-    count_cursor, decode_identifiers, newest_first_page, parse_count_cursor, parse_timeline_cursor,
+    count_cursor, newest_first_page, parse_count_cursor, parse_timeline_cursor,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, Row, params};
 
-use idgraph_store::vault::Vault;
+use idgraph_store::vault::{Vault, column};
 
 use crate::codec::{self, NODE_READ_COLUMNS, in_row, map_error};
 use crate::resolve::GROUP;
@@ -204,10 +204,11 @@ pub(crate) fn timeline(
 
 pub(crate) fn merges_of(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     person_id: &str,
 ) -> StoreResult<(Vec<MergeRow>, Vec<ConflictRow>)> {
-    let merges = conn
+    let merges: Vec<MergeRow> = conn
         .prepare_cached(&format!(
             "SELECT merge_id, survivor, absorbed, identifiers, signal_id, rule, at FROM merges
              WHERE tenant_id = ?1 AND (survivor IN ({GROUP}) OR absorbed IN ({GROUP}))
@@ -221,7 +222,9 @@ pub(crate) fn merges_of(
                     merge_id: r.get(0)?,
                     survivor: r.get(1)?,
                     absorbed: r.get(2)?,
-                    identifiers: decode_identifiers(&encoded),
+                    identifiers: vault
+                        .open_merge_identifiers(tenant, encoded)
+                        .map_err(in_row)?,
                     signal_id: r.get(4)?,
                     rule: r.get(5)?,
                     at: time(r, 6)?,
@@ -245,7 +248,12 @@ pub(crate) fn merges_of(
                     conflict_id: r.get(0)?,
                     person_id: r.get(1)?,
                     other_person_id: r.get(2)?,
-                    identifier: Identifier::from_stored(kind, r.get(4)?),
+                    identifier: Identifier::from_stored(
+                        kind,
+                        vault
+                            .open(tenant, column::CONFLICT_VALUE, r.get(4)?)
+                            .map_err(in_row)?,
+                    ),
                     rule: r.get(5)?,
                     signal_id: r.get(6)?,
                     at: time(r, 7)?,

@@ -1,8 +1,9 @@
 //! Re-sealing under the current data-encryption key: a rotation, or the first start with a key
 //! on a store that holds plain values. One bounded batch per call, one transaction.
 
-use idgraph_store::StoreResult;
+use idgraph_core::privacy::TOMBSTONE_PREFIX;
 use idgraph_store::vault::{Vault, column};
+use idgraph_store::{GLOBAL_TENANT, StoreResult};
 use rusqlite::{Transaction, params};
 
 use crate::codec::map_error;
@@ -109,6 +110,342 @@ pub(crate) fn batch(
         .and_then(|mut s| s.execute(params![tenant, event_id, properties, context, identifiers]))
         .map_err(map_error)?;
         done += 1;
+        left -= 1;
+    }
+    if left <= 0 {
+        return Ok(done);
+    }
+    done += compliance(tx, vault, tenant, prefix, &mut left)?;
+    if left <= 0 {
+        return Ok(done);
+    }
+    done += merges(tx, vault, tenant, prefix, &mut left)?;
+    if left <= 0 {
+        return Ok(done);
+    }
+    done += imports(tx, vault, tenant, prefix, &mut left)?;
+    if left <= 0 {
+        return Ok(done);
+    }
+    done += replies(tx, vault, tenant, prefix, &mut left)?;
+    Ok(done)
+}
+
+/// Stored idempotent responses (bytes) and webhook payloads in the outbox.
+fn replies(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+    let bodies: Vec<(String, String, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT scope, key, body FROM idempotency_keys
+             WHERE tenant_id = ?1 AND length(body) > 0 AND substr(body, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix.as_bytes(), *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (scope, key, stored) in bodies {
+        let plain = vault.open_bytes(tenant, column::IDEMPOTENT_BODY, stored)?;
+        let sealed = vault.seal_bytes(tenant, column::IDEMPOTENT_BODY, &plain)?;
+        tx.prepare_cached(
+            "UPDATE idempotency_keys SET body = ?4 WHERE tenant_id = ?1 AND scope = ?2 AND key = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, scope, key, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let payloads: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT delivery_id, payload FROM webhook_deliveries
+             WHERE tenant_id = ?1 AND substr(payload, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (delivery_id, stored) in payloads {
+        let plain = vault.open(tenant, column::WEBHOOK_PAYLOAD, stored)?;
+        let sealed = vault.seal(tenant, column::WEBHOOK_PAYLOAD, &plain)?;
+        tx.prepare_cached(
+            "UPDATE webhook_deliveries SET payload = ?3 WHERE tenant_id = ?1 AND delivery_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, delivery_id, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    Ok(done)
+}
+
+/// Landed import rows (bytes; an erased row is empty and stays so) and row outcomes' reasons.
+fn imports(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+    let rows: Vec<(String, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT job_id, row_no, bytes FROM import_rows
+             WHERE tenant_id = ?1 AND length(bytes) > 0 AND substr(bytes, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix.as_bytes(), *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (job_id, row_no, stored) in rows {
+        let plain = vault.open_bytes(tenant, column::IMPORT_ROW, stored)?;
+        let sealed = vault.seal_bytes(tenant, column::IMPORT_ROW, &plain)?;
+        tx.prepare_cached(
+            "UPDATE import_rows SET bytes = ?4 WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, job_id, row_no, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let outcomes: Vec<(String, i64, String)> = tx
+        .prepare_cached(
+            "SELECT job_id, row_no, reason FROM import_outcomes
+             WHERE tenant_id = ?1 AND substr(reason, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (job_id, row_no, stored) in outcomes {
+        let plain = vault.open(tenant, column::IMPORT_REASON, stored)?;
+        let sealed = vault.seal(tenant, column::IMPORT_REASON, &plain)?;
+        tx.prepare_cached(
+            "UPDATE import_outcomes SET reason = ?4 WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, job_id, row_no, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    Ok(done)
+}
+
+/// The identifiers merges and conflicts were recorded on; a manual merge has none (empty).
+fn merges(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+    let merges: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT merge_id, identifiers FROM merges
+             WHERE tenant_id = ?1 AND identifiers <> '' AND substr(identifiers, 1, ?2) <> ?3
+             LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (merge_id, stored) in merges {
+        let plain = vault.open(tenant, column::MERGE_IDENTIFIERS, stored)?;
+        let sealed = vault.seal(tenant, column::MERGE_IDENTIFIERS, &plain)?;
+        tx.prepare_cached(
+            "UPDATE merges SET identifiers = ?3 WHERE tenant_id = ?1 AND merge_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, merge_id, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+    let conflicts: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT conflict_id, value FROM conflicts
+             WHERE tenant_id = ?1 AND substr(value, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (conflict_id, stored) in conflicts {
+        let plain = vault.open(tenant, column::CONFLICT_VALUE, stored)?;
+        let sealed = vault.seal(tenant, column::CONFLICT_VALUE, &plain)?;
+        tx.prepare_cached(
+            "UPDATE conflicts SET value = ?3 WHERE tenant_id = ?1 AND conflict_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, conflict_id, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    Ok(done)
+}
+
+/// Consent subjects, suppression values and contact addresses: a plain row (no sealed column
+/// yet) gets its blind index in the lookup column as well, or lookups would miss it.
+fn compliance(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    prefix: &str,
+    left: &mut i64,
+) -> StoreResult<u64> {
+    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let mut done = 0u64;
+
+    let consent: Vec<(String, String, Option<String>, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT event_id, subject, subject_sealed, evidence FROM consent_events
+             WHERE tenant_id = ?1 AND (subject_sealed IS NULL OR substr(subject_sealed, 1, ?2) <> ?3
+                OR substr(evidence, 1, ?2) <> ?3)
+             LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (event_id, subject, sealed, evidence) in consent {
+        let lookup = match &sealed {
+            Some(_) => subject.clone(),
+            None => vault.subject_key_index(tenant, &subject),
+        };
+        let key = match sealed {
+            Some(sealed) => vault.open(tenant, column::CONSENT_SUBJECT, sealed)?,
+            None => subject.clone(),
+        };
+        let sealed = vault.seal_subject(tenant, &key)?;
+        let evidence = evidence
+            .map(|e| {
+                let plain = vault.open(tenant, column::CONSENT_EVIDENCE, e)?;
+                vault.seal(tenant, column::CONSENT_EVIDENCE, &plain)
+            })
+            .transpose()?;
+        tx.prepare_cached(
+            "UPDATE consent_events SET subject = ?4, subject_sealed = ?5, evidence = ?6
+             WHERE tenant_id = ?1 AND event_id = ?2 AND subject = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, event_id, subject, lookup, sealed, evidence]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+
+    // Global entries belong to no tenant: every tenant's pass moves them too, and each row is
+    // rewritten only if it is still what was read.
+    let suppressions: Vec<(String, String, String, String, Option<String>)> = tx
+        .prepare_cached(&format!(
+            "SELECT tenant_id, entry_id, kind, value, value_sealed FROM suppression_entries
+             WHERE tenant_id IN (?1, '{GLOBAL_TENANT}')
+               AND (value_sealed IS NULL AND substr(value, 1, {stone}) <> '{TOMBSTONE_PREFIX}'
+                    OR substr(value_sealed, 1, ?2) <> ?3)
+             LIMIT ?4",
+            stone = TOMBSTONE_PREFIX.len()
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (owner, entry_id, kind, stored, sealed) in suppressions {
+        let (index, sealed_now) = match &sealed {
+            Some(old) => {
+                let plain = vault.open(&owner, column::SUPPRESSION_VALUE, old.clone())?;
+                (
+                    stored.clone(),
+                    Some(vault.seal(&owner, column::SUPPRESSION_VALUE, &plain)?),
+                )
+            }
+            None => vault.indexed(&owner, column::SUPPRESSION_VALUE, &kind, &stored)?,
+        };
+        tx.prepare_cached(
+            "UPDATE suppression_entries SET value = ?5, value_sealed = ?6
+             WHERE tenant_id = ?1 AND entry_id = ?2 AND value = ?3 AND value_sealed IS ?4",
+        )
+        .and_then(|mut s| s.execute(params![owner, entry_id, stored, sealed, index, sealed_now]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
+    }
+    if *left <= 0 {
+        return Ok(done);
+    }
+
+    let contacts: Vec<(String, String, String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT contact_id, kind, value, value_sealed FROM contacts
+             WHERE tenant_id = ?1 AND (value_sealed IS NULL OR substr(value_sealed, 1, ?2) <> ?3)
+             LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (contact_id, kind, stored, sealed) in contacts {
+        let (index, sealed) = match sealed {
+            Some(old) => {
+                let plain = vault.open(tenant, column::CONTACT_VALUE, old)?;
+                (
+                    stored,
+                    Some(vault.seal(tenant, column::CONTACT_VALUE, &plain)?),
+                )
+            }
+            None => vault.indexed(tenant, column::CONTACT_VALUE, &kind, &stored)?,
+        };
+        tx.prepare_cached(
+            "UPDATE contacts SET value = ?3, value_sealed = ?4 WHERE tenant_id = ?1 AND contact_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, contact_id, index, sealed]))
+        .map_err(map_error)?;
+        done += 1;
+        *left -= 1;
     }
     Ok(done)
 }

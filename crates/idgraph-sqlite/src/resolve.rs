@@ -11,7 +11,7 @@ use idgraph_core::tenancy::TenantId;
 use idgraph_store::vault::{SealedSignal, Vault, column};
 use idgraph_store::{
     IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, StoreError, StoreResult,
-    conflict_rule_text, derived_id, encode_identifiers, erased_kinds,
+    conflict_rule_text, derived_id, erased_kinds,
 };
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -104,7 +104,7 @@ pub(crate) fn ingest(
         seq += 1;
         apply(tx, vault, tenant, seq, &signal, &sealed, &resolution)?;
         let announced = idgraph_store::signal_events(&subscribers, &signal, &resolution);
-        crate::webhooks::enqueue(tx, tenant, &subscribers, &announced)?;
+        crate::webhooks::enqueue(tx, vault, tenant, &subscribers, &announced)?;
         outcomes.push(IngestOutcome::Recorded {
             person_id: resolution.person.clone(),
             created: resolution.created,
@@ -288,6 +288,7 @@ fn apply(
         ))
         .and_then(|mut s| s.execute(params![tenant, merge.absorbed, merge.survivor, now]))
         .map_err(map_error)?;
+        let identifiers = vault.seal_merge_identifiers(tenant, &merge.identifiers)?;
         tx.prepare_cached(
             "INSERT INTO merges (tenant_id, merge_id, survivor, absorbed, identifiers, signal_id, rule, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -298,7 +299,7 @@ fn apply(
                 derived_id(signal_id, 'm', index),
                 merge.survivor,
                 merge.absorbed,
-                encode_identifiers(&merge.identifiers),
+                identifiers,
                 signal_id,
                 merge.rule,
                 now
@@ -356,6 +357,7 @@ fn apply(
         }
     }
     for (index, conflict) in resolution.conflicts.iter().enumerate() {
+        let value = vault.seal(tenant, column::CONFLICT_VALUE, conflict.identifier.value())?;
         tx.prepare_cached(
             "INSERT INTO conflicts (tenant_id, conflict_id, person_id, other_person_id, kind, value, rule, signal_id, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -367,7 +369,7 @@ fn apply(
                 conflict.person,
                 conflict.other_person,
                 conflict.identifier.kind().as_str(),
-                conflict.identifier.value(),
+                value,
                 conflict_rule_text(&conflict.rule),
                 signal_id,
                 now

@@ -13,6 +13,8 @@ use idgraph_store::{
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use idgraph_store::vault::{Vault, column};
+
 use crate::codec::{map_error, micros};
 
 fn bad(index: usize, what: impl std::fmt::Display) -> rusqlite::Error {
@@ -59,6 +61,7 @@ pub(crate) fn subscribers(conn: &Connection, tenant: &str) -> StoreResult<Subscr
 /// Writes the outbox rows of `events` for the subscriptions that want them.
 pub(crate) fn enqueue(
     conn: &Connection,
+    vault: &Vault,
     tenant: &str,
     subscribers: &Subscribers,
     events: &[WebhookEvent],
@@ -82,6 +85,7 @@ pub(crate) fn enqueue(
         .map_err(map_error)?;
     for delivery in deliveries {
         seq += 1;
+        let payload = vault.seal(tenant, column::WEBHOOK_PAYLOAD, &delivery.payload)?;
         insert
             .execute(params![
                 tenant,
@@ -89,7 +93,7 @@ pub(crate) fn enqueue(
                 seq,
                 delivery.subscription_id,
                 delivery.event_type.as_str(),
-                delivery.payload,
+                payload,
                 micros(delivery.created_at),
             ])
             .map_err(map_error)?;

@@ -14,6 +14,9 @@ use jiff::Timestamp;
 /// tenant's id (those start with a letter or digit), and only the master key writes it.
 pub const GLOBAL_TENANT: &str = "_global";
 
+/// What every person subject key starts with.
+pub const PERSON_SUBJECT_PREFIX: &str = "person:";
+
 /// Whose consent an event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsentSubject {
@@ -29,7 +32,7 @@ pub enum ConsentSubject {
 impl ConsentSubject {
     /// The stored key of a subject: `person:<id>` or `<kind>:<value>`.
     pub fn key_of_person(person_id: &str) -> String {
-        format!("person:{person_id}")
+        format!("{PERSON_SUBJECT_PREFIX}{person_id}")
     }
 
     pub fn key_of_identifier(identifier: &Identifier) -> String {

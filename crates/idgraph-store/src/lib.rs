@@ -26,8 +26,8 @@ use jiff::Timestamp;
 pub use batch_graph::BatchGraph;
 pub use compliance::{
     AddressFacts, ComplianceWrites, ConsentEventRow, ConsentSubject, ConsentWrite, ContactRow,
-    FactsQuery, GLOBAL_TENANT, SuppressionRow, scope_applies, scope_columns, scope_from_columns,
-    suppression_action_from, suppression_action_name, suppression_tenant,
+    FactsQuery, GLOBAL_TENANT, PERSON_SUBJECT_PREFIX, SuppressionRow, scope_applies, scope_columns,
+    scope_from_columns, suppression_action_from, suppression_action_name, suppression_tenant,
 };
 pub use deletion::{DeletionOutcome, DeletionRequest, PurgeOutcome, erased_kinds, erased_reason};
 pub use imports::{
@@ -89,9 +89,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn vault_slot(&self) -> &vault::VaultSlot;
 
     /// Rewrites, in one transaction, up to `limit` of the tenant's sealed rows (identity nodes,
-    /// trait values, events) that are not sealed with the current key or not sealed at all;
-    /// returns how many it rewrote (0: the tenant is done). Runs alongside ingestion: every
-    /// key it reads with stays in the keyring, so no row is ever unreadable.
+    /// trait values, events, compliance logs, merges and conflicts, import rows and outcomes,
+    /// kept responses, webhook payloads; and global suppression entries, which belong to no
+    /// tenant) that are not sealed with the current key or not sealed at all, blind-indexing a
+    /// plain row's lookup column; returns how many it rewrote (0: the tenant is done). Runs
+    /// alongside ingestion: every key it reads with stays in the keyring, so no row is ever
+    /// unreadable.
     fn reseal(
         &self,
         tenant_id: &TenantId,

@@ -18,6 +18,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, KeyInit, Mac};
+use idgraph_core::identity::Identifier;
 use sha2::Sha256;
 
 use crate::{StoreError, StoreResult};
@@ -36,6 +37,16 @@ pub mod column {
     pub const EVENT_PROPERTIES: &str = "events.properties";
     pub const EVENT_CONTEXT: &str = "events.context";
     pub const EVENT_IDENTIFIERS: &str = "events.identifiers";
+    pub const CONSENT_SUBJECT: &str = "consent_events.subject";
+    pub const CONSENT_EVIDENCE: &str = "consent_events.evidence";
+    pub const SUPPRESSION_VALUE: &str = "suppression_entries.value";
+    pub const CONTACT_VALUE: &str = "contacts.value";
+    pub const MERGE_IDENTIFIERS: &str = "merges.identifiers";
+    pub const CONFLICT_VALUE: &str = "conflicts.value";
+    pub const IMPORT_ROW: &str = "import_rows.bytes";
+    pub const IMPORT_REASON: &str = "import_outcomes.reason";
+    pub const IDEMPOTENT_BODY: &str = "idempotency_keys.body";
+    pub const WEBHOOK_PAYLOAD: &str = "webhook_deliveries.payload";
 }
 
 /// The keys a store seals and indexes with. `Vault::plaintext()` stores values as they are:
@@ -143,19 +154,91 @@ impl Vault {
         kind: &str,
         value: &str,
     ) -> StoreResult<(String, Option<String>)> {
+        self.indexed(tenant, column::IDENTIFIER, kind, value)
+    }
+
+    /// How an address is stored in `column`, which is looked up by equality: its blind index
+    /// (the same as the identity node's, so one address has one lookup form per tenant) and,
+    /// when sealing, its value sealed for that column.
+    pub fn indexed(
+        &self,
+        tenant: &str,
+        column: &str,
+        kind: &str,
+        value: &str,
+    ) -> StoreResult<(String, Option<String>)> {
         if !self.seals() {
             return Ok((value.to_owned(), None));
         }
         Ok((
             self.index(tenant, kind, value),
-            Some(self.seal(tenant, column::IDENTIFIER, value)?),
+            Some(self.seal(tenant, column, value)?),
         ))
+    }
+
+    /// The lookup form of an identifier's consent subject: `<kind>:<blind index>` (the kind
+    /// stays readable, as in the identity node). A person's subject, `person:<id>`, holds no PII
+    /// and is its own lookup form.
+    pub fn identifier_subject(&self, tenant: &str, identifier: &Identifier) -> String {
+        if !self.seals() {
+            return crate::ConsentSubject::key_of_identifier(identifier);
+        }
+        let kind = identifier.kind().as_str();
+        format!("{kind}:{}", self.index(tenant, kind, identifier.value()))
+    }
+
+    /// The lookup form of a stored plain subject key, for rows written before the store had a
+    /// key. A key starting `person:` is taken for a person's, as the store always read it.
+    pub fn subject_key_index(&self, tenant: &str, key: &str) -> String {
+        if !self.seals() || key.starts_with(crate::PERSON_SUBJECT_PREFIX) {
+            return key.to_owned();
+        }
+        match key.split_once(':') {
+            Some((kind, value)) => format!("{kind}:{}", self.index(tenant, kind, value)),
+            None => self.index(tenant, "", key),
+        }
+    }
+
+    /// A consent subject key sealed, or `None` in plaintext mode. Person keys are sealed too:
+    /// one rule for every row lets a re-seal find the rows left by the sealed column alone.
+    pub fn seal_subject(&self, tenant: &str, key: &str) -> StoreResult<Option<String>> {
+        if !self.seals() {
+            return Ok(None);
+        }
+        self.seal(tenant, column::CONSENT_SUBJECT, key).map(Some)
     }
 
     /// Seals `plain` for `column` of `tenant`'s rows (returns it unchanged in plaintext mode).
     pub fn seal(&self, tenant: &str, column: &str, plain: &str) -> StoreResult<String> {
-        let Some(keys) = &self.keys else {
+        if !self.seals() {
             return Ok(plain.to_owned());
+        }
+        self.seal_raw(tenant, column, plain.as_bytes())
+    }
+
+    /// Seals bytes that need not be text (a file's row as it was uploaded); the sealed text's
+    /// bytes are what is stored. Empty stays empty: an erased row holds nothing to hide.
+    pub fn seal_bytes(&self, tenant: &str, column: &str, plain: &[u8]) -> StoreResult<Vec<u8>> {
+        if !self.seals() || plain.is_empty() {
+            return Ok(plain.to_vec());
+        }
+        self.seal_raw(tenant, column, plain).map(String::into_bytes)
+    }
+
+    /// Opens what [`seal_bytes`](Self::seal_bytes) made; bytes that are not sealed are returned
+    /// as they are.
+    pub fn open_bytes(&self, tenant: &str, column: &str, stored: Vec<u8>) -> StoreResult<Vec<u8>> {
+        if !stored.starts_with(SEALED_MARK.as_bytes()) {
+            return Ok(stored);
+        }
+        let text = String::from_utf8(stored)
+            .map_err(|_| StoreError::Other("a sealed value is malformed".into()))?;
+        self.open_raw(tenant, column, &text)
+    }
+
+    fn seal_raw(&self, tenant: &str, column: &str, plain: &[u8]) -> StoreResult<String> {
+        let Some(keys) = &self.keys else {
+            return Err(StoreError::Other("no data key to seal with".into()));
         };
         let cipher = keys
             .deks
@@ -170,7 +253,7 @@ impl Vault {
             .encrypt(
                 &XNonce::from(nonce),
                 Payload {
-                    msg: plain.as_bytes(),
+                    msg: plain,
                     aad: &aad,
                 },
             )
@@ -187,8 +270,16 @@ impl Vault {
     /// Opens what [`seal`](Self::seal) made; text that is not sealed (plaintext mode, or a row
     /// written before its store had a key and not yet sealed) is returned as it is.
     pub fn open(&self, tenant: &str, column: &str, stored: String) -> StoreResult<String> {
-        let Some(rest) = stored.strip_prefix(SEALED_MARK) else {
+        if !stored.starts_with(SEALED_MARK) {
             return Ok(stored);
+        }
+        let plain = self.open_raw(tenant, column, &stored)?;
+        String::from_utf8(plain).map_err(|_| StoreError::Other("a sealed value is not text".into()))
+    }
+
+    fn open_raw(&self, tenant: &str, column: &str, stored: &str) -> StoreResult<Vec<u8>> {
+        let Some(rest) = stored.strip_prefix(SEALED_MARK) else {
+            return Err(StoreError::Other("a sealed value is malformed".into()));
         };
         let Some(keys) = &self.keys else {
             return Err(StoreError::Other(
@@ -217,7 +308,7 @@ impl Vault {
             .try_into()
             .map_err(|_| StoreError::Other("a sealed value is too short".into()))?;
         let aad = associated(tenant, column);
-        let plain = cipher
+        cipher
             .decrypt(
                 &XNonce::from(nonce),
                 Payload {
@@ -229,8 +320,24 @@ impl Vault {
                 StoreError::Other(format!(
                     "a value sealed with data-encryption key {id} does not open"
                 ))
-            })?;
-        String::from_utf8(plain).map_err(|_| StoreError::Other("a sealed value is not text".into()))
+            })
+    }
+
+    /// Opens a consent event read with its stored subject and evidence.
+    pub fn open_consent(
+        &self,
+        tenant: &str,
+        event: &mut crate::ConsentEventRow,
+    ) -> StoreResult<()> {
+        event.subject = self.open(
+            tenant,
+            column::CONSENT_SUBJECT,
+            std::mem::take(&mut event.subject),
+        )?;
+        if let Some(evidence) = event.evidence.take() {
+            event.evidence = Some(self.open(tenant, column::CONSENT_EVIDENCE, evidence)?);
+        }
+        Ok(())
     }
 
     /// Whether `stored` is sealed with the current key (always true in plaintext mode, where
@@ -309,7 +416,7 @@ impl Vault {
     pub fn seal_identifiers(
         &self,
         tenant: &str,
-        identifiers: &[idgraph_core::identity::Identifier],
+        identifiers: &[Identifier],
     ) -> StoreResult<String> {
         self.seal(
             tenant,
@@ -318,14 +425,134 @@ impl Vault {
         )
     }
 
-    pub fn open_identifiers(
-        &self,
-        tenant: &str,
-        stored: String,
-    ) -> StoreResult<Vec<idgraph_core::identity::Identifier>> {
+    pub fn open_identifiers(&self, tenant: &str, stored: String) -> StoreResult<Vec<Identifier>> {
         Ok(crate::decode_identifiers(&self.open(
             tenant,
             column::EVENT_IDENTIFIERS,
+            stored,
+        )?))
+    }
+
+    /// Seals an import's landed rows (the verbatim file text) before they are stored.
+    pub fn seal_landed(&self, tenant: &str, rows: &mut [crate::LandedRow]) -> StoreResult<()> {
+        for row in rows {
+            row.bytes = self.seal_bytes(tenant, column::IMPORT_ROW, &row.bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn open_landed(&self, tenant: &str, rows: &mut [crate::LandedRow]) -> StoreResult<()> {
+        for row in rows {
+            row.bytes =
+                self.open_bytes(tenant, column::IMPORT_ROW, std::mem::take(&mut row.bytes))?;
+        }
+        Ok(())
+    }
+
+    /// Seals the reasons of row outcomes: a rejection may quote the value it refused.
+    pub fn seal_outcomes(
+        &self,
+        tenant: &str,
+        outcomes: &mut [crate::RowOutcome],
+    ) -> StoreResult<()> {
+        for outcome in outcomes {
+            if let Some(reason) = &outcome.reason {
+                outcome.reason = Some(self.seal(tenant, column::IMPORT_REASON, reason)?);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn open_outcomes(
+        &self,
+        tenant: &str,
+        outcomes: &mut [crate::RowOutcome],
+    ) -> StoreResult<()> {
+        for outcome in outcomes {
+            if let Some(reason) = outcome.reason.take() {
+                outcome.reason = Some(self.open(tenant, column::IMPORT_REASON, reason)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// A response kept for replay, sealed: it may quote what the request carried.
+    pub fn seal_response(
+        &self,
+        tenant: &str,
+        response: Option<crate::StoredResponse>,
+    ) -> StoreResult<Option<crate::StoredResponse>> {
+        response
+            .map(|mut r| {
+                r.body = self.seal_bytes(tenant, column::IDEMPOTENT_BODY, &r.body)?;
+                Ok(r)
+            })
+            .transpose()
+    }
+
+    pub fn open_begin(
+        &self,
+        tenant: &str,
+        begin: crate::IdempotencyBegin,
+    ) -> StoreResult<crate::IdempotencyBegin> {
+        Ok(match begin {
+            crate::IdempotencyBegin::Replay(mut r) => {
+                r.body =
+                    self.open_bytes(tenant, column::IDEMPOTENT_BODY, std::mem::take(&mut r.body))?;
+                crate::IdempotencyBegin::Replay(r)
+            }
+            other => other,
+        })
+    }
+
+    /// Whether a stored response body (sealed or not) quotes any of `values`: deletion drops
+    /// the replayable responses that would give an erased address back.
+    pub fn body_quotes(&self, tenant: &str, stored: Vec<u8>, values: &[&str]) -> StoreResult<bool> {
+        let body = self.open_bytes(tenant, column::IDEMPOTENT_BODY, stored)?;
+        Ok(values
+            .iter()
+            .any(|v| !v.is_empty() && body.windows(v.len()).any(|w| w == v.as_bytes())))
+    }
+
+    /// Opens an outbox row's payload (which names persons' identifiers and traits).
+    pub fn open_delivery(
+        &self,
+        tenant: &str,
+        delivery: &mut crate::WebhookDelivery,
+    ) -> StoreResult<()> {
+        delivery.payload = self.open(
+            tenant,
+            column::WEBHOOK_PAYLOAD,
+            std::mem::take(&mut delivery.payload),
+        )?;
+        Ok(())
+    }
+
+    /// The identifiers a merge was made on, as stored: sealed, except a manual merge's (none),
+    /// which stays empty.
+    pub fn seal_merge_identifiers(
+        &self,
+        tenant: &str,
+        identifiers: &[Identifier],
+    ) -> StoreResult<String> {
+        if identifiers.is_empty() {
+            return Ok(String::new());
+        }
+        self.seal(
+            tenant,
+            column::MERGE_IDENTIFIERS,
+            &crate::encode_identifiers(identifiers),
+        )
+    }
+
+    pub fn open_merge_identifiers(
+        &self,
+        tenant: &str,
+        stored: String,
+    ) -> StoreResult<Vec<Identifier>> {
+        Ok(crate::decode_identifiers(&self.open(
+            tenant,
+            column::MERGE_IDENTIFIERS,
             stored,
         )?))
     }
@@ -475,6 +702,31 @@ mod tests {
         assert_eq!(
             other.open("t", column::TRAIT, "{}".into()).expect("plain"),
             "{}"
+        );
+    }
+
+    #[test]
+    fn bytes_seal_whatever_they_hold_and_empty_stays_empty() {
+        let v = vault(1, &[(1, [1u8; 32])], &[9u8; 32]);
+        let row = b"ada@x.io,\xff\xfe,Lovelace".to_vec();
+        let sealed = v.seal_bytes("t", column::IMPORT_ROW, &row).expect("seal");
+        assert!(sealed.starts_with(b"~1.1."));
+        assert!(!sealed.windows(3).any(|w| w == b"ada"));
+        assert_eq!(
+            v.open_bytes("t", column::IMPORT_ROW, sealed.clone())
+                .expect("open"),
+            row
+        );
+        assert!(v.open_bytes("t", column::IMPORT_REASON, sealed).is_err());
+        assert!(
+            v.seal_bytes("t", column::IMPORT_ROW, b"")
+                .expect("seal")
+                .is_empty()
+        );
+        assert_eq!(
+            v.open_bytes("t", column::IMPORT_ROW, row.clone())
+                .expect("plain"),
+            row
         );
     }
 

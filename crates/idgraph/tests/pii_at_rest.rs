@@ -21,10 +21,17 @@ const PHONE: &str = "+14155550199";
 const NAME: &str = "Zed Sealedname";
 const NOTE: &str = "zed-private-note-41d9";
 const USER_ID: &str = "u-zed-sealed";
+/// A second user id sent with Zed's email: a conflict.
+const OTHER_ID: &str = "u-zed-conflicting";
+/// Zed's street, in an imported row (with the name, it makes an `identity_hash`).
+const STREET: &str = "4107 Sealedzed Lane";
+/// A malformed address in an imported row: its rejection quotes it.
+const BAD_EMAIL: &str = "zed-not-an-email-7c1e";
 /// Not PII: event names stay plain, which makes it the search's positive control.
 const EVENT_NAME: &str = "Sealed Test Happened";
 
-/// Zed: one identify with traits and one track with a property; no merge.
+/// Zed: a visitor with Zed's phone, an identify with traits that a third call merges with the
+/// visitor, a track with a property, and another user id with Zed's email (a conflict).
 async fn zed(app: &TestApp) {
     let write_key = app.write_key().await;
     let (status, body) = app
@@ -32,15 +39,201 @@ async fn zed(app: &TestApp) {
             "/v1/batch",
             &write_key,
             json!({"batch": [
+                {"type": "identify", "anonymousId": "anon-zed", "traits": {"phone": PHONE}},
                 {"type": "identify", "userId": USER_ID,
-                 "traits": {"email": EMAIL, "phone": PHONE, "name": NAME}},
+                 "traits": {"email": EMAIL, "name": NAME}},
+                {"type": "identify", "userId": USER_ID, "traits": {"phone": PHONE}},
                 {"type": "track", "userId": USER_ID, "event": EVENT_NAME,
                  "properties": {"note": NOTE}},
+                {"type": "identify", "userId": OTHER_ID, "traits": {"email": EMAIL}},
             ]}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["accepted"], 5, "{body}");
+    zed_compliance(app).await;
+}
+
+/// Zed's compliance records: consent on an address, a tenant and a global suppression, a
+/// contact, and an inbound STOP (a consent revoke quoting the message, and a suppression).
+async fn zed_compliance(app: &TestApp) {
+    // An endpoint nobody listens on: its deliveries wait in the outbox, payloads and all.
+    let (status, body) = app
+        .post(
+            "/api/v1/webhooks",
+            MASTER_KEY,
+            json!({"url": "http://127.0.0.1:9/zed", "events": ["suppression.added", "consent.changed"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/consent",
+            MASTER_KEY,
+            json!({"identifier": {"kind": "email", "value": EMAIL}, "purpose": "email:news",
+                   "action": "revoke", "source": "unsubscribe link",
+                   "evidence": {"note": NOTE}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (kind, value, scope) in [("email", EMAIL, "tenant"), ("phone", PHONE, "global")] {
+        let (status, body) = app
+            .post(
+                "/api/v1/suppressions",
+                MASTER_KEY,
+                json!({"kind": kind, "value": value, "reason": "complaint", "scope": scope}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/contacts",
+            MASTER_KEY,
+            json!({"channel": "sms", "from": "+18005550100", "to": PHONE,
+                   "at": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let write_key = app.write_key().await;
+    let (status, body) = app
+        .track(
+            "/v1/messages/inbound",
+            &write_key,
+            json!({"from": PHONE, "to": "+18005550100", "body": "STOP"}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    zed_import(app).await;
+    // A check sent with an idempotency key: its answer, which quotes the address, is kept.
+    let first = zed_idempotent_check(app).await;
+    assert!(first.contains(EMAIL), "{first}");
+}
+
+async fn zed_idempotent_check(app: &TestApp) -> String {
+    let response = app
+        .client
+        .post(app.url("/api/v1/compliance/check"))
+        .bearer_auth(MASTER_KEY)
+        .header("Idempotency-Key", "zed-check-1")
+        .json(&json!({"channel": "email", "to": EMAIL, "purpose": "email:news"}))
+        .send()
+        .await
+        .expect("check");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.expect("body")
+}
+
+/// The outbox's payloads, read back in the clear.
+async fn zed_deliveries(app: &TestApp) -> String {
+    let (status, hooks) = app.get("/api/v1/webhooks", MASTER_KEY).await;
+    assert_eq!(status, StatusCode::OK, "{hooks}");
+    let id = hooks["webhooks"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{hooks}"))
+        .to_owned();
+    let (status, deliveries) = app
+        .get(&format!("/api/v1/webhooks/{id}/deliveries"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{deliveries}");
+    deliveries.to_string()
+}
+
+/// An import of Zed (name and street make an identity hash) and of a row rejected for a
+/// malformed address.
+async fn zed_import(app: &TestApp) {
+    let file = format!(
+        "full name,street,city,state,zip,email,phone\n\
+         {NAME},{STREET},Springfield,IL,62701,{EMAIL},{PHONE}\n\
+         Someone Else,,,,,{BAD_EMAIL},\n"
+    );
+    let response = app
+        .client
+        .post(app.url("/api/v1/imports"))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", "text/csv")
+        .body(file)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let created: Value = response.json().await.expect("json");
+    let id = created["id"].as_str().expect("id");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, job) = app.get(&format!("/api/v1/imports/{id}"), MASTER_KEY).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        if job["status"] == "completed" {
+            break;
+        }
+        assert!(
+            job["status"] == "processing" && Instant::now() < deadline,
+            "{job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, rows) = app
+        .get(&format!("/api/v1/imports/{id}/rows"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert!(
+        rows.to_string().contains(BAD_EMAIL),
+        "the rejection's reason opens: {rows}"
+    );
+}
+
+/// The identity hash Zed's imported row made, read back in the clear.
+async fn zed_identity_hash(app: &TestApp) -> String {
+    let (status, body) = lookup(app, "email", EMAIL).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["identifiers"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .find(|i| i["kind"] == "identity_hash")
+        .and_then(|i| i["value"].as_str())
+        .unwrap_or_else(|| panic!("the import gave Zed an identity hash: {body}"))
+        .to_owned()
+}
+
+/// Zed's compliance records read back in the clear: found by address, subjects opened.
+async fn zed_compliance_reads_back(app: &TestApp, person: &str) {
+    for (channel, to, purpose) in [("email", EMAIL, "email:news"), ("sms", PHONE, "sms:alerts")] {
+        let (status, body) = app
+            .post(
+                "/api/v1/compliance/check",
+                MASTER_KEY,
+                json!({"channel": channel, "to": to, "purpose": purpose}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["allowed"], false, "{to}: {body}");
+    }
+    for (kind, value, n) in [
+        ("email", "zed.sealed%40example.com", 1),
+        ("phone", "%2B14155550199", 2),
+    ] {
+        let (status, body) = app
+            .get(
+                &format!("/api/v1/suppressions?kind={kind}&value={value}"),
+                MASTER_KEY,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let entries = body["entries"].as_array().expect("entries");
+        assert_eq!(entries.len(), n, "{kind}: {body}");
+        for entry in entries {
+            assert!(entry["value"] == EMAIL || entry["value"] == PHONE, "{body}");
+        }
+    }
+    let (status, consent) = app
+        .get(&format!("/api/v1/persons/{person}/consent"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{consent}");
+    let text = consent.to_string();
+    assert!(text.contains(&format!("email:{EMAIL}")), "{consent}");
+    assert!(text.contains(&format!("phone:{PHONE}")), "{consent}");
+    assert!(text.contains(NOTE), "the evidence opens: {consent}");
 }
 
 /// Zed reads back in the clear through the API: found by every identifier (blind index),
@@ -66,6 +259,30 @@ async fn zed_reads_back(app: &TestApp) -> String {
         .await;
     assert_eq!(status, StatusCode::OK, "{timeline}");
     assert!(timeline.to_string().contains(NOTE), "{timeline}");
+    let (status, merges) = app
+        .get(&format!("/api/v1/persons/{id}/merges"), MASTER_KEY)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{merges}");
+    let text = merges.to_string();
+    assert!(
+        text.contains(PHONE),
+        "the merge's identifiers open: {merges}"
+    );
+    assert!(
+        text.contains(OTHER_ID) || text.matches(EMAIL).count() > 0 && text.contains("conflict"),
+        "the conflict's identifier opens: {merges}"
+    );
+    zed_compliance_reads_back(app, &id).await;
+    let replayed = zed_idempotent_check(app).await;
+    assert!(
+        replayed.contains(EMAIL),
+        "the kept answer opens: {replayed}"
+    );
+    let deliveries = zed_deliveries(app).await;
+    assert!(
+        deliveries.contains(EMAIL) && deliveries.contains(PHONE),
+        "the outbox's payloads open: {deliveries}"
+    );
     id
 }
 
@@ -101,12 +318,22 @@ fn pg_dump(url: &str) -> Vec<u8> {
     output.stdout
 }
 
-fn assert_no_live_pii(bytes: &[u8]) {
+fn assert_no_live_pii(bytes: &[u8], identity_hash: &str) {
     assert!(
         contains(bytes, EVENT_NAME),
         "the search finds what is stored in the clear"
     );
-    for pii in [EMAIL, PHONE, NAME, NOTE, USER_ID] {
+    for pii in [
+        EMAIL,
+        PHONE,
+        NAME,
+        NOTE,
+        USER_ID,
+        OTHER_ID,
+        STREET,
+        BAD_EMAIL,
+        identity_hash,
+    ] {
         assert!(!contains(bytes, pii), "{pii} is stored in the clear");
     }
 }
@@ -116,8 +343,9 @@ async fn a_live_persons_pii_is_not_in_the_sqlite_file() {
     let app = TestApp::start(None).await;
     zed(&app).await;
     zed_reads_back(&app).await;
+    let hash = zed_identity_hash(&app).await;
     let data_dir = app.stop_keeping_data().await;
-    assert_no_live_pii(&data_dir_bytes(data_dir.path()));
+    assert_no_live_pii(&data_dir_bytes(data_dir.path()), &hash);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,8 +356,9 @@ async fn a_live_persons_pii_is_not_in_a_pg_dump() {
     let app = TestApp::start(Some(database.url.clone())).await;
     zed(&app).await;
     zed_reads_back(&app).await;
+    let hash = zed_identity_hash(&app).await;
     app.stop().await;
-    assert_no_live_pii(&pg_dump(&database.url));
+    assert_no_live_pii(&pg_dump(&database.url), &hash);
 }
 
 /// Runs `idgraph serve` and expects it to refuse to start: its stderr.

@@ -30,7 +30,7 @@ fn workspace(name: &str) -> WorkspaceName {
     WorkspaceName::parse(name).expect("valid")
 }
 
-fn consent(
+pub(super) fn consent(
     id: &str,
     subject: ConsentSubject,
     purpose: &str,
@@ -50,7 +50,7 @@ fn consent(
     }
 }
 
-fn suppression(
+pub(super) fn suppression(
     id: &str,
     scope: SuppressionScope,
     address: &Identifier,
@@ -70,7 +70,7 @@ fn suppression(
     }
 }
 
-fn contact(id: &str, to: &Identifier, vertical: Option<&str>, on: i64) -> ContactRow {
+pub(super) fn contact(id: &str, to: &Identifier, vertical: Option<&str>, on: i64) -> ContactRow {
     ContactRow {
         contact_id: id.into(),
         workspace: workspace("default"),
@@ -105,7 +105,7 @@ fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
     }
 }
 
-fn query(address: &Identifier, around: i64) -> FactsQuery {
+pub(super) fn query(address: &Identifier, around: i64) -> FactsQuery {
     FactsQuery {
         address: address.clone(),
         contacts_from: day(around - 100),

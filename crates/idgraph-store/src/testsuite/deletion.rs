@@ -10,8 +10,8 @@ use jiff::SignedDuration;
 
 use super::{ts, with_tenants};
 use crate::{
-    ComplianceWrites, DeletionRequest, EventRow, IngestOutcome, PageRequest, SignalRecord, Store,
-    StoreError, SuppressionRow,
+    ComplianceWrites, DeletionRequest, EventRow, IdempotencyBegin, IdempotencyRequest,
+    IngestOutcome, PageRequest, SignalRecord, Store, StoreError, StoredResponse, SuppressionRow,
 };
 
 fn signal(n: i64, identifiers: &[&Identifier]) -> SignalRecord {
@@ -95,6 +95,37 @@ pub async fn deleting_a_person_hides_it_tombstones_it_and_purges_it<S: Store>(st
         )
         .await
         .unwrap();
+    // Kept answers: one quoting Ann's address (sealed at rest, so deletion must open it to see
+    // that), one not.
+    let kept = |key: &str| IdempotencyRequest {
+        tenant_id: tenant.clone(),
+        scope: "deletion".into(),
+        key: key.into(),
+        fingerprint: "f".into(),
+        at: ts(6),
+        retention: SignedDuration::from_hours(24),
+        pending_timeout: SignedDuration::from_mins(5),
+    };
+    for (key, body) in [
+        ("quotes", r#"{"to":"ann@example.com"}"#),
+        ("other", r#"{"to":"bob@example.com"}"#),
+    ] {
+        assert_eq!(
+            store.idempotency_begin(&kept(key)).await,
+            Ok(IdempotencyBegin::Run)
+        );
+        store
+            .idempotency_finish(
+                &kept(key),
+                Some(StoredResponse {
+                    status: 200,
+                    content_type: None,
+                    body: body.as_bytes().to_vec(),
+                }),
+            )
+            .await
+            .unwrap();
+    }
 
     // Another tenant cannot delete Ann, even knowing her id.
     assert_eq!(
@@ -110,6 +141,15 @@ pub async fn deleting_a_person_hides_it_tombstones_it_and_purges_it<S: Store>(st
     assert_eq!(deleted.person_id, ann);
     assert_eq!(deleted.members.len(), 2, "{deleted:?}");
     assert_eq!(deleted.identifiers_erased, 3);
+    assert_eq!(
+        store.idempotency_begin(&kept("quotes")).await,
+        Ok(IdempotencyBegin::Run),
+        "the answer quoting Ann's address is dropped"
+    );
+    assert!(matches!(
+        store.idempotency_begin(&kept("other")).await,
+        Ok(IdempotencyBegin::Replay(_))
+    ));
 
     for id in [ann.as_str(), absorbed_id] {
         assert_eq!(

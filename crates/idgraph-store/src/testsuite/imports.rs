@@ -13,7 +13,7 @@ use crate::{
     SuppressionRow,
 };
 
-fn new_job(job_id: &str) -> ImportJob {
+pub(super) fn new_job(job_id: &str) -> ImportJob {
     ImportJob {
         job_id: job_id.to_owned(),
         workspace: WorkspaceName::default_workspace(),
@@ -43,7 +43,7 @@ fn new_job(job_id: &str) -> ImportJob {
     }
 }
 
-fn rows(from: u64, to: u64) -> Vec<LandedRow> {
+pub(super) fn rows(from: u64, to: u64) -> Vec<LandedRow> {
     (from..=to)
         .map(|row| LandedRow {
             row,
@@ -67,7 +67,7 @@ fn outcome(row: u64, outcome: &str) -> RowOutcome {
     }
 }
 
-fn chunk(runner: &str, from: u64, to: u64, created: u64) -> RecordedChunk {
+pub(super) fn chunk(runner: &str, from: u64, to: u64, created: u64) -> RecordedChunk {
     RecordedChunk {
         runner: runner.to_owned(),
         mapping_version: 1,

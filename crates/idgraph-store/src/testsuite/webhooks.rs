@@ -45,7 +45,7 @@ fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
     }
 }
 
-fn subscription(id: &str, events: &[EventType]) -> WebhookSubscription {
+pub(super) fn subscription(id: &str, events: &[EventType]) -> WebhookSubscription {
     WebhookSubscription {
         subscription_id: id.into(),
         workspace: WorkspaceName::default_workspace(),
@@ -58,7 +58,11 @@ fn subscription(id: &str, events: &[EventType]) -> WebhookSubscription {
     }
 }
 
-async fn outbox<S: Store>(store: &S, tenant: &TenantId, id: &str) -> Vec<(EventType, String)> {
+pub(super) async fn outbox<S: Store>(
+    store: &S,
+    tenant: &TenantId,
+    id: &str,
+) -> Vec<(EventType, String)> {
     let page = store
         .list_webhook_deliveries(tenant, id, &PageRequest::first(100))
         .await
