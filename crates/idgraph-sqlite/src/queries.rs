@@ -344,13 +344,21 @@ impl Store for SqliteStore {
         signals: Vec<SignalRecord>,
     ) -> StoreResult<Vec<IngestOutcome>> {
         let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
-        let vault = self.vault();
-        let sealed = signals
-            .iter()
-            .map(|signal| vault.seal_signal(tenant_id.as_str(), signal))
-            .collect::<StoreResult<Vec<_>>>()?;
-        self.write(move |tx| resolve::ingest(tx, &vault, &tenant_id, &settings, signals, sealed))
-            .await
+        let sealed = {
+            let vault = self.vault();
+            signals
+                .iter()
+                .map(|signal| vault.seal_signal(tenant_id.as_str(), signal))
+                .collect::<StoreResult<Vec<_>>>()?
+        };
+        let store = self.clone();
+        self.write(move |tx| {
+            // The vault as it is when the writer runs: a rotation's re-seal passes run on this
+            // thread too, so what is written now is under the key they move rows to.
+            let vault = store.vault();
+            resolve::ingest(tx, &vault, &tenant_id, &settings, signals, sealed)
+        })
+        .await
     }
 
     async fn lookup_person(

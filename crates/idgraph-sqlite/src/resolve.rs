@@ -48,6 +48,11 @@ pub(crate) fn ingest(
     let subscribers = crate::webhooks::subscribers(tx, tenant)?;
     let mut outcomes = Vec::with_capacity(signals.len());
     for (signal, sealed) in signals.into_iter().zip(sealed) {
+        let sealed = if sealed.key == vault.current_key() {
+            sealed
+        } else {
+            vault.seal_signal(tenant, &signal)?
+        };
         let event = &signal.event;
         let seen = tx
             .prepare_cached(

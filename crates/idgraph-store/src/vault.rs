@@ -572,6 +572,10 @@ pub struct SealedSignal {
     pub nodes: Vec<(String, Option<String>)>,
     /// Each trait observation's value, sealed, in the signal's order.
     pub traits: Vec<String>,
+    /// The key it was sealed with: a writer that finds another key current (a rotation was
+    /// promoted meanwhile) seals again, or the row would land under the retired key after the
+    /// rotation's last pass.
+    pub key: Option<u32>,
 }
 
 impl SealedSignal {
@@ -606,6 +610,7 @@ impl Vault {
                 .iter()
                 .map(|t| self.seal(tenant, column::TRAIT, &t.value))
                 .collect::<StoreResult<_>>()?,
+            key: self.current_key(),
         })
     }
 }
