@@ -91,13 +91,15 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<Outcome> {
     let cpu_before = server.cpu_seconds()?;
     let measured = load::run(&client, &target, &spec, config.load, "idgraph").await?;
     server.check_running()?;
-    let first_sealed = Run {
-        cpu_seconds: server.cpu_seconds()? - cpu_before,
-        figures: measured.figures.clone(),
-    };
+    let cpu_seconds = server.cpu_seconds()? - cpu_before;
 
     let merge_check = check_merges(&api, &measured.merge_emails).await?;
     let server_figures = server.finish(memory_after_start)?;
+    let first_sealed = Run {
+        cpu_seconds,
+        figures: measured.figures.clone(),
+        store_bytes: server_figures.store_bytes,
+    };
 
     let sealing = match &config.plaintext {
         Some(plain) => Some(
@@ -161,12 +163,17 @@ struct SealingCost {
     /// The server's CPU time (user and system) per 1,000 events, over each side's runs.
     sealed_cpu_ms_per_1k_events: f64,
     plaintext_cpu_ms_per_1k_events: f64,
+    /// The embedded store's size on disk after each side's first run: sealed values are longer
+    /// than the values they hide, and every byte goes through the WAL and its fsync.
+    sealed_store_bytes: Option<u64>,
+    plaintext_store_bytes: Option<u64>,
 }
 
-/// One load run and the CPU time its server used during it.
+/// One load run, the CPU time its server used during it and its store's size afterwards.
 struct Run {
     figures: LoadFigures,
     cpu_seconds: f64,
+    store_bytes: Option<u64>,
 }
 
 async fn sealing_cost(
@@ -195,6 +202,8 @@ async fn sealing_cost(
     let rates = |runs: &[Run]| runs.iter().map(|r| r.figures.events_per_second).collect();
     let (sealed_rate, plaintext_rate) = (rate(&sealed_runs), rate(&plaintext_runs));
     Ok(SealingCost {
+        sealed_store_bytes: sealed_runs[0].store_bytes,
+        plaintext_store_bytes: plaintext_runs[0].store_bytes,
         sealed_runs: rates(&sealed_runs),
         plaintext_runs: rates(&plaintext_runs),
         sealed_events_per_second: sealed_rate,
@@ -226,7 +235,7 @@ async fn fresh_run(
     let run = load::run(client, &target, spec, load, label).await?;
     server.check_running()?;
     let cpu_seconds = server.cpu_seconds()? - cpu_before;
-    server.stop()?;
+    let store_bytes = server.finish(server.memory()?)?.store_bytes;
     if run.figures.events_acknowledged < run.figures.events_sent {
         anyhow::bail!(
             "ingest ({label}): only {} of {} events acknowledged",
@@ -237,6 +246,7 @@ async fn fresh_run(
     Ok(Run {
         figures: run.figures,
         cpu_seconds,
+        store_bytes,
     })
 }
 
@@ -366,6 +376,16 @@ fn render(results: &IngestResults) -> String {
                 sealing.plaintext_cpu_ms_per_1k_events,
             ),
         );
+        if let (Some(sealed), Some(plain)) =
+            (sealing.sealed_store_bytes, sealing.plaintext_store_bytes)
+        {
+            table.row(
+                "    store on disk (first run of each)",
+                report::megabytes(sealed),
+                report::megabytes(plain),
+                report::ratio(sealed as f64, plain as f64),
+            );
+        }
     }
     table.row(
         "  merges spot-checked",

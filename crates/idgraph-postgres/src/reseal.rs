@@ -3,7 +3,7 @@
 
 use deadpool_postgres::Transaction;
 use idgraph_core::privacy::TOMBSTONE_PREFIX;
-use idgraph_store::vault::{Vault, column};
+use idgraph_store::vault::{EMPTY_JSON_SQL, Vault, column};
 use idgraph_store::{GLOBAL_TENANT, StoreResult};
 
 use crate::PostgresStore;
@@ -90,10 +90,14 @@ impl PostgresStore {
         if left > 0 {
             let events = tx
                 .query(
-                    "SELECT event_id, properties, context, identifiers FROM events
-                     WHERE tenant_id = $1 AND (substr(properties, 1, $2) <> $3
-                        OR substr(context, 1, $2) <> $3 OR substr(identifiers, 1, $2) <> $3)
-                     LIMIT $4",
+                    &format!(
+                        "SELECT event_id, properties, context, identifiers FROM events
+                         WHERE tenant_id = $1
+                           AND ((substr(properties, 1, $2) <> $3 AND properties NOT IN {EMPTY_JSON_SQL})
+                             OR (substr(context, 1, $2) <> $3 AND context NOT IN {EMPTY_JSON_SQL})
+                             OR substr(identifiers, 1, $2) <> $3)
+                         LIMIT $4"
+                    ),
                     &[&tenant, &prefix_len, &prefix, &left],
                 )
                 .await
@@ -101,7 +105,13 @@ impl PostgresStore {
             for row in &events {
                 let reseal = |col: &str, index: usize| -> StoreResult<String> {
                     let plain = vault.open(tenant, col, row.get(index))?;
-                    vault.seal(tenant, col, &plain)
+                    // The identifiers are always sealed: the search above selects them by
+                    // prefix alone.
+                    if col == column::EVENT_IDENTIFIERS {
+                        vault.seal(tenant, col, &plain)
+                    } else {
+                        vault.seal_json(tenant, col, &plain)
+                    }
                 };
                 let properties = reseal(column::EVENT_PROPERTIES, 1)?;
                 let context = reseal(column::EVENT_CONTEXT, 2)?;

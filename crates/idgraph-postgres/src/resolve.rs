@@ -391,11 +391,11 @@ async fn write_events(
     let message_ids: Vec<&str> = events.iter().map(|e| e.event.message_id.as_str()).collect();
     let properties: Vec<String> = events
         .iter()
-        .map(|e| vault.seal(tenant, column::EVENT_PROPERTIES, &e.event.properties))
+        .map(|e| vault.seal_json(tenant, column::EVENT_PROPERTIES, &e.event.properties))
         .collect::<StoreResult<_>>()?;
     let contexts: Vec<String> = events
         .iter()
-        .map(|e| vault.seal(tenant, column::EVENT_CONTEXT, &e.event.context))
+        .map(|e| vault.seal_json(tenant, column::EVENT_CONTEXT, &e.event.context))
         .collect::<StoreResult<_>>()?;
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     let identifiers: Vec<String> = events

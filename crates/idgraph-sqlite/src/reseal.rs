@@ -2,7 +2,7 @@
 //! on a store that holds plain values. One bounded batch per call, one transaction.
 
 use idgraph_core::privacy::TOMBSTONE_PREFIX;
-use idgraph_store::vault::{Vault, column};
+use idgraph_store::vault::{EMPTY_JSON_SQL, Vault, column};
 use idgraph_store::{GLOBAL_TENANT, StoreResult};
 use rusqlite::{Transaction, params};
 
@@ -82,12 +82,14 @@ pub(crate) fn batch(
     }
 
     let events: Vec<(String, String, String, String)> = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT event_id, properties, context, identifiers FROM events
-             WHERE tenant_id = ?1 AND (substr(properties, 1, ?2) <> ?3
-                OR substr(context, 1, ?2) <> ?3 OR substr(identifiers, 1, ?2) <> ?3)
-             LIMIT ?4",
-        )
+             WHERE tenant_id = ?1
+               AND ((substr(properties, 1, ?2) <> ?3 AND properties NOT IN {EMPTY_JSON_SQL})
+                 OR (substr(context, 1, ?2) <> ?3 AND context NOT IN {EMPTY_JSON_SQL})
+                 OR substr(identifiers, 1, ?2) <> ?3)
+             LIMIT ?4"
+        ))
         .and_then(|mut s| {
             s.query_map(params![tenant, prefix_len, prefix, left], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -98,7 +100,12 @@ pub(crate) fn batch(
     for (event_id, properties, context, identifiers) in events {
         let reseal = |col: &str, stored: String| -> StoreResult<String> {
             let plain = vault.open(tenant, col, stored)?;
-            vault.seal(tenant, col, &plain)
+            // The identifiers are always sealed: the search above selects them by prefix alone.
+            if col == column::EVENT_IDENTIFIERS {
+                vault.seal(tenant, col, &plain)
+            } else {
+                vault.seal_json(tenant, col, &plain)
+            }
         };
         let properties = reseal(column::EVENT_PROPERTIES, properties)?;
         let context = reseal(column::EVENT_CONTEXT, context)?;

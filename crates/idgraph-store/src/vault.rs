@@ -24,6 +24,11 @@ use sha2::Sha256;
 use crate::{StoreError, StoreResult};
 
 pub const KEY_BYTES: usize = 32;
+/// The JSON texts [`Vault::seal_json`] leaves unsealed.
+pub const EMPTY_JSON: [&str; 4] = ["{}", "[]", "null", ""];
+/// [`EMPTY_JSON`] as an SQL list, for `<column> NOT IN` in the re-seal's search for rows under
+/// another key.
+pub const EMPTY_JSON_SQL: &str = "('{}', '[]', 'null', '')";
 const NONCE_BYTES: usize = 24;
 const SEALED_MARK: &str = "~1.";
 /// Bytes of the HMAC kept as the blind index: 128 bits, collision-free in practice.
@@ -214,6 +219,18 @@ impl Vault {
             return Ok(plain.to_owned());
         }
         self.seal_raw(tenant, column, plain.as_bytes())
+    }
+
+    /// Seals an event's JSON for `column`, except JSON that holds nothing (`{}`, `[]`, `null`,
+    /// empty), which is stored as it is: most events have an empty context or properties, and
+    /// sealing them would only add a nonce and a tag to every row (about 60 bytes, through the
+    /// WAL and its fsync) to hide that there was nothing. [`open`](Self::open) returns it as
+    /// it is; a re-seal skips it (`EMPTY_JSON_SQL`).
+    pub fn seal_json(&self, tenant: &str, column: &str, plain: &str) -> StoreResult<String> {
+        if EMPTY_JSON.contains(&plain) {
+            return Ok(plain.to_owned());
+        }
+        self.seal(tenant, column, plain)
     }
 
     /// Seals bytes that need not be text (a file's row as it was uploaded); the sealed text's
@@ -597,8 +614,12 @@ impl Vault {
         signal: &crate::SignalRecord,
     ) -> StoreResult<SealedSignal> {
         Ok(SealedSignal {
-            properties: self.seal(tenant, column::EVENT_PROPERTIES, &signal.event.properties)?,
-            context: self.seal(tenant, column::EVENT_CONTEXT, &signal.event.context)?,
+            properties: self.seal_json(
+                tenant,
+                column::EVENT_PROPERTIES,
+                &signal.event.properties,
+            )?,
+            context: self.seal_json(tenant, column::EVENT_CONTEXT, &signal.event.context)?,
             identifiers: self.seal_identifiers(tenant, &signal.identifiers)?,
             nodes: signal
                 .identifiers
@@ -708,6 +729,30 @@ mod tests {
             other.open("t", column::TRAIT, "{}".into()).expect("plain"),
             "{}"
         );
+    }
+
+    #[test]
+    fn event_json_is_sealed_unless_it_holds_nothing() {
+        let v = vault(1, &[(1, [1u8; 32])], &[9u8; 32]);
+        for empty in EMPTY_JSON {
+            assert_eq!(
+                v.seal_json("t", column::EVENT_CONTEXT, empty)
+                    .expect("seal"),
+                empty
+            );
+        }
+        for held in [r#"{"ip":"10.0.0.1"}"#, "[1]", " {}", "0"] {
+            let sealed = v.seal_json("t", column::EVENT_CONTEXT, held).expect("seal");
+            assert!(sealed.starts_with("~1.1."), "{held} is sealed");
+            assert_eq!(
+                v.open("t", column::EVENT_CONTEXT, sealed).expect("open"),
+                held
+            );
+        }
+        // The re-seal's SQL list names the same texts.
+        for empty in EMPTY_JSON {
+            assert!(EMPTY_JSON_SQL.contains(&format!("'{empty}'")));
+        }
     }
 
     #[test]
