@@ -352,11 +352,12 @@ impl Store for SqliteStore {
                 .collect::<StoreResult<Vec<_>>>()?
         };
         let store = self.clone();
-        self.write(move |tx| {
+        // Retriable: ingesting writes nothing but its transaction's rows.
+        self.write_retriable(move |tx| {
             // The vault as it is when the writer runs: a rotation's re-seal passes run on this
             // thread too, so what is written now is under the key they move rows to.
             let vault = store.vault();
-            resolve::ingest(tx, &vault, &tenant_id, &settings, signals, sealed)
+            resolve::ingest(tx, &vault, &tenant_id, &settings, &signals, &sealed)
         })
         .await
     }
