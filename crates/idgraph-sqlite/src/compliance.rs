@@ -71,7 +71,7 @@ pub(crate) fn record(
     tx: &Transaction<'_>,
     vault: &Vault,
     tenant: &TenantId,
-    writes: ComplianceWrites,
+    writes: &ComplianceWrites,
 ) -> StoreResult<()> {
     let t = tenant.as_str();
     let next = |table: &str, tenant: &str| -> StoreResult<i64> {

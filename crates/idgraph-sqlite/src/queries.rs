@@ -452,10 +452,11 @@ impl Store for SqliteStore {
         writes: ComplianceWrites,
     ) -> StoreResult<()> {
         let (tenant_id, vault) = (tenant_id.clone(), self.vault());
-        self.write(move |tx| {
+        // Retriable: recording writes nothing but its transaction's rows.
+        self.write_retriable(move |tx| {
             let subscribers = webhooks::subscribers(tx, tenant_id.as_str())?;
             let events = compliance_events(&subscribers, &writes);
-            compliance::record(tx, &vault, &tenant_id, writes)?;
+            compliance::record(tx, &vault, &tenant_id, &writes)?;
             webhooks::enqueue(tx, &vault, tenant_id.as_str(), &subscribers, &events)
         })
         .await
@@ -767,7 +768,8 @@ impl Store for SqliteStore {
         let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
         let mut rows = rows;
         self.vault().seal_landed(tenant.as_str(), &mut rows)?;
-        self.write(move |tx| imports::land(tx, tenant.as_str(), &job_id, &rows, at))
+        // Retriable, like every job that writes only its transaction's rows: no savepoint.
+        self.write_retriable(move |tx| imports::land(tx, tenant.as_str(), &job_id, &rows, at))
             .await
     }
 
@@ -849,7 +851,7 @@ impl Store for SqliteStore {
         let mut chunk = chunk;
         self.vault()
             .seal_outcomes(tenant.as_str(), &mut chunk.outcomes)?;
-        self.write(move |tx| imports::record(tx, tenant.as_str(), &job_id, &chunk))
+        self.write_retriable(move |tx| imports::record(tx, tenant.as_str(), &job_id, &chunk))
             .await
     }
 
