@@ -38,14 +38,18 @@ pub struct MemoryGraph {
     shared_owners: FastMap<u32, Vec<u32>>,
     persons: Vec<Person>,
     person_by_id: FastMap<Key, u32>,
-    /// The person the last `owners` call answered with. `apply` nearly always concerns that
-    /// person, and checking the hint costs one comparison of a string already in cache where
-    /// `person_by_id` costs a cache miss or two on a large graph.
-    recent_owner: Cell<u32>,
+    /// The last persons `owners` answered with, newest first. `person` and `apply` nearly
+    /// always concern one of them (the candidates of the signal being resolved), and checking
+    /// a hint costs a comparison of a string already in cache where `person_by_id` costs a
+    /// cache miss or two on a large graph.
+    recent_owners: Cell<[u32; RECENT_OWNERS]>,
     merge_count: u64,
     /// Pairs of persons an operator's rule keeps apart, smaller id first.
     kept_apart: BTreeSet<(PersonId, PersonId)>,
 }
+
+/// Enough for the candidates of any ordinary signal (one per kind it carries).
+const RECENT_OWNERS: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -109,7 +113,7 @@ impl MemoryGraph {
 
     /// The person an id now stands for, following merges; an unknown id answers itself.
     pub fn canonical(&self, id: &str) -> PersonId {
-        match self.person_by_id.get(id) {
+        match self.person_by_id.get(id.as_bytes()) {
             Some(index) => self.persons[self.find(*index) as usize]
                 .id
                 .as_str()
@@ -137,7 +141,7 @@ impl MemoryGraph {
     /// Every person merged into `id`, directly or through a person merged into it, in the order
     /// the merges happened.
     pub fn merged_from(&self, id: &str) -> Vec<PersonId> {
-        let Some(start) = self.person_by_id.get(id) else {
+        let Some(start) = self.person_by_id.get(id.as_bytes()) else {
             return Vec::new();
         };
         let mut found: Vec<(u64, u32)> = Vec::new();
@@ -189,7 +193,7 @@ impl MemoryGraph {
     fn slot(&self, identifier: &Identifier) -> Option<Slot> {
         let kind = self.kind_index(identifier.kind())?;
         self.slots_by_value[kind as usize]
-            .get(identifier.value())
+            .get(identifier.value().as_bytes())
             .copied()
     }
 
@@ -200,17 +204,37 @@ impl MemoryGraph {
         index
     }
 
-    fn person_index_or_create(&mut self, id: &PersonId, at: Timestamp) -> u32 {
-        let hint = self.recent_owner.get();
-        if self
-            .persons
-            .get(hint as usize)
-            .is_some_and(|person| person.id.as_str() == id)
-        {
-            return hint;
+    /// The index of the person with this id, not followed through merges.
+    fn person_index(&self, id: &str) -> Option<u32> {
+        let recent = self.recent_owners.get();
+        recent
+            .into_iter()
+            .find(|hint| {
+                self.persons
+                    .get(*hint as usize)
+                    .is_some_and(|person| person.id.as_bytes() == id.as_bytes())
+            })
+            .or_else(|| self.person_by_id.get(id.as_bytes()).copied())
+    }
+
+    /// Puts `person` first among the recent owners.
+    fn remember_owner(&self, person: u32) {
+        let mut recent = self.recent_owners.get();
+        if recent[0] == person {
+            return;
         }
-        if let Some(index) = self.person_by_id.get(id.as_str()) {
-            return *index;
+        let end = recent
+            .iter()
+            .position(|hint| *hint == person)
+            .unwrap_or(RECENT_OWNERS - 1);
+        recent.copy_within(..end, 1);
+        recent[0] = person;
+        self.recent_owners.set(recent);
+    }
+
+    fn person_index_or_create(&mut self, id: &PersonId, at: Timestamp) -> u32 {
+        if let Some(index) = self.person_index(id) {
+            return index;
         }
         let index = u32::try_from(self.persons.len())
             .ok()
@@ -282,7 +306,7 @@ impl MemoryGraph {
             }
         };
         let slots = &mut self.slots_by_value[kind as usize];
-        if let Some(slot) = slots.get_mut(identifier.value()) {
+        if let Some(slot) = slots.get_mut(identifier.value().as_bytes()) {
             let node = slot.node;
             if slot.owner == person {
                 return;
@@ -337,7 +361,7 @@ impl GraphView for MemoryGraph {
             return Vec::new();
         };
         if slot.owner != Slot::SHARED {
-            self.recent_owner.set(slot.owner);
+            self.remember_owner(slot.owner);
             return vec![self.persons[slot.owner as usize].id.as_str().to_owned()];
         }
         self.shared_owners
@@ -353,7 +377,7 @@ impl GraphView for MemoryGraph {
 
     /// Answers for the canonical person when given an absorbed id, as the store does.
     fn person(&self, id: &PersonId) -> Option<PersonView> {
-        let index = self.find(*self.person_by_id.get(id.as_str())?);
+        let index = self.find(self.person_index(id)?);
         let person = &self.persons[index as usize];
         let mut identifiers: BTreeMap<IdentifierKind, BTreeSet<String>> = BTreeMap::new();
         for (kind, node) in &person.nodes {
@@ -459,6 +483,13 @@ impl Key {
         }
     }
 
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(value) => value.as_bytes(),
+        }
+    }
+
     fn as_str(&self) -> &str {
         match self {
             Key::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
@@ -468,16 +499,18 @@ impl Key {
     }
 }
 
-// `Borrow<str>` requires `Eq` and `Hash` to agree with `str`'s: all three go through `as_str`.
-impl Borrow<str> for Key {
-    fn borrow(&self) -> &str {
-        self.as_str()
+// Tables are keyed and probed by bytes, so that comparing keys never re-checks UTF-8.
+// `Borrow<[u8]>` requires `Eq` and `Hash` to agree with `[u8]`'s: all three go through
+// `as_bytes`.
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -485,6 +518,6 @@ impl Eq for Key {}
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        self.as_bytes().hash(state);
     }
 }
