@@ -439,9 +439,9 @@ fn classify<'a>(settings: &IdentitySettings, identifiers: &'a [Identifier]) -> V
                 identifier,
                 priority: rule.priority,
                 limit: rule.limit,
-                owners: match settings.policy_of(identifier) {
-                    Some(Policy::Unique) => Owners::Unique(None),
-                    _ => Owners::Shared,
+                owners: match settings.policy_under(rule, identifier) {
+                    Policy::Unique => Owners::Unique(None),
+                    Policy::Shared => Owners::Shared,
                 },
                 joined: false,
             },
