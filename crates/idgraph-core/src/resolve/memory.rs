@@ -7,6 +7,7 @@
 
 use std::borrow::Borrow;
 use std::cell::Cell;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -206,15 +207,17 @@ impl MemoryGraph {
 
     /// The index of the person with this id, not followed through merges.
     fn person_index(&self, id: &str) -> Option<u32> {
-        let recent = self.recent_owners.get();
-        recent
-            .into_iter()
-            .find(|hint| {
-                self.persons
-                    .get(*hint as usize)
-                    .is_some_and(|person| person.id.as_bytes() == id.as_bytes())
-            })
+        self.recent_person_index(id)
             .or_else(|| self.person_by_id.get(id.as_bytes()).copied())
+    }
+
+    /// [`Self::person_index`] when the person is among the recent owners.
+    fn recent_person_index(&self, id: &str) -> Option<u32> {
+        self.recent_owners.get().into_iter().find(|hint| {
+            self.persons
+                .get(*hint as usize)
+                .is_some_and(|person| person.id.as_bytes() == id.as_bytes())
+        })
     }
 
     /// Puts `person` first among the recent owners.
@@ -233,7 +236,7 @@ impl MemoryGraph {
     }
 
     fn person_index_or_create(&mut self, id: &PersonId, at: Timestamp) -> u32 {
-        if let Some(index) = self.person_index(id) {
+        if let Some(index) = self.recent_person_index(id) {
             return index;
         }
         let index = u32::try_from(self.persons.len())
@@ -241,14 +244,16 @@ impl MemoryGraph {
             .filter(|index| *index != Slot::SHARED)
             .expect("fewer than 2^32 - 1 persons");
         let key = Key::new(id);
-        self.persons.push(Person {
-            id: key.clone(),
-            created_at: at,
-            merged_into: None,
-            nodes: Vec::new(),
-            absorbed: Vec::new(),
-        });
-        self.person_by_id.insert(key, index);
+        let index = *self.person_by_id.entry(key.clone()).or_insert(index);
+        if index as usize == self.persons.len() {
+            self.persons.push(Person {
+                id: key,
+                created_at: at,
+                merged_into: None,
+                nodes: Vec::new(),
+                absorbed: Vec::new(),
+            });
+        }
         index
     }
 
@@ -305,38 +310,39 @@ impl MemoryGraph {
                 u32::try_from(self.kinds.len() - 1).expect("fewer than 2^32 identifier kinds")
             }
         };
-        let slots = &mut self.slots_by_value[kind as usize];
-        if let Some(slot) = slots.get_mut(identifier.value().as_bytes()) {
-            let node = slot.node;
-            if slot.owner == person {
+        let new_node = u32::try_from(self.nodes.len()).expect("fewer than 2^32 identifiers");
+        // One probe whether the value is new (the common case: `attach` lists values the
+        // person does not hold) or already held by others.
+        let slot = match self.slots_by_value[kind as usize].entry(Key::new(identifier.value())) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let value = entry.key().clone();
+                entry.insert(Slot {
+                    node: new_node,
+                    owner: person,
+                });
+                self.nodes.push(Node { kind, value });
+                self.persons[person as usize].nodes.push((kind, new_node));
                 return;
             }
-            if slot.owner == Slot::SHARED {
-                let owners = self
-                    .shared_owners
-                    .get_mut(&node)
-                    .expect("a shared slot lists its owners");
-                if owners.contains(&person) {
-                    return;
-                }
-                owners.push(person);
-            } else {
-                self.shared_owners.insert(node, vec![slot.owner, person]);
-                slot.owner = Slot::SHARED;
-            }
-            self.persons[person as usize].nodes.push((kind, node));
+        };
+        let node = slot.node;
+        if slot.owner == person {
             return;
         }
-        let node = u32::try_from(self.nodes.len()).expect("fewer than 2^32 identifiers");
-        let value = Key::new(identifier.value());
-        slots.insert(
-            value.clone(),
-            Slot {
-                node,
-                owner: person,
-            },
-        );
-        self.nodes.push(Node { kind, value });
+        if slot.owner == Slot::SHARED {
+            let owners = self
+                .shared_owners
+                .get_mut(&node)
+                .expect("a shared slot lists its owners");
+            if owners.contains(&person) {
+                return;
+            }
+            owners.push(person);
+        } else {
+            self.shared_owners.insert(node, vec![slot.owner, person]);
+            slot.owner = Slot::SHARED;
+        }
         self.persons[person as usize].nodes.push((kind, node));
     }
 }
