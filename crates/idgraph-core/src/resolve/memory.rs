@@ -198,6 +198,18 @@ impl MemoryGraph {
             .copied()
     }
 
+    fn shared_owner_ids(&self, node: u32) -> Vec<PersonId> {
+        self.shared_owners
+            .get(&node)
+            .map(|owners| {
+                owners
+                    .iter()
+                    .map(|owner| self.persons[*owner as usize].id.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn find(&self, mut index: u32) -> u32 {
         while let Some(parent) = self.persons[index as usize].merged_into {
             index = parent;
@@ -370,15 +382,47 @@ impl GraphView for MemoryGraph {
             self.remember_owner(slot.owner);
             return vec![self.persons[slot.owner as usize].id.as_str().to_owned()];
         }
-        self.shared_owners
-            .get(&slot.node)
-            .map(|owners| {
-                owners
-                    .iter()
-                    .map(|owner| self.persons[*owner as usize].id.as_str().to_owned())
-                    .collect()
+        self.shared_owner_ids(slot.node)
+    }
+
+    /// Finds every slot, then every owner, then builds the answers: each step's look-ups do
+    /// not depend on each other, so their cache misses overlap instead of adding up.
+    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<Vec<PersonId>> {
+        const BATCH: usize = RECENT_OWNERS;
+        if identifiers.len() > BATCH {
+            return identifiers
+                .iter()
+                .map(|identifier| self.owners(identifier))
+                .collect();
+        }
+        let mut slots = [None; BATCH];
+        for (slot, identifier) in slots.iter_mut().zip(identifiers) {
+            *slot = self.slot(identifier);
+        }
+        let mut unique_owners: [Option<&str>; BATCH] = [None; BATCH];
+        for (owner, slot) in unique_owners.iter_mut().zip(&slots) {
+            if let Some(slot) = slot
+                && slot.owner != Slot::SHARED
+            {
+                *owner = Some(self.persons[slot.owner as usize].id.as_str());
+            }
+        }
+        // Remembered last to first, so that the first identifier's owner ends up newest.
+        for slot in slots[..identifiers.len()].iter().rev().flatten() {
+            if slot.owner != Slot::SHARED {
+                self.remember_owner(slot.owner);
+            }
+        }
+        slots
+            .iter()
+            .zip(unique_owners)
+            .take(identifiers.len())
+            .map(|(slot, owner)| match (slot, owner) {
+                (None, _) => Vec::new(),
+                (Some(_), Some(owner)) => vec![owner.to_owned()],
+                (Some(slot), None) => self.shared_owner_ids(slot.node),
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     /// Answers for the canonical person when given an absorbed id, as the store does.
@@ -585,5 +629,45 @@ mod tests {
             assert_eq!(graph.canonical(&person(2 * n)), person(2 * n + 1));
         }
         assert_eq!(graph.person_count(), lengths.len());
+    }
+
+    /// The batched look-up answers exactly what one `owners` call per identifier does, for
+    /// unique, shared, unknown and repeated values, in batches below and above its size.
+    #[test]
+    fn owners_of_each_answers_like_owners() {
+        let mut settings = IdentitySettings::default();
+        settings.kinds.get_mut("phone").expect("built in").policy = crate::identity::Policy::Shared;
+        let id = |kind, raw: &str| settings.normalize(kind, raw).expect("valid");
+        let mut graph = MemoryGraph::default();
+        let signals = [
+            vec![id("email", "a@x.com"), id("phone", "+14155552671")],
+            vec![id("email", "b@x.com"), id("phone", "+14155552671")],
+            vec![id("anonymous_id", "c1"), id("phone", "+14155552672")],
+        ];
+        for (n, identifiers) in signals.iter().enumerate() {
+            let at = Timestamp::from_second(n as i64 + 1).expect("small");
+            let signal = Signal {
+                identifiers,
+                new_person_id: format!("p{n}"),
+                at,
+            };
+            let resolution = resolve(&settings, &graph, &signal);
+            graph.apply(&resolution, at);
+        }
+        let known: Vec<Identifier> = signals.iter().flatten().cloned().collect();
+        let unknown = id("email", "nobody@x.com");
+        let mut all: Vec<&Identifier> = known.iter().collect();
+        all.insert(1, &unknown);
+        for length in 0..=all.len() {
+            for start in 0..all.len() - length + 1 {
+                let batch = &all[start..start + length];
+                let one_by_one: Vec<Vec<PersonId>> = batch
+                    .iter()
+                    .map(|identifier| graph.owners(identifier))
+                    .collect();
+                assert_eq!(graph.owners_of_each(batch), one_by_one, "{batch:?}");
+            }
+        }
+        assert_eq!(graph.owners(&known[1]).len(), 2);
     }
 }

@@ -30,6 +30,16 @@ pub trait GraphView {
     fn owners(&self, identifier: &Identifier) -> Vec<PersonId>;
     fn person(&self, id: &PersonId) -> Option<PersonView>;
 
+    /// [`Self::owners`] of each identifier, in order. [`resolve`] asks for all of a signal's
+    /// unique identifiers at once, so that a graph can look them up together instead of
+    /// waiting on each in turn (memory for the in-memory graph, a round trip for a database).
+    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<Vec<PersonId>> {
+        identifiers
+            .iter()
+            .map(|identifier| self.owners(identifier))
+            .collect()
+    }
+
     /// Whether an operator's rule (made by an unmerge) keeps these two canonical persons apart:
     /// then no signal merges them, whatever it carries.
     fn kept_apart(&self, _a: &PersonId, _b: &PersonId) -> bool {
@@ -497,12 +507,20 @@ impl Candidate<'_> {
 
 /// Looks up the owners of the unique identifiers; each item learns its candidate's index.
 fn find_candidates<'a>(graph: &impl GraphView, items: &mut [Item<'a>]) -> Vec<Candidate<'a>> {
+    let unique = |item: &&mut Item<'a>| matches!(item.owners, Owners::Unique(_));
+    let identifiers: Vec<&Identifier> = items
+        .iter_mut()
+        .filter(unique)
+        .map(|item| item.identifier)
+        .collect();
+    let owners_of_each = graph.owners_of_each(&identifiers);
+    assert_eq!(
+        owners_of_each.len(),
+        identifiers.len(),
+        "a graph answers owners_of_each for every identifier"
+    );
     let mut candidates: Vec<Candidate<'a>> = Vec::new();
-    for item in items.iter_mut() {
-        let Owners::Unique(_) = item.owners else {
-            continue;
-        };
-        let mut owners = graph.owners(item.identifier);
+    for (item, mut owners) in items.iter_mut().filter(unique).zip(owners_of_each) {
         // A unique value has at most one owner; if the store disagrees, the smallest id decides,
         // so the outcome does not depend on the store's row order.
         if owners.len() > 1 {
