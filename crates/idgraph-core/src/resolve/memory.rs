@@ -38,6 +38,9 @@ pub struct MemoryGraph {
     /// The owners of the nodes held by more than one person (shared values only).
     shared_owners: FastMap<u32, Vec<u32>>,
     persons: Vec<Person>,
+    /// Persons merged directly into a person, with the merge's sequence number. Apart from
+    /// `persons` because few persons have any and look-ups never need them.
+    absorbed: FastMap<u32, Vec<(u64, u32)>>,
     person_by_id: FastMap<Key, u32>,
     /// The last persons `owners` answered with, newest first. `person` and `apply` nearly
     /// always concern one of them (the candidates of the signal being resolved), and checking
@@ -77,8 +80,28 @@ struct Person {
     /// The (kind, node) pairs this person holds; empty once absorbed. The kind is repeated
     /// here so that `person` can skip kinds without reading each node.
     nodes: Vec<(u32, u32)>,
-    /// Persons merged directly into this one, with the merge's sequence number.
-    absorbed: Vec<(u64, u32)>,
+    reported: ReportedNodes,
+}
+
+/// How many of a person's nodes are of reported kinds, and the first two of them. Nearly
+/// every person holds at most two (an external id and an email), so `person` reads them from
+/// here without loading `nodes`, which on a large graph is a cache miss.
+#[derive(Debug, Default, Clone, Copy)]
+struct ReportedNodes {
+    count: u32,
+    first: [u32; 2],
+}
+
+impl Person {
+    fn hold(&mut self, kind: u32, node: u32, reported: bool) {
+        self.nodes.push((kind, node));
+        if reported {
+            if let Some(slot) = self.reported.first.get_mut(self.reported.count as usize) {
+                *slot = node;
+            }
+            self.reported.count += 1;
+        }
+    }
 }
 
 impl MemoryGraph {
@@ -148,7 +171,8 @@ impl MemoryGraph {
         let mut found: Vec<(u64, u32)> = Vec::new();
         let mut stack = vec![*start];
         while let Some(index) = stack.pop() {
-            for (sequence, absorbed) in &self.persons[index as usize].absorbed {
+            let absorbed = self.absorbed.get(&index).map_or(&[][..], Vec::as_slice);
+            for (sequence, absorbed) in absorbed {
                 found.push((*sequence, *absorbed));
                 stack.push(*absorbed);
             }
@@ -263,7 +287,7 @@ impl MemoryGraph {
                 created_at: at,
                 merged_into: None,
                 nodes: Vec::new(),
-                absorbed: Vec::new(),
+                reported: ReportedNodes::default(),
             });
         }
         index
@@ -275,11 +299,14 @@ impl MemoryGraph {
         }
         self.merge_count += 1;
         let sequence = self.merge_count;
-        self.persons[survivor as usize]
-            .absorbed
+        self.absorbed
+            .entry(survivor)
+            .or_default()
             .push((sequence, absorbed));
-        self.persons[absorbed as usize].merged_into = Some(survivor);
-        let moved = std::mem::take(&mut self.persons[absorbed as usize].nodes);
+        let absorbed_person = &mut self.persons[absorbed as usize];
+        absorbed_person.merged_into = Some(survivor);
+        absorbed_person.reported = ReportedNodes::default();
+        let moved = std::mem::take(&mut absorbed_person.nodes);
         let mut gained = Vec::with_capacity(moved.len());
         for (kind, node_index) in moved {
             let node = &self.nodes[node_index as usize];
@@ -305,7 +332,10 @@ impl MemoryGraph {
                 self.shared_owners.remove(&node_index);
             }
         }
-        self.persons[survivor as usize].nodes.extend(gained);
+        let survivor = &mut self.persons[survivor as usize];
+        for (kind, node) in gained {
+            survivor.hold(kind, node, self.kind_reported[kind as usize]);
+        }
     }
 
     fn link(&mut self, person: u32, identifier: &Identifier) {
@@ -334,7 +364,11 @@ impl MemoryGraph {
                     owner: person,
                 });
                 self.nodes.push(Node { kind, value });
-                self.persons[person as usize].nodes.push((kind, new_node));
+                self.persons[person as usize].hold(
+                    kind,
+                    new_node,
+                    self.kind_reported[kind as usize],
+                );
                 return;
             }
         };
@@ -355,7 +389,7 @@ impl MemoryGraph {
             self.shared_owners.insert(node, vec![slot.owner, person]);
             slot.owner = Slot::SHARED;
         }
-        self.persons[person as usize].nodes.push((kind, node));
+        self.persons[person as usize].hold(kind, node, self.kind_reported[kind as usize]);
     }
 }
 
@@ -430,10 +464,21 @@ impl GraphView for MemoryGraph {
         let index = self.find(self.person_index(id)?);
         let person = &self.persons[index as usize];
         let mut identifiers: BTreeMap<IdentifierKind, BTreeSet<String>> = BTreeMap::new();
-        for (kind, node) in &person.nodes {
-            if !self.kind_reported[*kind as usize] {
-                continue;
+        let reported = &person.reported;
+        let all_reported;
+        let reported_nodes = match reported.first.get(..reported.count as usize) {
+            Some(first) => first,
+            None => {
+                all_reported = person
+                    .nodes
+                    .iter()
+                    .filter(|(kind, _)| self.kind_reported[*kind as usize])
+                    .map(|(_, node)| *node)
+                    .collect::<Vec<u32>>();
+                &all_reported
             }
+        };
+        for node in reported_nodes {
             let node = &self.nodes[*node as usize];
             identifiers
                 .entry(self.kinds[node.kind as usize].clone())
@@ -578,6 +623,21 @@ mod tests {
     use super::*;
     use crate::resolve::{Signal, resolve};
 
+    /// `ReportedNodes` agrees with the nodes it summarizes, for every person.
+    fn assert_reported_nodes_agree(graph: &MemoryGraph) {
+        for person in &graph.persons {
+            let reported: Vec<u32> = person
+                .nodes
+                .iter()
+                .filter(|(kind, _)| graph.kind_reported[*kind as usize])
+                .map(|(_, node)| *node)
+                .collect();
+            assert_eq!(person.reported.count as usize, reported.len());
+            let cached = reported.len().min(person.reported.first.len());
+            assert_eq!(person.reported.first[..cached], reported[..cached]);
+        }
+    }
+
     /// Values on both sides of the inline limit (and non-ASCII ones) are found again, by
     /// `owners` and in `person`, and follow their person through a merge.
     #[test]
@@ -629,6 +689,50 @@ mod tests {
             assert_eq!(graph.canonical(&person(2 * n)), person(2 * n + 1));
         }
         assert_eq!(graph.person_count(), lengths.len());
+        assert_reported_nodes_agree(&graph);
+    }
+
+    /// Persons that gain reported values by links and merges, past what `ReportedNodes`
+    /// caches, describe the same values as when every node is read.
+    #[test]
+    fn reported_nodes_follow_links_and_merges() {
+        let settings = IdentitySettings::default();
+        let id = |kind, raw: &str| settings.normalize(kind, raw).expect("valid");
+        let mut limited = MemoryGraph::for_settings(&settings);
+        let mut full = MemoryGraph::default();
+        let signals = [
+            vec![id("anonymous_id", "a1"), id("email", "a@x.com")],
+            vec![id("anonymous_id", "a2"), id("email", "b@x.com")],
+            vec![id("anonymous_id", "a1"), id("phone", "+14155552671")],
+            vec![id("external_id", "u1"), id("anonymous_id", "a2")],
+            vec![id("external_id", "u1"), id("anonymous_id", "a1")],
+            vec![id("external_id", "u1"), id("email", "c@x.com")],
+        ];
+        for (n, identifiers) in signals.iter().enumerate() {
+            let at = Timestamp::from_second(n as i64 + 1).expect("small");
+            let signal = Signal {
+                identifiers,
+                new_person_id: format!("p{n}"),
+                at,
+            };
+            let resolution = resolve(&settings, &limited, &signal);
+            assert_eq!(resolve(&settings, &full, &signal), resolution);
+            limited.apply(&resolution, at);
+            full.apply(&resolution, at);
+            assert_reported_nodes_agree(&limited);
+            assert_reported_nodes_agree(&full);
+        }
+        assert_eq!(limited.merge_count(), 1);
+        let view = limited.person(&"p0".to_owned()).expect("known");
+        assert_eq!(
+            view.identifiers.values().map(BTreeSet::len).sum::<usize>(),
+            5
+        );
+        let mut full_view = full.person(&"p0".to_owned()).expect("known");
+        full_view
+            .identifiers
+            .retain(|kind, _| kind != &IdentifierKind::anonymous_id());
+        assert_eq!(view, full_view);
     }
 
     /// The batched look-up answers exactly what one `owners` call per identifier does, for
