@@ -1,15 +1,14 @@
 //! An in-memory identity graph: the reference implementation of [`GraphView`] for property
 //! tests, replays and benchmarks.
 //!
-//! Persons and identifier nodes live in vectors addressed by `u32`; hash maps only translate
-//! values and person ids to those indexes. Node owners are kept canonical by re-pointing an
+//! Persons and identifier nodes live in vectors addressed by `u32`; two insert-only index
+//! tables of 8-byte entries translate values and person ids to those indexes, and the node or
+//! person found confirms the match. Node owners are kept canonical by re-pointing an
 //! absorbed person's nodes at its survivor when they merge, so a look-up never walks a chain.
 
-use std::borrow::Borrow;
 use std::cell::Cell;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use jiff::Timestamp;
 
@@ -31,9 +30,9 @@ pub struct MemoryGraph {
     kind_reported: Vec<bool>,
     /// `None`: every kind is reported.
     reported_kinds: Option<BTreeSet<IdentifierKind>>,
-    /// Per kind: value → node and owner, so that the hot look-up touches one table entry.
-    slots_by_value: Vec<FastMap<Key, Slot>>,
-    /// Node index → kind and value, to list a person's identifiers.
+    /// (kind, value) → node.
+    node_by_value: IndexTable,
+    /// Every identifier held, with its owner: the look-up reads one table entry and one node.
     nodes: Vec<Node>,
     /// The owners of the nodes held by more than one person (shared values only).
     shared_owners: FastMap<u32, Vec<u32>>,
@@ -41,7 +40,7 @@ pub struct MemoryGraph {
     /// Persons merged directly into a person, with the merge's sequence number. Apart from
     /// `persons` because few persons have any and look-ups never need them.
     absorbed: FastMap<u32, Vec<(u64, u32)>>,
-    person_by_id: FastMap<Key, u32>,
+    person_by_id: IndexTable,
     /// The last persons `owners` answered with, newest first. `person` and `apply` nearly
     /// always concern one of them (the candidates of the signal being resolved), and checking
     /// a hint costs a comparison of a string already in cache where `person_by_id` costs a
@@ -55,21 +54,16 @@ pub struct MemoryGraph {
 /// Enough for the candidates of any ordinary signal (one per kind it carries).
 const RECENT_OWNERS: usize = 4;
 
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    node: u32,
-    /// The canonical owner, or [`Slot::SHARED`] when `shared_owners` lists several.
+#[derive(Debug)]
+struct Node {
+    value: Key,
+    kind: u32,
+    /// The canonical owner, or [`Node::SHARED`] when `shared_owners` lists several.
     owner: u32,
 }
 
-impl Slot {
+impl Node {
     const SHARED: u32 = u32::MAX;
-}
-
-#[derive(Debug)]
-struct Node {
-    kind: u32,
-    value: Key,
 }
 
 #[derive(Debug)]
@@ -137,8 +131,8 @@ impl MemoryGraph {
 
     /// The person an id now stands for, following merges; an unknown id answers itself.
     pub fn canonical(&self, id: &str) -> PersonId {
-        match self.person_by_id.get(id.as_bytes()) {
-            Some(index) => self.persons[self.find(*index) as usize]
+        match self.person_index(id) {
+            Some(index) => self.persons[self.find(index) as usize]
                 .id
                 .as_str()
                 .to_owned(),
@@ -165,11 +159,11 @@ impl MemoryGraph {
     /// Every person merged into `id`, directly or through a person merged into it, in the order
     /// the merges happened.
     pub fn merged_from(&self, id: &str) -> Vec<PersonId> {
-        let Some(start) = self.person_by_id.get(id.as_bytes()) else {
+        let Some(start) = self.person_index(id) else {
             return Vec::new();
         };
         let mut found: Vec<(u64, u32)> = Vec::new();
-        let mut stack = vec![*start];
+        let mut stack = vec![start];
         while let Some(index) = stack.pop() {
             let absorbed = self.absorbed.get(&index).map_or(&[][..], Vec::as_slice);
             for (sequence, absorbed) in absorbed {
@@ -215,11 +209,13 @@ impl MemoryGraph {
             .map(|index| u32::try_from(index).expect("fewer than 2^32 identifier kinds"))
     }
 
-    fn slot(&self, identifier: &Identifier) -> Option<Slot> {
+    fn node_of(&self, identifier: &Identifier) -> Option<u32> {
         let kind = self.kind_index(identifier.kind())?;
-        self.slots_by_value[kind as usize]
-            .get(identifier.value().as_bytes())
-            .copied()
+        let value = identifier.value().as_bytes();
+        self.node_by_value.find(value_hash(kind, value), |node| {
+            let node = &self.nodes[node as usize];
+            node.kind == kind && node.value.as_bytes() == value
+        })
     }
 
     fn shared_owner_ids(&self, node: u32) -> Vec<PersonId> {
@@ -243,8 +239,11 @@ impl MemoryGraph {
 
     /// The index of the person with this id, not followed through merges.
     fn person_index(&self, id: &str) -> Option<u32> {
-        self.recent_person_index(id)
-            .or_else(|| self.person_by_id.get(id.as_bytes()).copied())
+        self.recent_person_index(id).or_else(|| {
+            self.person_by_id.find(id_hash(id.as_bytes()), |person| {
+                self.persons[person as usize].id.as_bytes() == id.as_bytes()
+            })
+        })
     }
 
     /// [`Self::person_index`] when the person is among the recent owners.
@@ -272,24 +271,21 @@ impl MemoryGraph {
     }
 
     fn person_index_or_create(&mut self, id: &PersonId, at: Timestamp) -> u32 {
-        if let Some(index) = self.recent_person_index(id) {
+        if let Some(index) = self.person_index(id) {
             return index;
         }
         let index = u32::try_from(self.persons.len())
             .ok()
-            .filter(|index| *index != Slot::SHARED)
+            .filter(|index| *index != Node::SHARED)
             .expect("fewer than 2^32 - 1 persons");
-        let key = Key::new(id);
-        let index = *self.person_by_id.entry(key.clone()).or_insert(index);
-        if index as usize == self.persons.len() {
-            self.persons.push(Person {
-                id: key,
-                created_at: at,
-                merged_into: None,
-                nodes: Vec::new(),
-                reported: ReportedNodes::default(),
-            });
-        }
+        self.persons.push(Person {
+            id: Key::new(id),
+            created_at: at,
+            merged_into: None,
+            nodes: Vec::new(),
+            reported: ReportedNodes::default(),
+        });
+        self.person_by_id.insert(id_hash(id.as_bytes()), index);
         index
     }
 
@@ -309,12 +305,9 @@ impl MemoryGraph {
         let moved = std::mem::take(&mut absorbed_person.nodes);
         let mut gained = Vec::with_capacity(moved.len());
         for (kind, node_index) in moved {
-            let node = &self.nodes[node_index as usize];
-            let slot = self.slots_by_value[node.kind as usize]
-                .get_mut(&node.value)
-                .expect("every node has a slot");
-            if slot.owner != Slot::SHARED {
-                slot.owner = survivor;
+            let node = &mut self.nodes[node_index as usize];
+            if node.owner != Node::SHARED {
+                node.owner = survivor;
                 gained.push((kind, node_index));
                 continue;
             }
@@ -328,7 +321,7 @@ impl MemoryGraph {
                 owners.push(survivor);
                 gained.push((kind, node_index));
             } else if let [only] = owners[..] {
-                slot.owner = only;
+                node.owner = only;
                 self.shared_owners.remove(&node_index);
             }
         }
@@ -348,46 +341,41 @@ impl MemoryGraph {
                         .as_ref()
                         .is_none_or(|reported| reported.contains(identifier.kind())),
                 );
-                self.slots_by_value.push(FastMap::default());
                 u32::try_from(self.kinds.len() - 1).expect("fewer than 2^32 identifier kinds")
             }
         };
-        let new_node = u32::try_from(self.nodes.len()).expect("fewer than 2^32 identifiers");
-        // One probe whether the value is new (the common case: `attach` lists values the
-        // person does not hold) or already held by others.
-        let slot = match self.slots_by_value[kind as usize].entry(Key::new(identifier.value())) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let value = entry.key().clone();
-                entry.insert(Slot {
-                    node: new_node,
-                    owner: person,
-                });
-                self.nodes.push(Node { kind, value });
-                self.persons[person as usize].hold(
-                    kind,
-                    new_node,
-                    self.kind_reported[kind as usize],
-                );
-                return;
-            }
+        let Some(node) = self.node_of(identifier) else {
+            let node = u32::try_from(self.nodes.len())
+                .ok()
+                .filter(|node| *node != u32::MAX)
+                .expect("fewer than 2^32 - 1 identifiers");
+            let value = identifier.value();
+            self.nodes.push(Node {
+                value: Key::new(value),
+                kind,
+                owner: person,
+            });
+            self.node_by_value
+                .insert(value_hash(kind, value.as_bytes()), node);
+            self.persons[person as usize].hold(kind, node, self.kind_reported[kind as usize]);
+            return;
         };
-        let node = slot.node;
-        if slot.owner == person {
+        let owner = self.nodes[node as usize].owner;
+        if owner == person {
             return;
         }
-        if slot.owner == Slot::SHARED {
+        if owner == Node::SHARED {
             let owners = self
                 .shared_owners
                 .get_mut(&node)
-                .expect("a shared slot lists its owners");
+                .expect("a shared node lists its owners");
             if owners.contains(&person) {
                 return;
             }
             owners.push(person);
         } else {
-            self.shared_owners.insert(node, vec![slot.owner, person]);
-            slot.owner = Slot::SHARED;
+            self.shared_owners.insert(node, vec![owner, person]);
+            self.nodes[node as usize].owner = Node::SHARED;
         }
         self.persons[person as usize].hold(kind, node, self.kind_reported[kind as usize]);
     }
@@ -409,17 +397,18 @@ impl GraphView for MemoryGraph {
     }
 
     fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
-        let Some(slot) = self.slot(identifier) else {
+        let Some(node) = self.node_of(identifier) else {
             return Vec::new();
         };
-        if slot.owner != Slot::SHARED {
-            self.remember_owner(slot.owner);
-            return vec![self.persons[slot.owner as usize].id.as_str().to_owned()];
+        let owner = self.nodes[node as usize].owner;
+        if owner != Node::SHARED {
+            self.remember_owner(owner);
+            return vec![self.persons[owner as usize].id.as_str().to_owned()];
         }
-        self.shared_owner_ids(slot.node)
+        self.shared_owner_ids(node)
     }
 
-    /// Finds every slot, then every owner, then builds the answers: each step's look-ups do
+    /// Finds every node, then every owner, then builds the answers: each step's look-ups do
     /// not depend on each other, so their cache misses overlap instead of adding up.
     fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<Vec<PersonId>> {
         const BATCH: usize = RECENT_OWNERS;
@@ -429,32 +418,34 @@ impl GraphView for MemoryGraph {
                 .map(|identifier| self.owners(identifier))
                 .collect();
         }
-        let mut slots = [None; BATCH];
-        for (slot, identifier) in slots.iter_mut().zip(identifiers) {
-            *slot = self.slot(identifier);
+        let mut nodes: [Option<(u32, u32)>; BATCH] = [None; BATCH];
+        for (found, identifier) in nodes.iter_mut().zip(identifiers) {
+            *found = self
+                .node_of(identifier)
+                .map(|node| (node, self.nodes[node as usize].owner));
         }
         let mut unique_owners: [Option<&str>; BATCH] = [None; BATCH];
-        for (owner, slot) in unique_owners.iter_mut().zip(&slots) {
-            if let Some(slot) = slot
-                && slot.owner != Slot::SHARED
+        for (owner, found) in unique_owners.iter_mut().zip(&nodes) {
+            if let Some((_, person)) = found
+                && *person != Node::SHARED
             {
-                *owner = Some(self.persons[slot.owner as usize].id.as_str());
+                *owner = Some(self.persons[*person as usize].id.as_str());
             }
         }
         // Remembered last to first, so that the first identifier's owner ends up newest.
-        for slot in slots[..identifiers.len()].iter().rev().flatten() {
-            if slot.owner != Slot::SHARED {
-                self.remember_owner(slot.owner);
+        for (_, person) in nodes[..identifiers.len()].iter().rev().flatten() {
+            if *person != Node::SHARED {
+                self.remember_owner(*person);
             }
         }
-        slots
+        nodes
             .iter()
             .zip(unique_owners)
             .take(identifiers.len())
-            .map(|(slot, owner)| match (slot, owner) {
+            .map(|(found, owner)| match (found, owner) {
                 (None, _) => Vec::new(),
                 (Some(_), Some(owner)) => vec![owner.to_owned()],
-                (Some(slot), None) => self.shared_owner_ids(slot.node),
+                (Some((node, _)), None) => self.shared_owner_ids(*node),
             })
             .collect()
     }
@@ -494,6 +485,83 @@ impl GraphView for MemoryGraph {
 }
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+fn value_hash(kind: u32, value: &[u8]) -> u64 {
+    let mut hasher = FastHasher::default();
+    hasher.write_u32(kind);
+    hasher.write(value);
+    hasher.finish()
+}
+
+fn id_hash(id: &[u8]) -> u64 {
+    let mut hasher = FastHasher::default();
+    hasher.write(id);
+    hasher.finish()
+}
+
+/// An insert-only open-addressing table from hashes to indexes into a vector its owner keeps
+/// (nodes, persons); the owner confirms a candidate against its own record.
+///
+/// An entry is 8 bytes: the top 32 bits of the hash, which also place it, and the index + 1
+/// (0 marks a free entry). A map holding the keys themselves would be five times larger, and
+/// growing it would re-read and re-hash every key; on a graph of millions of identifiers both
+/// are cache misses and page faults.
+#[derive(Debug, Default)]
+struct IndexTable {
+    entries: Vec<u64>,
+    len: usize,
+}
+
+impl IndexTable {
+    fn find(&self, hash: u64, mut is_match: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.entries.len() - 1;
+        let tag = hash >> 32;
+        let mut position = tag as usize & mask;
+        loop {
+            let entry = self.entries[position];
+            if entry == 0 {
+                return None;
+            }
+            if entry >> 32 == tag {
+                let index = (entry as u32) - 1;
+                if is_match(index) {
+                    return Some(index);
+                }
+            }
+            position = (position + 1) & mask;
+        }
+    }
+
+    /// Adds an index the table does not hold yet (`index` below `u32::MAX`).
+    fn insert(&mut self, hash: u64, index: u32) {
+        // At most half full: looking up a value that is absent (every new one) then stops
+        // after a few entries, nearly always within the cache line it started in.
+        if (self.len + 1) * 2 > self.entries.len() {
+            let capacity = (self.entries.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.entries, vec![0; capacity]);
+            for entry in old.into_iter().filter(|entry| *entry != 0) {
+                Self::place(&mut self.entries, entry);
+            }
+        }
+        Self::place(
+            &mut self.entries,
+            (hash >> 32) << 32 | (u64::from(index) + 1),
+        );
+        self.len += 1;
+    }
+
+    fn place(entries: &mut [u64], entry: u64) {
+        let mask = entries.len() - 1;
+        let mut position = (entry >> 32) as usize & mask;
+        while entries[position] != 0 {
+            position = (position + 1) & mask;
+        }
+        entries[position] = entry;
+    }
+}
 
 /// A multiply-fold hasher in the style of foldhash and rustc-hash 2.
 ///
@@ -554,9 +622,9 @@ impl Hasher for FastHasher {
     }
 }
 
-/// A string stored inline when short: comparing a looked-up value with a table key then reads
-/// the table's own memory instead of chasing a pointer, which on a large graph is a cache miss.
-#[derive(Debug, Clone)]
+/// A string stored inline when short: confirming a look-up then reads the node or person it
+/// found instead of chasing a pointer, which on a large graph is a cache miss.
+#[derive(Debug)]
 enum Key {
     Inline { len: u8, bytes: [u8; Key::INLINE] },
     Heap(Box<str>),
@@ -595,33 +663,43 @@ impl Key {
     }
 }
 
-// Tables are keyed and probed by bytes, so that comparing keys never re-checks UTF-8.
-// `Borrow<[u8]>` requires `Eq` and `Hash` to agree with `[u8]`'s: all three go through
-// `as_bytes`.
-impl Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Key {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resolve::{Signal, resolve};
+
+    /// Every index is found again through growth, including among entries whose hashes are
+    /// equal or place them in the same run, and nothing else is found.
+    #[test]
+    fn index_table_finds_every_index_it_holds() {
+        let keys: Vec<String> = (0..5_000).map(|n| format!("key-{n}")).collect();
+        // A tenth of the keys share one hash: only the caller's check tells them apart.
+        let hash = |n: usize| {
+            if n.is_multiple_of(10) {
+                42
+            } else {
+                id_hash(keys[n].as_bytes())
+            }
+        };
+        let mut table = IndexTable::default();
+        for n in 0..keys.len() {
+            let index = u32::try_from(n).expect("small");
+            assert_eq!(table.find(hash(n), |i| i == index), None);
+            table.insert(hash(n), index);
+            assert!(table.len * 2 <= table.entries.len());
+        }
+        for n in 0..keys.len() {
+            let found = table.find(hash(n), |i| keys[i as usize] == keys[n]);
+            assert_eq!(found, Some(u32::try_from(n).expect("small")));
+        }
+        let absent = "key-absent";
+        assert_eq!(
+            table.find(id_hash(absent.as_bytes()), |i| keys[i as usize] == absent),
+            None
+        );
+        assert_eq!(table.find(42, |i| keys[i as usize] == absent), None);
+        assert_eq!(IndexTable::default().find(42, |_| true), None);
+    }
 
     /// `ReportedNodes` agrees with the nodes it summarizes, for every person.
     fn assert_reported_nodes_agree(graph: &MemoryGraph) {
