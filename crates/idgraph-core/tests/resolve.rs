@@ -710,3 +710,63 @@ fn persons_kept_apart_are_not_merged_by_any_signal() {
     let r = world.signal(&[("anonymous_id", "c1"), ("anonymous_id", "b1")]);
     assert_eq!(r.merges.len(), 1);
 }
+
+/// A store that disagrees with the rules: two owners of one unique value, listed largest
+/// first, and (when `shuffled`) batched answers out of the identifiers' order.
+struct Disagreeing {
+    shuffled: bool,
+}
+
+impl GraphView for Disagreeing {
+    fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
+        match identifier.value() {
+            "twice@x.com" => vec!["p9".into(), "p2".into()],
+            "a1" => vec!["p5".into()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn person(&self, id: &PersonId) -> Option<idgraph_core::resolve::PersonView> {
+        Some(idgraph_core::resolve::PersonView {
+            id: id.clone(),
+            created_at: Timestamp::UNIX_EPOCH,
+            identifiers: BTreeMap::new(),
+        })
+    }
+
+    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<(usize, PersonId)> {
+        let mut found: Vec<(usize, PersonId)> = identifiers
+            .iter()
+            .enumerate()
+            .flat_map(|(n, identifier)| self.owners(identifier).into_iter().map(move |o| (n, o)))
+            .collect();
+        if self.shuffled {
+            found.reverse();
+        }
+        found
+    }
+}
+
+#[test]
+fn a_unique_value_with_two_owners_goes_to_the_smallest_id_however_the_graph_answers() {
+    let settings = IdentitySettings::default();
+    let identifiers = [
+        settings.normalize("anonymous_id", "a1").unwrap(),
+        settings.normalize("email", "twice@x.com").unwrap(),
+    ];
+    let signal = Signal {
+        identifiers: &identifiers,
+        new_person_id: "new".into(),
+        at: Timestamp::UNIX_EPOCH,
+    };
+    let resolutions: Vec<Resolution> = [false, true]
+        .into_iter()
+        .map(|shuffled| resolve(&settings, &Disagreeing { shuffled }, &signal))
+        .collect();
+    assert_eq!(resolutions[0], resolutions[1]);
+    let r = &resolutions[0];
+    // The email (priority 2) found p2, the smaller of its owners; p5 came in by anonymous_id.
+    assert_eq!(r.person, "p2");
+    assert_eq!(r.merges.len(), 1);
+    assert_eq!(r.merges[0].absorbed, "p5");
+}

@@ -410,23 +410,24 @@ impl GraphView for MemoryGraph {
 
     /// Finds every node, then every owner, then builds the answers: each step's look-ups do
     /// not depend on each other, so their cache misses overlap instead of adding up.
-    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<Vec<PersonId>> {
+    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<(usize, PersonId)> {
         const BATCH: usize = RECENT_OWNERS;
+        let mut found = Vec::with_capacity(identifiers.len());
         if identifiers.len() > BATCH {
-            return identifiers
-                .iter()
-                .map(|identifier| self.owners(identifier))
-                .collect();
+            for (position, identifier) in identifiers.iter().enumerate() {
+                found.extend(self.owners(identifier).into_iter().map(|o| (position, o)));
+            }
+            return found;
         }
         let mut nodes: [Option<(u32, u32)>; BATCH] = [None; BATCH];
-        for (found, identifier) in nodes.iter_mut().zip(identifiers) {
-            *found = self
+        for (node, identifier) in nodes.iter_mut().zip(identifiers) {
+            *node = self
                 .node_of(identifier)
                 .map(|node| (node, self.nodes[node as usize].owner));
         }
         let mut unique_owners: [Option<&str>; BATCH] = [None; BATCH];
-        for (owner, found) in unique_owners.iter_mut().zip(&nodes) {
-            if let Some((_, person)) = found
+        for (owner, node) in unique_owners.iter_mut().zip(&nodes) {
+            if let Some((_, person)) = node
                 && *person != Node::SHARED
             {
                 *owner = Some(self.persons[*person as usize].id.as_str());
@@ -438,16 +439,18 @@ impl GraphView for MemoryGraph {
                 self.remember_owner(*person);
             }
         }
-        nodes
-            .iter()
-            .zip(unique_owners)
-            .take(identifiers.len())
-            .map(|(found, owner)| match (found, owner) {
-                (None, _) => Vec::new(),
-                (Some(_), Some(owner)) => vec![owner.to_owned()],
-                (Some((node, _)), None) => self.shared_owner_ids(*node),
-            })
-            .collect()
+        for (position, (node, owner)) in nodes.iter().zip(unique_owners).enumerate() {
+            match (node, owner) {
+                (None, _) => {}
+                (Some(_), Some(owner)) => found.push((position, owner.to_owned())),
+                (Some((node, _)), None) => found.extend(
+                    self.shared_owner_ids(*node)
+                        .into_iter()
+                        .map(|owner| (position, owner)),
+                ),
+            }
+        }
+        found
     }
 
     /// Answers for the canonical person when given an absorbed id, as the store does.
@@ -843,9 +846,12 @@ mod tests {
         for length in 0..=all.len() {
             for start in 0..all.len() - length + 1 {
                 let batch = &all[start..start + length];
-                let one_by_one: Vec<Vec<PersonId>> = batch
+                let one_by_one: Vec<(usize, PersonId)> = batch
                     .iter()
-                    .map(|identifier| graph.owners(identifier))
+                    .enumerate()
+                    .flat_map(|(n, identifier)| {
+                        graph.owners(identifier).into_iter().map(move |o| (n, o))
+                    })
                     .collect();
                 assert_eq!(graph.owners_of_each(batch), one_by_one, "{batch:?}");
             }

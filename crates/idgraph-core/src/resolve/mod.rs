@@ -30,13 +30,19 @@ pub trait GraphView {
     fn owners(&self, identifier: &Identifier) -> Vec<PersonId>;
     fn person(&self, id: &PersonId) -> Option<PersonView>;
 
-    /// [`Self::owners`] of each identifier, in order. [`resolve`] asks for all of a signal's
-    /// unique identifiers at once, so that a graph can look them up together instead of
-    /// waiting on each in turn (memory for the in-memory graph, a round trip for a database).
-    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<Vec<PersonId>> {
+    /// [`Self::owners`] of each identifier, as (position in `identifiers`, owner) pairs.
+    /// [`resolve`] asks for all of a signal's unique identifiers at once, so that a graph can
+    /// look them up together instead of waiting on each in turn (memory for the in-memory
+    /// graph, a round trip for a database).
+    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<(usize, PersonId)> {
         identifiers
             .iter()
-            .map(|identifier| self.owners(identifier))
+            .enumerate()
+            .flat_map(|(position, identifier)| {
+                self.owners(identifier)
+                    .into_iter()
+                    .map(move |owner| (position, owner))
+            })
             .collect()
     }
 
@@ -508,25 +514,42 @@ impl Candidate<'_> {
 /// Looks up the owners of the unique identifiers; each item learns its candidate's index.
 fn find_candidates<'a>(graph: &impl GraphView, items: &mut [Item<'a>]) -> Vec<Candidate<'a>> {
     let unique = |item: &&mut Item<'a>| matches!(item.owners, Owners::Unique(_));
-    let identifiers: Vec<&Identifier> = items
-        .iter_mut()
-        .filter(unique)
-        .map(|item| item.identifier)
-        .collect();
-    let owners_of_each = graph.owners_of_each(&identifiers);
-    assert_eq!(
-        owners_of_each.len(),
-        identifiers.len(),
-        "a graph answers owners_of_each for every identifier"
-    );
+    let Some(first) = items.iter_mut().find(unique).map(|item| item.identifier) else {
+        return Vec::new();
+    };
+    // Signals carry a handful of identifiers: the list of them needs no allocation.
+    let mut few = [first; 8];
+    let many: Vec<&Identifier>;
+    let count = items.iter_mut().filter(unique).count();
+    let identifiers: &[&Identifier] = if count <= few.len() {
+        for (slot, item) in few.iter_mut().zip(items.iter_mut().filter(unique)) {
+            *slot = item.identifier;
+        }
+        &few[..count]
+    } else {
+        many = items
+            .iter_mut()
+            .filter(unique)
+            .map(|item| item.identifier)
+            .collect();
+        &many
+    };
+    let mut found = graph.owners_of_each(identifiers);
+    if !found.is_sorted_by_key(|(position, _)| *position) {
+        found.sort_by_key(|(position, _)| *position);
+    }
+    let mut found = found.into_iter().peekable();
     let mut candidates: Vec<Candidate<'a>> = Vec::new();
-    for (item, mut owners) in items.iter_mut().filter(unique).zip(owners_of_each) {
+    for (position, item) in items.iter_mut().filter(unique).enumerate() {
         // A unique value has at most one owner; if the store disagrees, the smallest id decides,
         // so the outcome does not depend on the store's row order.
-        if owners.len() > 1 {
-            owners.sort_unstable();
+        let mut owner: Option<PersonId> = None;
+        while let Some((_, other)) = found.next_if(|(at, _)| *at == position) {
+            if owner.as_ref().is_none_or(|owner| other < *owner) {
+                owner = Some(other);
+            }
         }
-        let Some(owner) = owners.into_iter().next() else {
+        let Some(owner) = owner else {
             continue;
         };
         let rank = (item.priority, item.identifier.kind());
