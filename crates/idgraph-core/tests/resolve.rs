@@ -770,3 +770,25 @@ fn a_unique_value_with_two_owners_goes_to_the_smallest_id_however_the_graph_answ
     assert_eq!(r.merges.len(), 1);
     assert_eq!(r.merges[0].absorbed, "p5");
 }
+
+/// Signals longer than the few identifiers resolve handles without allocating, with repeats,
+/// resolve like short ones: each distinct identifier once, first occurrence first.
+#[test]
+fn long_signals_with_repeats_are_deduplicated_in_order() {
+    for distinct in [3, 8, 9, 12, 20] {
+        let mut world = World::new();
+        let first = world.signal(&[("external_id", "u1")]);
+        let values: Vec<String> = (0..distinct).map(|n| format!("a{n}")).collect();
+        let mut raw: Vec<(&str, &str)> = vec![("external_id", "u1")];
+        for value in &values {
+            raw.push(("anonymous_id", value));
+            raw.push(("anonymous_id", &values[0]));
+        }
+        let r = world.signal(&raw);
+        assert_eq!(r.person, first.person, "{distinct}");
+        assert_eq!(r.touch, vec![world.id("external_id", "u1")], "{distinct}");
+        let attached: Vec<&str> = r.attach.iter().map(Identifier::value).collect();
+        assert_eq!(attached, values, "{distinct}");
+        assert!(r.merges.is_empty() && r.conflicts.is_empty());
+    }
+}

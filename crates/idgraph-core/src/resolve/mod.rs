@@ -145,17 +145,40 @@ pub fn resolve(
     graph: &impl GraphView,
     signal: &Signal<'_>,
 ) -> Resolution {
-    let mut items = classify(settings, signal.identifiers);
-    let mut candidates = find_candidates(graph, &mut items);
+    // Signals carry a handful of identifiers: their items need no allocation.
+    let mut few;
+    let mut many = Vec::new();
+    let items: &mut [Item<'_>] = match signal.identifiers.first() {
+        Some(first) if signal.identifiers.len() <= 8 => {
+            few = [Item {
+                identifier: first,
+                priority: u32::MAX,
+                limit: None,
+                owners: Owners::Shared,
+                joined: false,
+            }; 8];
+            let mut count = 0;
+            classify(settings, signal.identifiers, |item| {
+                few[count] = item;
+                count += 1;
+            });
+            &mut few[..count]
+        }
+        _ => {
+            classify(settings, signal.identifiers, |item| many.push(item));
+            &mut many
+        }
+    };
+    let mut candidates = find_candidates(graph, items);
     if candidates.len() > 1 {
-        order_candidates(graph, &mut items, &mut candidates);
+        order_candidates(graph, items, &mut candidates);
     }
     let mut group = Group::default();
     let mut refusals: Vec<Refusal> = Vec::new();
     build_group(
         settings,
         graph,
-        &mut items,
+        items,
         &mut candidates,
         &mut group,
         &mut refusals,
@@ -167,7 +190,7 @@ pub fn resolve(
         None => signal.new_person_id.clone(),
     };
     let mut resolution = Resolution {
-        merges: merge_steps(&items, &candidates, &group, &person),
+        merges: merge_steps(items, &candidates, &group, &person),
         person,
         created,
         attach: Vec::new(),
@@ -184,7 +207,7 @@ pub fn resolve(
         })
         .collect();
 
-    for item in &items {
+    for item in items.iter() {
         match item.owners {
             Owners::Unique(Some(index)) => {
                 if candidates[index].outcome != Outcome::Refused {
@@ -419,6 +442,7 @@ fn merge_steps(
 }
 
 /// One de-duplicated identifier of the signal with its kind's rule.
+#[derive(Clone, Copy)]
 struct Item<'a> {
     identifier: &'a Identifier,
     priority: u32,
@@ -436,11 +460,15 @@ enum Owners {
     Shared,
 }
 
-fn classify<'a>(settings: &IdentitySettings, identifiers: &'a [Identifier]) -> Vec<Item<'a>> {
+/// Step 1 of [`resolve`]: hands each distinct identifier, with its kind's rule, to `add`.
+fn classify<'a>(
+    settings: &IdentitySettings,
+    identifiers: &'a [Identifier],
+    mut add: impl FnMut(Item<'a>),
+) {
     // Signals carry a handful of identifiers, where a linear scan beats hashing; a set guards
     // against a pathological signal with thousands.
     let mut seen: HashSet<&Identifier> = HashSet::new();
-    let mut items: Vec<Item<'a>> = Vec::with_capacity(identifiers.len());
     for (position, identifier) in identifiers.iter().enumerate() {
         let duplicate = if identifiers.len() <= 16 {
             identifiers[..position].contains(identifier)
@@ -469,9 +497,8 @@ fn classify<'a>(settings: &IdentitySettings, identifiers: &'a [Identifier]) -> V
                 joined: false,
             },
         };
-        items.push(item);
+        add(item);
     }
-    items
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
