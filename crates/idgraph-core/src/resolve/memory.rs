@@ -419,11 +419,46 @@ impl GraphView for MemoryGraph {
             }
             return found;
         }
+        // A look-up is two dependent cache misses on a large graph: the table entry, then the
+        // node. Taking every identifier through one step before the next lets the processor
+        // wait for each step's misses together. The common case (the first entry read is the
+        // node sought) is settled here; anything else takes the full look-up.
+        let mut hashes: [Option<(u32, u64)>; BATCH] = [None; BATCH];
+        for (hash, identifier) in hashes.iter_mut().zip(identifiers) {
+            *hash = self.kind_index(identifier.kind()).map(|kind| {
+                let value = identifier.value().as_bytes();
+                (kind, value_hash(kind, value))
+            });
+        }
+        let mut first: [Option<u32>; BATCH] = [None; BATCH];
+        for (first, hash) in first.iter_mut().zip(&hashes) {
+            *first = hash.and_then(|(_, hash)| self.node_by_value.first_candidate(hash));
+        }
+        // (node, its kind, its owner): loading them is what brings each node into cache.
+        let mut read: [Option<(u32, u32, u32)>; BATCH] = [None; BATCH];
+        for (read, first) in read.iter_mut().zip(&first) {
+            *read = first.map(|index| {
+                let node = &self.nodes[index as usize];
+                (index, node.kind, node.owner)
+            });
+        }
         let mut nodes: [Option<(u32, u32)>; BATCH] = [None; BATCH];
-        for (node, identifier) in nodes.iter_mut().zip(identifiers) {
-            *node = self
-                .node_of(identifier)
-                .map(|node| (node, self.nodes[node as usize].owner));
+        for (((node, identifier), hash), read) in
+            nodes.iter_mut().zip(identifiers).zip(&hashes).zip(&read)
+        {
+            let Some((kind, _)) = hash else { continue };
+            *node = match *read {
+                Some((index, node_kind, owner))
+                    if node_kind == *kind
+                        && self.nodes[index as usize].value.as_bytes()
+                            == identifier.value().as_bytes() =>
+                {
+                    Some((index, owner))
+                }
+                _ => self
+                    .node_of(identifier)
+                    .map(|node| (node, self.nodes[node as usize].owner)),
+            };
         }
         let mut unique_owners: [Option<&str>; BATCH] = [None; BATCH];
         for (owner, node) in unique_owners.iter_mut().zip(&nodes) {
@@ -536,6 +571,15 @@ impl IndexTable {
             }
             position = (position + 1) & mask;
         }
+    }
+
+    /// The index in the entry a look-up of `hash` reads first, if that entry's tag is the
+    /// hash's: nearly always the index sought, when the table holds it.
+    fn first_candidate(&self, hash: u64) -> Option<u32> {
+        let mask = self.entries.len().checked_sub(1)?;
+        let tag = hash >> 32;
+        let entry = self.entries[tag as usize & mask];
+        (entry != 0 && entry >> 32 == tag).then(|| (entry as u32) - 1)
     }
 
     /// Adds an index the table does not hold yet (`index` below `u32::MAX`).
@@ -857,5 +901,31 @@ mod tests {
             }
         }
         assert_eq!(graph.owners(&known[1]).len(), 2);
+
+        // Enough values that some share the entry a look-up reads first.
+        let many: Vec<Identifier> = (0..300)
+            .map(|n| id("anonymous_id", &format!("many-{n}")))
+            .collect();
+        for (n, identifier) in many.iter().enumerate().filter(|(n, _)| n % 3 != 0) {
+            let at = Timestamp::from_second(100 + n as i64).expect("small");
+            let signal = Signal {
+                identifiers: std::slice::from_ref(identifier),
+                new_person_id: format!("m{n}"),
+                at,
+            };
+            let resolution = resolve(&settings, &graph, &signal);
+            graph.apply(&resolution, at);
+        }
+        let all: Vec<&Identifier> = many.iter().collect();
+        for batch in all.chunks(RECENT_OWNERS) {
+            let one_by_one: Vec<(usize, PersonId)> = batch
+                .iter()
+                .enumerate()
+                .flat_map(|(n, identifier)| {
+                    graph.owners(identifier).into_iter().map(move |o| (n, o))
+                })
+                .collect();
+            assert_eq!(graph.owners_of_each(batch), one_by_one, "{batch:?}");
+        }
     }
 }
