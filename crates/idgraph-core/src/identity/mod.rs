@@ -19,9 +19,47 @@ pub use settings::{IdentitySettings, KindRule, Policy};
 /// `anonymous_id`) or a tenant-defined one (`device_id`, `identity_hash`, ...).
 ///
 /// A built-in kind borrows its static name, so cloning it (every identifier and every person
-/// view carries one) does not allocate.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// view carries one) does not allocate, and comparing two of them is a pointer comparison.
+#[derive(Debug, Clone, Eq)]
 pub struct IdentifierKind(Cow<'static, str>);
+
+impl std::hash::Hash for IdentifierKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl IdentifierKind {
+    /// Whether both are the same built-in name (the common case), which makes them equal
+    /// without reading the bytes.
+    fn same_name(&self, other: &Self) -> bool {
+        let (a, b) = (self.as_str(), other.as_str());
+        std::ptr::eq(a, b)
+    }
+}
+
+// By name, as a derive would (and as `str` does, which `Borrow<str>` requires); the pointer
+// comparison only skips the bytes when both name the same memory.
+impl PartialEq for IdentifierKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_name(other) || self.as_str() == other.as_str()
+    }
+}
+
+impl PartialOrd for IdentifierKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IdentifierKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self.same_name(other) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.as_str().cmp(other.as_str())
+    }
+}
 
 impl IdentifierKind {
     pub const EXTERNAL_ID: &'static str = "external_id";
@@ -154,6 +192,11 @@ mod tests {
         let set = HashSet::from([IdentifierKind::email(), custom]);
         assert!(set.contains(&parsed) && set.contains("device_id") && set.contains("email"));
         assert!(IdentifierKind::email() < IdentifierKind::parse("external_id").unwrap());
+        let owned = IdentifierKind::parse("device_id").unwrap();
+        assert_eq!(owned, IdentifierKind::parse("device_id").unwrap());
+        assert_eq!(owned.cmp(&owned.clone()), std::cmp::Ordering::Equal);
+        assert!(IdentifierKind::email() != owned && owned < IdentifierKind::email());
+        assert!(owned > IdentifierKind::anonymous_id());
     }
 
     #[test]
