@@ -417,6 +417,33 @@ fn persons_sharing_a_value_keep_one_link_when_they_merge() {
     assert_eq!(world.graph.canonical("nobody"), "nobody");
 }
 
+/// The limit of a shared kind is checked against what the signal's person holds, also when
+/// nothing else in the signal needed the person described.
+#[test]
+fn a_sixth_shared_phone_is_not_attached() {
+    let mut settings = IdentitySettings::default();
+    settings.kinds.get_mut("phone").expect("built in").policy = Policy::Shared;
+    let mut world = World::with(settings);
+    world.signal(&[("external_id", "u1")]);
+    for n in 1..=5 {
+        let phone = format!("+1 415 555 267{n}");
+        let r = world.signal(&[("external_id", "u1"), ("phone", &phone)]);
+        assert_eq!(r.attach.len(), 1);
+    }
+    let r = world.signal(&[("external_id", "u1"), ("phone", "+1 415 555 2676")]);
+    assert_eq!((r.person.as_str(), r.attach.len()), ("p1", 0));
+    assert_eq!(r.touch, vec![world.id("external_id", "u1")]);
+    assert_eq!(
+        r.conflicts,
+        vec![Conflict {
+            identifier: world.id("phone", "+1 415 555 2676"),
+            person: "p1".into(),
+            other_person: None,
+            rule: limit("phone", 5),
+        }]
+    );
+}
+
 #[test]
 fn a_sixth_email_is_not_attached() {
     let mut world = World::new();

@@ -186,7 +186,9 @@ pub fn resolve(
 
     let created = group.survivor.is_none();
     let person = match group.survivor {
-        Some(index) => candidates[index].id.clone(),
+        // Moved, not copied: only a later fetch of the survivor needs its id again, and
+        // `Owners::Shared` below puts a copy back for that.
+        Some(index) => std::mem::take(&mut candidates[index].id),
         None => signal.new_person_id.clone(),
     };
     let mut resolution = Resolution {
@@ -234,6 +236,11 @@ pub fn resolve(
                     continue;
                 }
                 if let Some(limit) = item.limit {
+                    if let Some(index) = group.survivor
+                        && !candidates[index].fetched
+                    {
+                        candidates[index].id = resolution.person.clone();
+                    }
                     group.load_survivor(settings, graph, &mut candidates);
                     if !group.held.try_add(item.identifier, limit) {
                         conflicts.push(Conflict {
