@@ -761,16 +761,18 @@ impl GraphView for Disagreeing {
         })
     }
 
-    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<(usize, PersonId)> {
-        let mut found: Vec<(usize, PersonId)> = identifiers
+    fn owners_of_each(&self, identifiers: &[&Identifier], found: &mut dyn FnMut(usize, PersonId)) {
+        let mut all: Vec<(usize, PersonId)> = identifiers
             .iter()
             .enumerate()
             .flat_map(|(n, identifier)| self.owners(identifier).into_iter().map(move |o| (n, o)))
             .collect();
         if self.shuffled {
-            found.reverse();
+            all.reverse();
         }
-        found
+        for (position, owner) in all {
+            found(position, owner);
+        }
     }
 }
 

@@ -30,20 +30,16 @@ pub trait GraphView {
     fn owners(&self, identifier: &Identifier) -> Vec<PersonId>;
     fn person(&self, id: &PersonId) -> Option<PersonView>;
 
-    /// [`Self::owners`] of each identifier, as (position in `identifiers`, owner) pairs.
-    /// [`resolve`] asks for all of a signal's unique identifiers at once, so that a graph can
-    /// look them up together instead of waiting on each in turn (memory for the in-memory
-    /// graph, a round trip for a database).
-    fn owners_of_each(&self, identifiers: &[&Identifier]) -> Vec<(usize, PersonId)> {
-        identifiers
-            .iter()
-            .enumerate()
-            .flat_map(|(position, identifier)| {
-                self.owners(identifier)
-                    .into_iter()
-                    .map(move |owner| (position, owner))
-            })
-            .collect()
+    /// [`Self::owners`] of each identifier, handed to `found` with the identifier's position
+    /// in `identifiers`, in any order. [`resolve`] asks for all of a signal's unique
+    /// identifiers at once, so that a graph can look them up together instead of waiting on
+    /// each in turn (memory for the in-memory graph, a round trip for a database).
+    fn owners_of_each(&self, identifiers: &[&Identifier], found: &mut dyn FnMut(usize, PersonId)) {
+        for (position, identifier) in identifiers.iter().enumerate() {
+            for owner in self.owners(identifier) {
+                found(position, owner);
+            }
+        }
     }
 
     /// Whether an operator's rule (made by an unmerge) keeps these two canonical persons apart:
@@ -568,22 +564,26 @@ fn find_candidates<'a>(graph: &impl GraphView, items: &mut [Item<'a>]) -> Vec<Ca
             .collect();
         &many
     };
-    let mut found = graph.owners_of_each(identifiers);
-    if !found.is_sorted_by_key(|(position, _)| *position) {
-        found.sort_by_key(|(position, _)| *position);
-    }
-    let mut found = found.into_iter().peekable();
-    let mut candidates: Vec<Candidate<'a>> = Vec::new();
-    for (position, item) in items.iter_mut().filter(unique).enumerate() {
+    // The owner of each identifier, by position.
+    let mut few_owners: [Option<PersonId>; 8] = Default::default();
+    let mut many_owners: Vec<Option<PersonId>>;
+    let owners: &mut [Option<PersonId>] = if count <= few_owners.len() {
+        &mut few_owners[..count]
+    } else {
+        many_owners = vec![None; count];
+        &mut many_owners
+    };
+    graph.owners_of_each(identifiers, &mut |position, found| {
         // A unique value has at most one owner; if the store disagrees, the smallest id decides,
         // so the outcome does not depend on the store's row order.
-        let mut owner: Option<PersonId> = None;
-        while let Some((_, other)) = found.next_if(|(at, _)| *at == position) {
-            if owner.as_ref().is_none_or(|owner| other < *owner) {
-                owner = Some(other);
-            }
+        let owner = &mut owners[position];
+        if owner.as_ref().is_none_or(|owner| found < *owner) {
+            *owner = Some(found);
         }
-        let Some(owner) = owner else {
+    });
+    let mut candidates: Vec<Candidate<'a>> = Vec::new();
+    for (item, owner) in items.iter_mut().filter(unique).zip(owners) {
+        let Some(owner) = owner.take() else {
             continue;
         };
         let rank = (item.priority, item.identifier.kind());
