@@ -417,6 +417,33 @@ fn persons_sharing_a_value_keep_one_link_when_they_merge() {
     assert_eq!(world.graph.canonical("nobody"), "nobody");
 }
 
+/// The limit of a shared kind is checked against what the signal's person holds, also when
+/// nothing else in the signal needed the person described.
+#[test]
+fn a_sixth_shared_phone_is_not_attached() {
+    let mut settings = IdentitySettings::default();
+    settings.kinds.get_mut("phone").expect("built in").policy = Policy::Shared;
+    let mut world = World::with(settings);
+    world.signal(&[("external_id", "u1")]);
+    for n in 1..=5 {
+        let phone = format!("+1 415 555 267{n}");
+        let r = world.signal(&[("external_id", "u1"), ("phone", &phone)]);
+        assert_eq!(r.attach.len(), 1);
+    }
+    let r = world.signal(&[("external_id", "u1"), ("phone", "+1 415 555 2676")]);
+    assert_eq!((r.person.as_str(), r.attach.len()), ("p1", 0));
+    assert_eq!(r.touch, vec![world.id("external_id", "u1")]);
+    assert_eq!(
+        r.conflicts,
+        vec![Conflict {
+            identifier: world.id("phone", "+1 415 555 2676"),
+            person: "p1".into(),
+            other_person: None,
+            rule: limit("phone", 5),
+        }]
+    );
+}
+
 #[test]
 fn a_sixth_email_is_not_attached() {
     let mut world = World::new();
@@ -709,4 +736,88 @@ fn persons_kept_apart_are_not_merged_by_any_signal() {
     world.signal(&[("anonymous_id", "c1")]); // p4
     let r = world.signal(&[("anonymous_id", "c1"), ("anonymous_id", "b1")]);
     assert_eq!(r.merges.len(), 1);
+}
+
+/// A store that disagrees with the rules: two owners of one unique value, listed largest
+/// first, and (when `shuffled`) batched answers out of the identifiers' order.
+struct Disagreeing {
+    shuffled: bool,
+}
+
+impl GraphView for Disagreeing {
+    fn owners(&self, identifier: &Identifier) -> Vec<PersonId> {
+        match identifier.value() {
+            "twice@x.com" => vec!["p9".into(), "p2".into()],
+            "a1" => vec!["p5".into()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn person(&self, id: &PersonId) -> Option<idgraph_core::resolve::PersonView> {
+        Some(idgraph_core::resolve::PersonView {
+            id: id.clone(),
+            created_at: Timestamp::UNIX_EPOCH,
+            identifiers: BTreeMap::new(),
+        })
+    }
+
+    fn owners_of_each(&self, identifiers: &[&Identifier], found: &mut dyn FnMut(usize, PersonId)) {
+        let mut all: Vec<(usize, PersonId)> = identifiers
+            .iter()
+            .enumerate()
+            .flat_map(|(n, identifier)| self.owners(identifier).into_iter().map(move |o| (n, o)))
+            .collect();
+        if self.shuffled {
+            all.reverse();
+        }
+        for (position, owner) in all {
+            found(position, owner);
+        }
+    }
+}
+
+#[test]
+fn a_unique_value_with_two_owners_goes_to_the_smallest_id_however_the_graph_answers() {
+    let settings = IdentitySettings::default();
+    let identifiers = [
+        settings.normalize("anonymous_id", "a1").unwrap(),
+        settings.normalize("email", "twice@x.com").unwrap(),
+    ];
+    let signal = Signal {
+        identifiers: &identifiers,
+        new_person_id: "new".into(),
+        at: Timestamp::UNIX_EPOCH,
+    };
+    let resolutions: Vec<Resolution> = [false, true]
+        .into_iter()
+        .map(|shuffled| resolve(&settings, &Disagreeing { shuffled }, &signal))
+        .collect();
+    assert_eq!(resolutions[0], resolutions[1]);
+    let r = &resolutions[0];
+    // The email (priority 2) found p2, the smaller of its owners; p5 came in by anonymous_id.
+    assert_eq!(r.person, "p2");
+    assert_eq!(r.merges.len(), 1);
+    assert_eq!(r.merges[0].absorbed, "p5");
+}
+
+/// Signals longer than the few identifiers resolve handles without allocating, with repeats,
+/// resolve like short ones: each distinct identifier once, first occurrence first.
+#[test]
+fn long_signals_with_repeats_are_deduplicated_in_order() {
+    for distinct in [3, 8, 9, 12, 20] {
+        let mut world = World::new();
+        let first = world.signal(&[("external_id", "u1")]);
+        let values: Vec<String> = (0..distinct).map(|n| format!("a{n}")).collect();
+        let mut raw: Vec<(&str, &str)> = vec![("external_id", "u1")];
+        for value in &values {
+            raw.push(("anonymous_id", value));
+            raw.push(("anonymous_id", &values[0]));
+        }
+        let r = world.signal(&raw);
+        assert_eq!(r.person, first.person, "{distinct}");
+        assert_eq!(r.touch, vec![world.id("external_id", "u1")], "{distinct}");
+        let attached: Vec<&str> = r.attach.iter().map(Identifier::value).collect();
+        assert_eq!(attached, values, "{distinct}");
+        assert!(r.merges.is_empty() && r.conflicts.is_empty());
+    }
 }

@@ -7,7 +7,7 @@
 mod normalize;
 mod settings;
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 
 use crate::{ParseError, check_slug};
@@ -17,8 +17,49 @@ pub use settings::{IdentitySettings, KindRule, Policy};
 
 /// The name of an identifier kind: a built-in (`external_id`, `email`, `phone`,
 /// `anonymous_id`) or a tenant-defined one (`device_id`, `identity_hash`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IdentifierKind(String);
+///
+/// A built-in kind borrows its static name, so cloning it (every identifier and every person
+/// view carries one) does not allocate, and comparing two of them is a pointer comparison.
+#[derive(Debug, Clone, Eq)]
+pub struct IdentifierKind(Cow<'static, str>);
+
+impl std::hash::Hash for IdentifierKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl IdentifierKind {
+    /// Whether both are the same built-in name (the common case), which makes them equal
+    /// without reading the bytes.
+    fn same_name(&self, other: &Self) -> bool {
+        let (a, b) = (self.as_str(), other.as_str());
+        std::ptr::eq(a, b)
+    }
+}
+
+// By name, as a derive would (and as `str` does, which `Borrow<str>` requires); the pointer
+// comparison only skips the bytes when both name the same memory.
+impl PartialEq for IdentifierKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_name(other) || self.as_str() == other.as_str()
+    }
+}
+
+impl PartialOrd for IdentifierKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IdentifierKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self.same_name(other) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.as_str().cmp(other.as_str())
+    }
+}
 
 impl IdentifierKind {
     pub const EXTERNAL_ID: &'static str = "external_id";
@@ -38,27 +79,34 @@ impl IdentifierKind {
 
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         check_slug("identifier kind", raw, 40)?;
-        Ok(Self(raw.to_owned()))
+        let name = [Self::IDENTITY_HASH]
+            .into_iter()
+            .chain(Self::BUILT_IN)
+            .find(|name| *name == raw);
+        Ok(Self(match name {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(raw.to_owned()),
+        }))
     }
 
     pub fn external_id() -> Self {
-        Self(Self::EXTERNAL_ID.to_owned())
+        Self(Cow::Borrowed(Self::EXTERNAL_ID))
     }
 
     pub fn email() -> Self {
-        Self(Self::EMAIL.to_owned())
+        Self(Cow::Borrowed(Self::EMAIL))
     }
 
     pub fn phone() -> Self {
-        Self(Self::PHONE.to_owned())
+        Self(Cow::Borrowed(Self::PHONE))
     }
 
     pub fn anonymous_id() -> Self {
-        Self(Self::ANONYMOUS_ID.to_owned())
+        Self(Cow::Borrowed(Self::ANONYMOUS_ID))
     }
 
     pub fn identity_hash() -> Self {
-        Self(Self::IDENTITY_HASH.to_owned())
+        Self(Cow::Borrowed(Self::IDENTITY_HASH))
     }
 
     pub fn as_str(&self) -> &str {
@@ -70,13 +118,13 @@ impl IdentifierKind {
 // `str`'s, which `Borrow` requires).
 impl Borrow<str> for IdentifierKind {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl fmt::Display for IdentifierKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -131,6 +179,24 @@ mod tests {
         }
         assert!(IdentifierKind::parse("Device Id").is_err());
         assert!(IdentifierKind::parse("").is_err());
+    }
+
+    #[test]
+    fn parsed_and_built_in_kinds_are_interchangeable() {
+        use std::collections::HashSet;
+        let parsed = IdentifierKind::parse("email").unwrap();
+        assert_eq!(parsed, IdentifierKind::email());
+        let custom = IdentifierKind::parse("device_id").unwrap();
+        assert_eq!(custom.as_str(), "device_id");
+        assert_eq!(custom.clone(), custom);
+        let set = HashSet::from([IdentifierKind::email(), custom]);
+        assert!(set.contains(&parsed) && set.contains("device_id") && set.contains("email"));
+        assert!(IdentifierKind::email() < IdentifierKind::parse("external_id").unwrap());
+        let owned = IdentifierKind::parse("device_id").unwrap();
+        assert_eq!(owned, IdentifierKind::parse("device_id").unwrap());
+        assert_eq!(owned.cmp(&owned.clone()), std::cmp::Ordering::Equal);
+        assert!(IdentifierKind::email() != owned && owned < IdentifierKind::email());
+        assert!(owned > IdentifierKind::anonymous_id());
     }
 
     #[test]

@@ -56,6 +56,11 @@ impl IdentitySettings {
     /// `shared_values`. `None` for a kind the settings do not know.
     pub fn policy_of(&self, identifier: &super::Identifier) -> Option<Policy> {
         let rule = self.kinds.get(identifier.kind())?;
+        Some(self.policy_under(rule, identifier))
+    }
+
+    /// [`Self::policy_of`] for a caller that already holds the identifier's kind rule.
+    pub(crate) fn policy_under(&self, rule: &KindRule, identifier: &super::Identifier) -> Policy {
         if rule.policy == Policy::Unique
             && !self.shared_values.is_empty()
             && self
@@ -63,9 +68,9 @@ impl IdentitySettings {
                 .get(identifier.kind().as_str())
                 .is_some_and(|values| values.contains(identifier.value()))
         {
-            return Some(Policy::Shared);
+            return Policy::Shared;
         }
-        Some(rule.policy)
+        rule.policy
     }
 
     /// Checks the settings themselves.

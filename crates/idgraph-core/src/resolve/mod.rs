@@ -30,6 +30,18 @@ pub trait GraphView {
     fn owners(&self, identifier: &Identifier) -> Vec<PersonId>;
     fn person(&self, id: &PersonId) -> Option<PersonView>;
 
+    /// [`Self::owners`] of each identifier, handed to `found` with the identifier's position
+    /// in `identifiers`, in any order. [`resolve`] asks for all of a signal's unique
+    /// identifiers at once, so that a graph can look them up together instead of waiting on
+    /// each in turn (memory for the in-memory graph, a round trip for a database).
+    fn owners_of_each(&self, identifiers: &[&Identifier], found: &mut dyn FnMut(usize, PersonId)) {
+        for (position, identifier) in identifiers.iter().enumerate() {
+            for owner in self.owners(identifier) {
+                found(position, owner);
+            }
+        }
+    }
+
     /// Whether an operator's rule (made by an unmerge) keeps these two canonical persons apart:
     /// then no signal merges them, whatever it carries.
     fn kept_apart(&self, _a: &PersonId, _b: &PersonId) -> bool {
@@ -129,17 +141,40 @@ pub fn resolve(
     graph: &impl GraphView,
     signal: &Signal<'_>,
 ) -> Resolution {
-    let mut items = classify(settings, signal.identifiers);
-    let mut candidates = find_candidates(graph, &mut items);
+    // Signals carry a handful of identifiers: their items need no allocation.
+    let mut few;
+    let mut many = Vec::new();
+    let items: &mut [Item<'_>] = match signal.identifiers.first() {
+        Some(first) if signal.identifiers.len() <= 8 => {
+            few = [Item {
+                identifier: first,
+                priority: u32::MAX,
+                limit: None,
+                owners: Owners::Shared,
+                joined: false,
+            }; 8];
+            let mut count = 0;
+            classify(settings, signal.identifiers, |item| {
+                few[count] = item;
+                count += 1;
+            });
+            &mut few[..count]
+        }
+        _ => {
+            classify(settings, signal.identifiers, |item| many.push(item));
+            &mut many
+        }
+    };
+    let mut candidates = find_candidates(graph, items);
     if candidates.len() > 1 {
-        order_candidates(graph, &mut items, &mut candidates);
+        order_candidates(graph, items, &mut candidates);
     }
     let mut group = Group::default();
     let mut refusals: Vec<Refusal> = Vec::new();
     build_group(
         settings,
         graph,
-        &mut items,
+        items,
         &mut candidates,
         &mut group,
         &mut refusals,
@@ -147,11 +182,13 @@ pub fn resolve(
 
     let created = group.survivor.is_none();
     let person = match group.survivor {
-        Some(index) => candidates[index].id.clone(),
+        // Moved, not copied: only a later fetch of the survivor needs its id again, and
+        // `Owners::Shared` below puts a copy back for that.
+        Some(index) => std::mem::take(&mut candidates[index].id),
         None => signal.new_person_id.clone(),
     };
     let mut resolution = Resolution {
-        merges: merge_steps(&items, &candidates, &group, &person),
+        merges: merge_steps(items, &candidates, &group, &person),
         person,
         created,
         attach: Vec::new(),
@@ -168,7 +205,7 @@ pub fn resolve(
         })
         .collect();
 
-    for item in &items {
+    for item in items.iter() {
         match item.owners {
             Owners::Unique(Some(index)) => {
                 if candidates[index].outcome != Outcome::Refused {
@@ -195,6 +232,11 @@ pub fn resolve(
                     continue;
                 }
                 if let Some(limit) = item.limit {
+                    if let Some(index) = group.survivor
+                        && !candidates[index].fetched
+                    {
+                        candidates[index].id = resolution.person.clone();
+                    }
                     group.load_survivor(settings, graph, &mut candidates);
                     if !group.held.try_add(item.identifier, limit) {
                         conflicts.push(Conflict {
@@ -403,6 +445,7 @@ fn merge_steps(
 }
 
 /// One de-duplicated identifier of the signal with its kind's rule.
+#[derive(Clone, Copy)]
 struct Item<'a> {
     identifier: &'a Identifier,
     priority: u32,
@@ -420,11 +463,15 @@ enum Owners {
     Shared,
 }
 
-fn classify<'a>(settings: &IdentitySettings, identifiers: &'a [Identifier]) -> Vec<Item<'a>> {
+/// Step 1 of [`resolve`]: hands each distinct identifier, with its kind's rule, to `add`.
+fn classify<'a>(
+    settings: &IdentitySettings,
+    identifiers: &'a [Identifier],
+    mut add: impl FnMut(Item<'a>),
+) {
     // Signals carry a handful of identifiers, where a linear scan beats hashing; a set guards
     // against a pathological signal with thousands.
     let mut seen: HashSet<&Identifier> = HashSet::new();
-    let mut items: Vec<Item<'a>> = Vec::with_capacity(identifiers.len());
     for (position, identifier) in identifiers.iter().enumerate() {
         let duplicate = if identifiers.len() <= 16 {
             identifiers[..position].contains(identifier)
@@ -439,9 +486,9 @@ fn classify<'a>(settings: &IdentitySettings, identifiers: &'a [Identifier]) -> V
                 identifier,
                 priority: rule.priority,
                 limit: rule.limit,
-                owners: match settings.policy_of(identifier) {
-                    Some(Policy::Unique) => Owners::Unique(None),
-                    _ => Owners::Shared,
+                owners: match settings.policy_under(rule, identifier) {
+                    Policy::Unique => Owners::Unique(None),
+                    Policy::Shared => Owners::Shared,
                 },
                 joined: false,
             },
@@ -453,9 +500,8 @@ fn classify<'a>(settings: &IdentitySettings, identifiers: &'a [Identifier]) -> V
                 joined: false,
             },
         };
-        items.push(item);
+        add(item);
     }
-    items
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -497,18 +543,47 @@ impl Candidate<'_> {
 
 /// Looks up the owners of the unique identifiers; each item learns its candidate's index.
 fn find_candidates<'a>(graph: &impl GraphView, items: &mut [Item<'a>]) -> Vec<Candidate<'a>> {
-    let mut candidates: Vec<Candidate<'a>> = Vec::new();
-    for item in items.iter_mut() {
-        let Owners::Unique(_) = item.owners else {
-            continue;
-        };
-        let mut owners = graph.owners(item.identifier);
+    let unique = |item: &&mut Item<'a>| matches!(item.owners, Owners::Unique(_));
+    let Some(first) = items.iter_mut().find(unique).map(|item| item.identifier) else {
+        return Vec::new();
+    };
+    // Signals carry a handful of identifiers: the list of them needs no allocation.
+    let mut few = [first; 8];
+    let many: Vec<&Identifier>;
+    let count = items.iter_mut().filter(unique).count();
+    let identifiers: &[&Identifier] = if count <= few.len() {
+        for (slot, item) in few.iter_mut().zip(items.iter_mut().filter(unique)) {
+            *slot = item.identifier;
+        }
+        &few[..count]
+    } else {
+        many = items
+            .iter_mut()
+            .filter(unique)
+            .map(|item| item.identifier)
+            .collect();
+        &many
+    };
+    // The owner of each identifier, by position.
+    let mut few_owners: [Option<PersonId>; 8] = Default::default();
+    let mut many_owners: Vec<Option<PersonId>>;
+    let owners: &mut [Option<PersonId>] = if count <= few_owners.len() {
+        &mut few_owners[..count]
+    } else {
+        many_owners = vec![None; count];
+        &mut many_owners
+    };
+    graph.owners_of_each(identifiers, &mut |position, found| {
         // A unique value has at most one owner; if the store disagrees, the smallest id decides,
         // so the outcome does not depend on the store's row order.
-        if owners.len() > 1 {
-            owners.sort_unstable();
+        let owner = &mut owners[position];
+        if owner.as_ref().is_none_or(|owner| found < *owner) {
+            *owner = Some(found);
         }
-        let Some(owner) = owners.into_iter().next() else {
+    });
+    let mut candidates: Vec<Candidate<'a>> = Vec::new();
+    for (item, owner) in items.iter_mut().filter(unique).zip(owners) {
+        let Some(owner) = owner.take() else {
             continue;
         };
         let rank = (item.priority, item.identifier.kind());
