@@ -299,45 +299,57 @@ async fn merges(
     prefix: &str,
     left: &mut i64,
 ) -> StoreResult<u64> {
+    let at = (tx, vault, tenant, prefix);
+    let mut done = text_column(
+        at,
+        left,
+        "merges",
+        "merge_id",
+        "identifiers",
+        column::MERGE_IDENTIFIERS,
+    )
+    .await?;
+    if *left > 0 {
+        done += text_column(
+            at,
+            left,
+            "conflicts",
+            "conflict_id",
+            "value",
+            column::CONFLICT_VALUE,
+        )
+        .await?;
+    }
+    Ok(done)
+}
+
+/// Re-seals one text column of `table`, whose rows are keyed by tenant and `id`: the columns
+/// that hold one sealed value and no lookup form. Empty text holds nothing and stays empty.
+async fn text_column(
+    (tx, vault, tenant, prefix): (&Transaction<'_>, &Vault, &str, &str),
+    left: &mut i64,
+    table: &str,
+    id: &str,
+    col: &str,
+    sealed_as: &str,
+) -> StoreResult<u64> {
     let prefix_len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {id}, {col} FROM {table}
+                 WHERE tenant_id = $1 AND {col} <> '' AND substr({col}, 1, $2) <> $3 LIMIT $4"
+            ),
+            &[&tenant, &prefix_len, &prefix, &*left],
+        )
+        .await
+        .map_err(map_error)?;
     let mut done = 0u64;
-    let merges = tx
-        .query(
-            "SELECT merge_id, identifiers FROM merges
-             WHERE tenant_id = $1 AND identifiers <> '' AND substr(identifiers, 1, $2) <> $3
-             LIMIT $4",
-            &[&tenant, &prefix_len, &prefix, &*left],
-        )
-        .await
-        .map_err(map_error)?;
-    for row in &merges {
-        let plain = vault.open(tenant, column::MERGE_IDENTIFIERS, row.get(1))?;
-        let sealed = vault.seal(tenant, column::MERGE_IDENTIFIERS, &plain)?;
+    for row in &rows {
+        let plain = vault.open(tenant, sealed_as, row.get(1))?;
+        let sealed = vault.seal(tenant, sealed_as, &plain)?;
         tx.execute(
-            "UPDATE merges SET identifiers = $3 WHERE tenant_id = $1 AND merge_id = $2",
-            &[&tenant, &row.get::<_, &str>(0), &sealed],
-        )
-        .await
-        .map_err(map_error)?;
-        done += 1;
-        *left -= 1;
-    }
-    if *left <= 0 {
-        return Ok(done);
-    }
-    let conflicts = tx
-        .query(
-            "SELECT conflict_id, value FROM conflicts
-             WHERE tenant_id = $1 AND substr(value, 1, $2) <> $3 LIMIT $4",
-            &[&tenant, &prefix_len, &prefix, &*left],
-        )
-        .await
-        .map_err(map_error)?;
-    for row in &conflicts {
-        let plain = vault.open(tenant, column::CONFLICT_VALUE, row.get(1))?;
-        let sealed = vault.seal(tenant, column::CONFLICT_VALUE, &plain)?;
-        tx.execute(
-            "UPDATE conflicts SET value = $3 WHERE tenant_id = $1 AND conflict_id = $2",
+            &format!("UPDATE {table} SET {col} = $3 WHERE tenant_id = $1 AND {id} = $2"),
             &[&tenant, &row.get::<_, &str>(0), &sealed],
         )
         .await
@@ -439,25 +451,14 @@ async fn replies(
     if *left <= 0 {
         return Ok(done);
     }
-    let payloads = tx
-        .query(
-            "SELECT delivery_id, payload FROM webhook_deliveries
-             WHERE tenant_id = $1 AND substr(payload, 1, $2) <> $3 LIMIT $4",
-            &[&tenant, &prefix_len, &prefix, &*left],
-        )
-        .await
-        .map_err(map_error)?;
-    for row in &payloads {
-        let plain = vault.open(tenant, column::WEBHOOK_PAYLOAD, row.get(1))?;
-        let sealed = vault.seal(tenant, column::WEBHOOK_PAYLOAD, &plain)?;
-        tx.execute(
-            "UPDATE webhook_deliveries SET payload = $3 WHERE tenant_id = $1 AND delivery_id = $2",
-            &[&tenant, &row.get::<_, &str>(0), &sealed],
-        )
-        .await
-        .map_err(map_error)?;
-        done += 1;
-        *left -= 1;
-    }
+    done += text_column(
+        (tx, vault, tenant, prefix),
+        left,
+        "webhook_deliveries",
+        "delivery_id",
+        "payload",
+        column::WEBHOOK_PAYLOAD,
+    )
+    .await?;
     Ok(done)
 }

@@ -174,29 +174,14 @@ fn replies(
     if *left <= 0 {
         return Ok(done);
     }
-    let payloads: Vec<(String, String)> = tx
-        .prepare_cached(
-            "SELECT delivery_id, payload FROM webhook_deliveries
-             WHERE tenant_id = ?1 AND substr(payload, 1, ?2) <> ?3 LIMIT ?4",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect()
-        })
-        .map_err(map_error)?;
-    for (delivery_id, stored) in payloads {
-        let plain = vault.open(tenant, column::WEBHOOK_PAYLOAD, stored)?;
-        let sealed = vault.seal(tenant, column::WEBHOOK_PAYLOAD, &plain)?;
-        tx.prepare_cached(
-            "UPDATE webhook_deliveries SET payload = ?3 WHERE tenant_id = ?1 AND delivery_id = ?2",
-        )
-        .and_then(|mut s| s.execute(params![tenant, delivery_id, sealed]))
-        .map_err(map_error)?;
-        done += 1;
-        *left -= 1;
-    }
+    done += text_column(
+        (tx, vault, tenant, prefix),
+        left,
+        "webhook_deliveries",
+        "delivery_id",
+        "payload",
+        column::WEBHOOK_PAYLOAD,
+    )?;
     Ok(done)
 }
 
@@ -270,54 +255,59 @@ fn merges(
     prefix: &str,
     left: &mut i64,
 ) -> StoreResult<u64> {
+    let at = (tx, vault, tenant, prefix);
+    let mut done = text_column(
+        at,
+        left,
+        "merges",
+        "merge_id",
+        "identifiers",
+        column::MERGE_IDENTIFIERS,
+    )?;
+    if *left > 0 {
+        done += text_column(
+            at,
+            left,
+            "conflicts",
+            "conflict_id",
+            "value",
+            column::CONFLICT_VALUE,
+        )?;
+    }
+    Ok(done)
+}
+
+/// Re-seals one text column of `table`, whose rows are keyed by tenant and `id`: the columns
+/// that hold one sealed value and no lookup form. Empty text holds nothing and stays empty.
+fn text_column(
+    (tx, vault, tenant, prefix): (&Transaction<'_>, &Vault, &str, &str),
+    left: &mut i64,
+    table: &str,
+    id: &str,
+    col: &str,
+    sealed_as: &str,
+) -> StoreResult<u64> {
     let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    let rows: Vec<(String, String)> = tx
+        .prepare_cached(&format!(
+            "SELECT {id}, {col} FROM {table}
+             WHERE tenant_id = ?1 AND {col} <> '' AND substr({col}, 1, ?2) <> ?3 LIMIT ?4"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
     let mut done = 0u64;
-    let merges: Vec<(String, String)> = tx
-        .prepare_cached(
-            "SELECT merge_id, identifiers FROM merges
-             WHERE tenant_id = ?1 AND identifiers <> '' AND substr(identifiers, 1, ?2) <> ?3
-             LIMIT ?4",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect()
-        })
-        .map_err(map_error)?;
-    for (merge_id, stored) in merges {
-        let plain = vault.open(tenant, column::MERGE_IDENTIFIERS, stored)?;
-        let sealed = vault.seal(tenant, column::MERGE_IDENTIFIERS, &plain)?;
-        tx.prepare_cached(
-            "UPDATE merges SET identifiers = ?3 WHERE tenant_id = ?1 AND merge_id = ?2",
-        )
-        .and_then(|mut s| s.execute(params![tenant, merge_id, sealed]))
-        .map_err(map_error)?;
-        done += 1;
-        *left -= 1;
-    }
-    if *left <= 0 {
-        return Ok(done);
-    }
-    let conflicts: Vec<(String, String)> = tx
-        .prepare_cached(
-            "SELECT conflict_id, value FROM conflicts
-             WHERE tenant_id = ?1 AND substr(value, 1, ?2) <> ?3 LIMIT ?4",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![tenant, prefix_len, prefix, *left], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect()
-        })
-        .map_err(map_error)?;
-    for (conflict_id, stored) in conflicts {
-        let plain = vault.open(tenant, column::CONFLICT_VALUE, stored)?;
-        let sealed = vault.seal(tenant, column::CONFLICT_VALUE, &plain)?;
-        tx.prepare_cached(
-            "UPDATE conflicts SET value = ?3 WHERE tenant_id = ?1 AND conflict_id = ?2",
-        )
-        .and_then(|mut s| s.execute(params![tenant, conflict_id, sealed]))
+    for (key, stored) in rows {
+        let plain = vault.open(tenant, sealed_as, stored)?;
+        let sealed = vault.seal(tenant, sealed_as, &plain)?;
+        tx.prepare_cached(&format!(
+            "UPDATE {table} SET {col} = ?3 WHERE tenant_id = ?1 AND {id} = ?2"
+        ))
+        .and_then(|mut s| s.execute(params![tenant, key, sealed]))
         .map_err(map_error)?;
         done += 1;
         *left -= 1;
