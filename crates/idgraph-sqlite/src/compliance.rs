@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use idgraph_store::vault::{Vault, column};
 
 use crate::codec::{in_row, map_error, micros};
+use crate::nodes::NODE_STORED_VALUE;
 use crate::resolve::GROUP;
 
 fn bad(index: usize, what: impl std::fmt::Display) -> rusqlite::Error {
@@ -261,7 +262,7 @@ fn person_subjects(
         }
         let mut nodes = conn
             .prepare_cached(&format!(
-                "SELECT kind, COALESCE(value_sealed, value) FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+                "SELECT kind, {NODE_STORED_VALUE} FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
             ))
             .map_err(map_error)?;
         let rows = nodes

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use idgraph_store::vault::{Vault, column};
 
 use crate::codec::{map_error, micros};
+use crate::nodes::{NODE_STORED_VALUE, delete_person_nodes};
 use crate::resolve::GROUP;
 
 /// The tenant's tombstone salt, if it ever deleted a person.
@@ -64,9 +65,9 @@ pub(crate) fn delete_person(
     let mut identifiers: Vec<Identifier> = Vec::new();
     for member in &members {
         let mut nodes = tx
-            .prepare_cached(
-                "SELECT kind, COALESCE(value_sealed, value) FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT kind, {NODE_STORED_VALUE} FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2"
+            ))
             .map_err(map_error)?;
         let rows = nodes
             .query_map(params![tenant, member], |r| {
@@ -80,11 +81,7 @@ pub(crate) fn delete_person(
             let value = vault.open(tenant, column::IDENTIFIER, value)?;
             identifiers.push(Identifier::from_stored(kind, value));
         }
-        exec(
-            tx,
-            "DELETE FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2",
-            params![tenant, member],
-        )?;
+        delete_person_nodes(tx, tenant, member)?;
     }
     identifiers.sort();
     identifiers.dedup();

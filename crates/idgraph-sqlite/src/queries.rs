@@ -1132,12 +1132,15 @@ pub(crate) fn insert_nodes(
 ) -> StoreResult<()> {
     let mut stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}, value_sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}, sealed_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ))
         .map_err(map_error)?;
     for row in rows {
         let (index, sealed) =
             vault.identifier(tenant_id.as_str(), row.kind.as_str(), &row.value)?;
+        let sealed_id = sealed
+            .map(|sealed| crate::nodes::insert_value(tx, tenant_id.as_str(), &sealed))
+            .transpose()?;
         stmt.execute(params![
             tenant_id.as_str(),
             row.kind.as_str(),
@@ -1148,7 +1151,7 @@ pub(crate) fn insert_nodes(
             micros(row.first_seen),
             micros(row.last_seen),
             row.signal_id,
-            sealed,
+            sealed_id,
         ])
         .map_err(|e| match map_error(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!(

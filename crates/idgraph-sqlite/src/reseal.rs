@@ -7,6 +7,7 @@ use idgraph_store::{GLOBAL_TENANT, StoreResult};
 use rusqlite::{Transaction, params};
 
 use crate::codec::map_error;
+use crate::nodes;
 
 pub(crate) fn batch(
     tx: &Transaction<'_>,
@@ -21,30 +22,55 @@ pub(crate) fn batch(
     let mut left = i64::from(limit);
     let mut done = 0u64;
 
-    let nodes: Vec<(String, String, String, Option<String>)> = tx
+    // Nodes stored in the clear, from before the store had a key: index and seal them.
+    let plain_nodes: Vec<(String, String, String)> = tx
         .prepare_cached(
-            "SELECT kind, value, person_id, value_sealed FROM identity_nodes
-             WHERE tenant_id = ?1 AND (value_sealed IS NULL OR substr(value_sealed, 1, ?2) <> ?3)
-             LIMIT ?4",
+            "SELECT kind, value, person_id FROM identity_nodes
+             WHERE tenant_id = ?1 AND sealed_id IS NULL LIMIT ?2",
         )
         .and_then(|mut s| {
-            s.query_map(params![tenant, prefix_len, prefix, left], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            s.query_map(params![tenant, left], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect()
         })
         .map_err(map_error)?;
-    for (kind, stored, person, sealed) in nodes {
-        let plain = match sealed {
-            Some(sealed) => vault.open(tenant, column::IDENTIFIER, sealed)?,
-            None => stored.clone(),
-        };
+    for (kind, plain, person) in plain_nodes {
         let (index, sealed) = vault.identifier(tenant, &kind, &plain)?;
+        let sealed_id = sealed
+            .map(|sealed| nodes::insert_value(tx, tenant, &sealed))
+            .transpose()?;
         tx.prepare_cached(
-            "UPDATE identity_nodes SET value = ?5, value_sealed = ?6
+            "UPDATE identity_nodes SET value = ?5, sealed_id = ?6
              WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
         )
-        .and_then(|mut s| s.execute(params![tenant, kind, stored, person, index, sealed]))
+        .and_then(|mut s| s.execute(params![tenant, kind, plain, person, index, sealed_id]))
+        .map_err(map_error)?;
+        done += 1;
+        left -= 1;
+    }
+    if left <= 0 {
+        return Ok(done);
+    }
+    let values: Vec<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT value_id, sealed FROM identity_values
+             WHERE tenant_id = ?1 AND substr(sealed, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![tenant, prefix_len, prefix, left], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(map_error)?;
+    for (value_id, sealed) in values {
+        let plain = vault.open(tenant, column::IDENTIFIER, sealed)?;
+        let sealed = vault.seal(tenant, column::IDENTIFIER, &plain)?;
+        tx.prepare_cached(
+            "UPDATE identity_values SET sealed = ?3 WHERE tenant_id = ?1 AND value_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, value_id, sealed]))
         .map_err(map_error)?;
         done += 1;
         left -= 1;

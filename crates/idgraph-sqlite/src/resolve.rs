@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::codec::{map_error, micros};
+use crate::nodes::{NewNode, insert_node, sealed_value};
 
 const RESOLUTION_MICROS: i64 = LAST_SEEN_RESOLUTION_SECONDS * 1_000_000;
 
@@ -186,7 +187,7 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
         let mut nodes = self
             .tx
             .prepare_cached(&format!(
-                "SELECT kind, COALESCE(value_sealed, value) FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+                "SELECT kind, value, sealed_id FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
             ))
             .map_err(map_error)?;
         let mut rows = nodes.query(params![self.tenant, id]).map_err(map_error)?;
@@ -198,7 +199,11 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
                 continue;
             };
             if rule.limit.is_some() {
-                let value: String = row.get(1).map_err(map_error)?;
+                // Read only here: most nodes (anonymous ids) have no limit.
+                let value = match row.get::<_, Option<i64>>(2).map_err(map_error)? {
+                    Some(id) => sealed_value(self.tx, self.tenant, id)?,
+                    None => row.get(1).map_err(map_error)?,
+                };
                 let value = self.vault.open(self.tenant, column::IDENTIFIER, value)?;
                 identifiers.entry(kind.clone()).or_default().insert(value);
             }
@@ -314,31 +319,32 @@ fn apply(
         .map_err(map_error)?;
     }
     {
-        let mut attach = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO identity_nodes
-                 (tenant_id, kind, value, person_id, source, confidence, first_seen, last_seen, signal_id, value_sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1.0, ?6, ?6, ?7, ?8)",
-            )
-            .map_err(map_error)?;
         for identifier in &resolution.attach {
             // The resolver attaches only identifiers the signal carried.
+            let computed;
             let (index, value_sealed) = match sealed.node(signal, identifier) {
-                Some(node) => node.clone(),
-                None => vault.identifier(tenant, identifier.kind().as_str(), identifier.value())?,
+                Some(node) => node,
+                None => {
+                    computed =
+                        vault.identifier(tenant, identifier.kind().as_str(), identifier.value())?;
+                    &computed
+                }
             };
-            attach
-                .execute(params![
-                    tenant,
-                    identifier.kind().as_str(),
-                    index,
+            insert_node(
+                tx,
+                tenant,
+                &NewNode {
+                    kind: identifier.kind().as_str(),
+                    value: index,
+                    sealed: value_sealed.as_deref(),
                     person,
-                    signal.source,
-                    seen,
-                    signal_id,
-                    value_sealed
-                ])
-                .map_err(map_error)?;
+                    source: &signal.source,
+                    confidence: 1.0,
+                    first_seen: seen,
+                    last_seen: seen,
+                    signal_id: Some(signal_id),
+                },
+            )?;
         }
         // Read, then update the stale nodes one by one by their whole key. One UPDATE over the
         // group would be a multi-row write, for which SQLite opens and releases a statement

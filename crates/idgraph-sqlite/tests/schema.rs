@@ -216,3 +216,101 @@ async fn the_planner_uses_each_secondary_index() {
         );
     }
 }
+
+/// A store made before identity_values (schema 9) keeps every node's sealed value: the
+/// migration moves each to identity_values and points the node at it, per tenant, and leaves
+/// plain nodes plain.
+#[tokio::test]
+async fn sealed_identifier_values_move_to_their_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = raw(&dir);
+        conn.execute_batch(
+            "CREATE TABLE idgraph_migrations (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL,
+                                              checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        let before = MIGRATIONS
+            .iter()
+            .take_while(|m| m.name != "identity_values");
+        for migration in before {
+            conn.execute_batch(migration.sql).unwrap();
+            conn.execute(
+                "INSERT INTO idgraph_migrations VALUES (?1, ?2, ?3, 0)",
+                rusqlite::params![migration.version, migration.name, migration.checksum()],
+            )
+            .unwrap();
+        }
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO identity_nodes (tenant_id, kind, value, person_id, source, confidence,
+                                             first_seen, last_seen, signal_id, value_sealed)
+                 VALUES (?1, ?2, ?3, ?4, 'test', 1.0, ?5, ?5, NULL, ?6)",
+            )
+            .unwrap();
+        // (tenant, kind, lookup value, person, first seen, sealed value)
+        let nodes = [
+            ("t1", "email", "idx-a", "p1", 3, Some("~1.1.sealed-a")),
+            ("t1", "phone", "idx-b", "p1", 1, Some("~1.1.sealed-b")),
+            ("t1", "phone", "idx-b", "p2", 2, Some("~1.1.sealed-b2")),
+            (
+                "t2",
+                "email",
+                "idx-a",
+                "p9",
+                1,
+                Some("~1.2.sealed-other-tenant"),
+            ),
+            ("t2", "anonymous_id", "plain-anon", "p9", 1, None),
+        ];
+        for (tenant, kind, value, person, seen, sealed) in nodes {
+            insert
+                .execute(rusqlite::params![tenant, kind, value, person, seen, sealed])
+                .unwrap();
+        }
+    }
+    create_and_close(&dir).await;
+
+    let conn = raw(&dir);
+    let read: Vec<(String, String, String, Option<String>)> = conn
+        .prepare(
+            "SELECT n.tenant_id, n.value, n.person_id, v.sealed FROM identity_nodes n
+             LEFT JOIN identity_values v ON v.tenant_id = n.tenant_id AND v.value_id = n.sealed_id
+             ORDER BY n.tenant_id, n.kind, n.value, n.person_id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let owned = |t: &str, v: &str, p: &str, s: Option<&str>| {
+        (
+            t.to_owned(),
+            v.to_owned(),
+            p.to_owned(),
+            s.map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        read,
+        vec![
+            owned("t1", "idx-a", "p1", Some("~1.1.sealed-a")),
+            owned("t1", "idx-b", "p1", Some("~1.1.sealed-b")),
+            owned("t1", "idx-b", "p2", Some("~1.1.sealed-b2")),
+            owned("t2", "plain-anon", "p9", None),
+            owned("t2", "idx-a", "p9", Some("~1.2.sealed-other-tenant")),
+        ]
+    );
+    let values: i64 = conn
+        .query_row("SELECT COUNT(*) FROM identity_values", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(values, 4, "one sealed value per sealed node");
+    let old_column: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('identity_nodes') WHERE name = 'value_sealed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_column, 0, "the sealed copy no longer widens the nodes");
+}

@@ -366,8 +366,9 @@ impl Vault {
 
 /// Opening what backends read, shared so both open (and order) alike.
 impl Vault {
-    /// Opens identity nodes read with `COALESCE(value_sealed, value)` and puts them back in
-    /// (kind, value, person) order, which SQL cannot give over sealed values.
+    /// Opens identity nodes read with their sealed value where they have one (else their plain
+    /// value) and puts them back in (kind, value, person) order, which SQL cannot give over
+    /// sealed values.
     pub fn open_nodes(
         &self,
         tenant: &str,

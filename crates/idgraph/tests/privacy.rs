@@ -372,6 +372,20 @@ async fn delete_then_purge(database_url: Option<String>, dump: impl Fn() -> Vec<
             "{pii} is still in the database after the purge"
         );
     }
+    if database_url.is_none() {
+        // Sealed values hide from the search above: count the embedded store's sealed
+        // identifier values that no identity node names any more (hers, if left behind).
+        let conn = rusqlite::Connection::open(data_dir.join("idgraph.db")).expect("open");
+        let orphans: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM identity_values v WHERE NOT EXISTS (SELECT 1 FROM identity_nodes n
+                   WHERE n.tenant_id = v.tenant_id AND n.sealed_id = v.value_id)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(orphans, 0, "sealed values outlive their identity nodes");
+    }
 
     // The opt-out still denies her number after the purge, on a restarted server.
     let app = TestApp::start_with(database_url, |c| c.data_dir = data_dir.clone()).await;

@@ -1,0 +1,133 @@
+//! Identity nodes' sealed values, kept apart from the nodes in `identity_values` (decision
+//! 0015): the nodes table is written at random places, so every byte in its rows costs page
+//! writes on each group commit, while `identity_values` only grows at its end.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use idgraph_store::{StoreError, StoreResult};
+
+use crate::codec::map_error;
+
+/// Expands to the SQL of an identity node's value as stored: its sealed value when it has one
+/// (open it with the vault), else `value`, the plain value. A macro so the text can go into
+/// `concat!` for other constants.
+macro_rules! node_stored_value {
+    () => {
+        "COALESCE((SELECT v.sealed FROM identity_values v \
+         WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.sealed_id), \
+         identity_nodes.value)"
+    };
+}
+pub(crate) use node_stored_value;
+
+/// [`node_stored_value!`] as a constant, for `format!`.
+pub(crate) const NODE_STORED_VALUE: &str = node_stored_value!();
+
+/// Stores a sealed value after the tenant's last one and returns its id for `sealed_id`.
+pub(crate) fn insert_value(tx: &Transaction<'_>, tenant: &str, sealed: &str) -> StoreResult<i64> {
+    tx.prepare_cached(
+        "INSERT INTO identity_values (tenant_id, value_id, sealed)
+         SELECT ?1, COALESCE(MAX(value_id), 0) + 1, ?2 FROM identity_values WHERE tenant_id = ?1
+         RETURNING value_id",
+    )
+    .and_then(|mut s| s.query_row(params![tenant, sealed], |r| r.get(0)))
+    .map_err(map_error)
+}
+
+/// Removes a sealed value no node names any more.
+pub(crate) fn delete_value(tx: &Transaction<'_>, tenant: &str, value_id: i64) -> StoreResult<()> {
+    tx.prepare_cached("DELETE FROM identity_values WHERE tenant_id = ?1 AND value_id = ?2")
+        .and_then(|mut s| s.execute(params![tenant, value_id]))
+        .map_err(map_error)?;
+    Ok(())
+}
+
+/// One sealed value by its id.
+pub(crate) fn sealed_value(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    value_id: i64,
+) -> StoreResult<String> {
+    tx.prepare_cached("SELECT sealed FROM identity_values WHERE tenant_id = ?1 AND value_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![tenant, value_id], |r| r.get(0))
+                .optional()
+        })
+        .map_err(map_error)?
+        .ok_or_else(|| {
+            StoreError::Other(format!(
+                "identity node names sealed value {value_id}, which is missing"
+            ))
+        })
+}
+
+/// Inserts an identity node unless the tenant already has it (same kind, lookup value and
+/// person), with its sealed value when there is one. Returns whether it was inserted.
+pub(crate) fn insert_node(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    node: &NewNode<'_>,
+) -> StoreResult<bool> {
+    let sealed_id = node
+        .sealed
+        .map(|sealed| insert_value(tx, tenant, sealed))
+        .transpose()?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO identity_nodes
+             (tenant_id, kind, value, person_id, source, confidence, first_seen, last_seen, signal_id, sealed_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                tenant,
+                node.kind,
+                node.value,
+                node.person,
+                node.source,
+                node.confidence,
+                node.first_seen,
+                node.last_seen,
+                node.signal_id,
+                sealed_id
+            ])
+        })
+        .map_err(map_error)?
+        == 1;
+    // The resolver only attaches identifiers a person lacks, so this is the rare path.
+    if let (false, Some(id)) = (inserted, sealed_id) {
+        delete_value(tx, tenant, id)?;
+    }
+    Ok(inserted)
+}
+
+/// An identity node to insert, its value in lookup form (blind index or plain).
+pub(crate) struct NewNode<'a> {
+    pub kind: &'a str,
+    pub value: &'a str,
+    pub sealed: Option<&'a str>,
+    pub person: &'a str,
+    pub source: &'a str,
+    pub confidence: f64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub signal_id: Option<&'a str>,
+}
+
+/// Deletes a person's identity nodes and their sealed values.
+pub(crate) fn delete_person_nodes(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    person: &str,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "DELETE FROM identity_values WHERE tenant_id = ?1 AND value_id IN
+         (SELECT sealed_id FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2)",
+    )
+    .and_then(|mut s| s.execute(params![tenant, person]))
+    .map_err(map_error)?;
+    tx.prepare_cached("DELETE FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2")
+        .and_then(|mut s| s.execute(params![tenant, person]))
+        .map_err(map_error)?;
+    Ok(())
+}
