@@ -1549,3 +1549,142 @@ async fn purge_refuses_a_data_dir_a_server_holds() {
         purge.stdout
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The README's quick start, as written
+// ---------------------------------------------------------------------------------------------
+
+/// The shell commands of the fenced block that follows `after` in the README, with `\`
+/// continuations joined and `#` comments dropped.
+fn readme_commands(readme: &str, after: &str) -> Vec<String> {
+    let start = readme
+        .find(after)
+        .unwrap_or_else(|| panic!("the README has no {after:?}"));
+    let block = readme[start..]
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_else(|| panic!("no sh block after {after:?}"));
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        // A comment starts at ` # ` outside single quotes.
+        let line = match line.find(" # ") {
+            Some(at) if line[..at].matches('\'').count() % 2 == 0 => &line[..at],
+            _ => line,
+        };
+        let line = line.trim_end();
+        match line.strip_suffix('\\') {
+            Some(continued) => current.push_str(continued),
+            None => {
+                current.push_str(line);
+                let command = current.split_whitespace().collect::<Vec<_>>().join(" ");
+                if !command.is_empty() {
+                    commands.push(command);
+                }
+                current.clear();
+            }
+        }
+    }
+    commands
+}
+
+/// The text between the first pair of `quote`s after `flag ` in `command`.
+fn quoted_after(command: &str, flag: &str, quote: char) -> Option<String> {
+    let rest = &command[command.find(&format!("{flag} "))? + flag.len() + 1..];
+    let rest = rest.strip_prefix(quote)?;
+    Some(rest[..rest.find(quote)?].to_owned())
+}
+
+// The set-up commands of the README name the binary and the test command CI runs, and its
+// first steps (health, workspaces, a write key, an identify, a lookup) work against the
+// server those commands start, with the README's own request bodies.
+#[tokio::test]
+async fn the_readme_quick_start_works_as_written() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    let setup = readme_commands(&readme, "## Quick start");
+    let run = setup
+        .iter()
+        .find(|c| c.starts_with("cargo run"))
+        .expect("a cargo run line");
+    // The workspace builds two binaries; `cargo run` without `--bin` refuses to choose.
+    assert!(run.contains("--bin idgraph "), "{run}");
+    let args: Vec<&str> = run
+        .split_once(" -- ")
+        .map(|(_, args)| args.split_whitespace().collect())
+        .expect("arguments after --");
+    let test = setup
+        .iter()
+        .find(|c| c.starts_with("cargo test"))
+        .expect("a cargo test line");
+    let ci = std::fs::read_to_string(format!("{root}/.ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|line| line.trim() == test),
+        "CI does not run the README's test command {test:?}"
+    );
+
+    // The README's server, in a directory of its own, on a free port instead of 8080.
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut full = args.clone();
+    full.extend(["--listen", &listen]);
+    let mut command = idgraph(&full);
+    command.current_dir(cwd.path());
+    let mut proc = Proc::spawn(command);
+    assert!(wait_ready(&mut proc, port).await, "{}", proc.stderr());
+    let server = Server { proc, port };
+    assert!(
+        cwd.path().join("idgraph-data").is_dir(),
+        "the README says the data goes to ./idgraph-data"
+    );
+    let master = printed_master_key(&server.proc).await;
+
+    let steps = readme_commands(&readme, "On its first start the server prints");
+    let mut write_key = None;
+    let mut answers = Vec::new();
+    for step in steps.iter().filter(|s| s.starts_with("curl")) {
+        let url = step
+            .split_whitespace()
+            .map(|w| w.trim_matches('\''))
+            .find(|w| w.starts_with("localhost:8080"))
+            .unwrap_or_else(|| panic!("no URL in {step}"))
+            .replacen("localhost:8080", &format!("http://127.0.0.1:{port}"), 1);
+        let body = quoted_after(step, "-d", '\'');
+        let mut request = match &body {
+            Some(body) => http()
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .body(body.clone()),
+            None => http().get(&url),
+        };
+        if step.contains("-u \"$WRITE_KEY:\"") {
+            let key = write_key
+                .as_deref()
+                .expect("a write key made by an earlier step");
+            request = request.basic_auth(key, Some(""));
+        } else if step.contains("Bearer $KEY") {
+            request = request.bearer_auth(&master);
+        }
+        let response = request.send().await.expect("the request");
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert!((200..300).contains(&status), "{step}\n→ {status} {answer}");
+        if url.ends_with("/api/v1/keys") {
+            write_key = answer["key"].as_str().map(str::to_owned);
+        }
+        answers.push(answer);
+    }
+    assert_eq!(answers.len(), 5, "{steps:?}");
+    assert_eq!(answers[0], json!({"status": "ok"}));
+    let person = answers.last().expect("the lookup");
+    let identifiers = person["identifiers"].as_array().expect("identifiers");
+    assert!(
+        identifiers
+            .iter()
+            .any(|i| i["kind"] == "email" && i["value"] == "ann@example.com"),
+        "{person}"
+    );
+    server.stop();
+}
