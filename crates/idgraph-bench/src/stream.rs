@@ -460,13 +460,40 @@ fn user_id(visitor: u64) -> String {
 }
 
 /// The address as the first device sends it (already normalized).
+/// A name-like address, unique per visitor. Visitors arrive in number order; their addresses
+/// must not, or a store keyed by the plain address would get a locality real traffic never
+/// gives it (and a store keyed by a blind index never has).
 pub(crate) fn email(visitor: u64) -> String {
-    format!("visitor{visitor}@example{}.com", visitor % 97)
+    let h = splitmix64(visitor ^ 0x5EED_E3A1);
+    let first = FIRST_NAMES[(h % FIRST_NAMES.len() as u64) as usize];
+    let last = LAST_NAMES[((h >> 16) % LAST_NAMES.len() as u64) as usize];
+    format!("{first}.{last}{visitor}@example{}.com", visitor % 97)
 }
 
+/// The same address as [`email`], typed with capitals: normalization must unify them.
 fn shouted_email(visitor: u64) -> String {
-    format!("Visitor{visitor}@EXAMPLE{}.com", visitor % 97)
+    let address = email(visitor);
+    let (local, domain) = address.split_once('@').unwrap_or((&address, ""));
+    let mut chars = local.chars();
+    let initial = chars
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .unwrap_or_default();
+    format!(
+        "{initial}{}@{}",
+        chars.as_str(),
+        domain.to_ascii_uppercase()
+    )
 }
+
+const FIRST_NAMES: [&str; 16] = [
+    "ann", "bob", "carla", "dev", "emma", "farid", "grace", "hiro", "ines", "jon", "kate", "luis",
+    "mia", "noor", "omar", "pia",
+];
+const LAST_NAMES: [&str; 16] = [
+    "adams", "baker", "chen", "diaz", "evans", "fischer", "garcia", "hill", "ito", "jones", "khan",
+    "lee", "moreau", "nguyen", "okafor", "petrov",
+];
 
 /// A UUID-shaped id, so message sizes and index keys look like real client traffic.
 fn anonymous_id(seed: u64, visitor: u64, second_device: bool) -> String {
@@ -551,6 +578,22 @@ mod tests {
                 .flat_map(|b| b.body)
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn addresses_are_unique_unify_when_shouted_and_arrive_in_no_order() {
+        let addresses: Vec<String> = (0..10_000).map(email).collect();
+        let distinct: HashSet<&String> = addresses.iter().collect();
+        assert_eq!(distinct.len(), addresses.len());
+        for visitor in [0, 1, 96, 97, 9_999] {
+            let shouted = shouted_email(visitor);
+            assert_ne!(shouted, email(visitor));
+            assert_eq!(shouted.to_lowercase(), email(visitor));
+        }
+        // Sorted arrival would give 1.0; independent order gives about one half.
+        let rising = addresses.windows(2).filter(|w| w[0] < w[1]).count();
+        let share = rising as f64 / (addresses.len() - 1) as f64;
+        assert!((0.4..0.6).contains(&share), "{share}");
     }
 
     #[test]
