@@ -240,6 +240,11 @@ impl SqliteStore {
             StoreError::Unusable(format!("cannot open database {}: {e}", path.display()))
         })?;
         configure(&conn, options.durability)
+            .and_then(|()| {
+                // A migration may build a temporary table as large as the table it rewrites
+                // (0010 numbers every sealed identity node): on disk, so memory stays bounded.
+                conn.pragma_update(None, "temp_store", "FILE")
+            })
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
         migrate(&mut conn)?;
         install_planner_statistics(&conn)
