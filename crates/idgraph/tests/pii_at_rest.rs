@@ -468,10 +468,12 @@ async fn wait_rotated(app: &TestApp, key: u64) {
 }
 
 /// A rotation asked of a running server re-seals everything while the server keeps ingesting
-/// and answering; afterwards only the new key's prefix is in the file.
+/// and answering; afterwards only the new key's prefix is in the file. Zed's records put a
+/// value in every sealed column (a merge, a conflict, compliance logs, webhook payloads).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_reseals_every_row_while_the_server_serves() {
     let app = TestApp::start(None).await;
+    zed(&app).await;
     many(&app, 0, 400).await;
     let (status, body) = app
         .call("POST", "/api/v1/data-key/rotate", MASTER_KEY, None)
