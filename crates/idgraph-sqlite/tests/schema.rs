@@ -314,3 +314,79 @@ async fn sealed_identifier_values_move_to_their_own_table() {
         .unwrap();
     assert_eq!(old_column, 0, "the sealed copy no longer widens the nodes");
 }
+
+/// The same move on values a vault really sealed: nodes written by the store are put back in
+/// the schema-9 layout (the sealed value in the node's row), and the store that opens the file
+/// migrates them and gives each node its own value back.
+#[tokio::test]
+async fn sealed_nodes_of_a_schema_9_store_open_after_the_migration() {
+    use idgraph_core::identity::IdentifierKind;
+    use idgraph_core::tenancy::TenantId;
+    use idgraph_store::vault::Vault;
+    use idgraph_store::{IdentityNodeRow, Tenant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::random().unwrap();
+    let tenant = TenantId::parse("upgrade").unwrap();
+    let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let node = |kind: &str, value: &str, person: &str| IdentityNodeRow {
+        kind: IdentifierKind::parse(kind).unwrap(),
+        value: value.to_owned(),
+        person_id: person.to_owned(),
+        source: "test".to_owned(),
+        confidence: 1.0,
+        first_seen: at,
+        last_seen: at,
+        signal_id: Some(format!("sig-{value}-{person}")),
+    };
+    let rows = vec![
+        node("email", "ann@example.com", "p1"),
+        node("email", "ann.work@example.com", "p1"),
+        node("phone", "+14155550000", "p1"),
+        node("phone", "+14155550000", "p2"),
+        node("external_id", "u-2", "p2"),
+    ];
+    {
+        let store = SqliteStore::open(&options(&dir)).unwrap();
+        store.vault_slot().set(vault.clone());
+        store
+            .create_tenant(&Tenant {
+                id: tenant.clone(),
+                name: "Upgrade".into(),
+                created_at: at,
+            })
+            .await
+            .unwrap();
+        store
+            .insert_identity_nodes(&tenant, rows.clone())
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    raw(&dir)
+        .execute_batch(
+            "ALTER TABLE identity_nodes ADD COLUMN value_sealed TEXT;
+             UPDATE identity_nodes SET value_sealed = (SELECT sealed FROM identity_values v
+                 WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.sealed_id);
+             ALTER TABLE identity_nodes DROP COLUMN sealed_id;
+             DROP TABLE identity_values;
+             DELETE FROM idgraph_migrations WHERE name = 'identity_values';",
+        )
+        .unwrap();
+
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    store.vault_slot().set(vault);
+    for row in &rows {
+        let mut found = store
+            .find_identity_nodes(&tenant, &row.kind, &row.value)
+            .await
+            .unwrap();
+        found.retain(|n| n.person_id == row.person_id);
+        assert_eq!(found, vec![row.clone()]);
+    }
+    store.close().await;
+    let values: i64 = raw(&dir)
+        .query_row("SELECT COUNT(*) FROM identity_values", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(values, rows.len() as i64);
+}
