@@ -3,7 +3,9 @@
 
 use deadpool_postgres::Transaction;
 use idgraph_core::privacy::TOMBSTONE_PREFIX;
-use idgraph_store::vault::{EMPTY_JSON_SQL, Vault, column};
+use idgraph_store::vault::{
+    EMPTY_JSON_SQL, MERGE_RECORD_COLUMNS, SealedTextColumn, Vault, WEBHOOK_PAYLOADS, column,
+};
 use idgraph_store::{GLOBAL_TENANT, StoreResult};
 
 use crate::PostgresStore;
@@ -291,7 +293,7 @@ async fn compliance(
     Ok(done)
 }
 
-/// The identifiers merges and conflicts were recorded on; a manual merge has none (empty).
+/// The identifiers merges and conflicts were recorded on.
 async fn merges(
     tx: &Transaction<'_>,
     vault: &Vault,
@@ -299,40 +301,28 @@ async fn merges(
     prefix: &str,
     left: &mut i64,
 ) -> StoreResult<u64> {
-    let at = (tx, vault, tenant, prefix);
-    let mut done = text_column(
-        at,
-        left,
-        "merges",
-        "merge_id",
-        "identifiers",
-        column::MERGE_IDENTIFIERS,
-    )
-    .await?;
-    if *left > 0 {
-        done += text_column(
-            at,
-            left,
-            "conflicts",
-            "conflict_id",
-            "value",
-            column::CONFLICT_VALUE,
-        )
-        .await?;
+    let mut done = 0;
+    for records in &MERGE_RECORD_COLUMNS {
+        if *left <= 0 {
+            break;
+        }
+        done += text_column((tx, vault, tenant, prefix), left, records).await?;
     }
     Ok(done)
 }
 
-/// Re-seals one text column of `table`, whose rows are keyed by tenant and `id`: the columns
-/// that hold one sealed value and no lookup form. Empty text holds nothing and stays empty.
+/// Re-seals one [`SealedTextColumn`]. Empty text holds nothing and stays empty.
 async fn text_column(
     (tx, vault, tenant, prefix): (&Transaction<'_>, &Vault, &str, &str),
     left: &mut i64,
-    table: &str,
-    id: &str,
-    col: &str,
-    sealed_as: &str,
+    target: &SealedTextColumn,
 ) -> StoreResult<u64> {
+    let SealedTextColumn {
+        table,
+        key: id,
+        column: col,
+        sealed_as,
+    } = *target;
     let prefix_len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
     let rows = tx
         .query(
@@ -451,14 +441,6 @@ async fn replies(
     if *left <= 0 {
         return Ok(done);
     }
-    done += text_column(
-        (tx, vault, tenant, prefix),
-        left,
-        "webhook_deliveries",
-        "delivery_id",
-        "payload",
-        column::WEBHOOK_PAYLOAD,
-    )
-    .await?;
+    done += text_column((tx, vault, tenant, prefix), left, &WEBHOOK_PAYLOADS).await?;
     Ok(done)
 }

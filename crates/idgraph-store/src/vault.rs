@@ -54,6 +54,41 @@ pub mod column {
     pub const WEBHOOK_PAYLOAD: &str = "webhook_deliveries.payload";
 }
 
+/// A text column that holds one sealed value and no lookup form, in a table keyed by tenant and
+/// one id column: a re-seal rewrites it the same way on both backends.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedTextColumn {
+    pub table: &'static str,
+    pub key: &'static str,
+    pub column: &'static str,
+    /// Its associated data ([`column`]).
+    pub sealed_as: &'static str,
+}
+
+/// The identifiers merges and conflicts were recorded on (a manual merge has none: empty).
+pub const MERGE_RECORD_COLUMNS: [SealedTextColumn; 2] = [
+    SealedTextColumn {
+        table: "merges",
+        key: "merge_id",
+        column: "identifiers",
+        sealed_as: column::MERGE_IDENTIFIERS,
+    },
+    SealedTextColumn {
+        table: "conflicts",
+        key: "conflict_id",
+        column: "value",
+        sealed_as: column::CONFLICT_VALUE,
+    },
+];
+
+/// Webhook payloads waiting in the outbox.
+pub const WEBHOOK_PAYLOADS: SealedTextColumn = SealedTextColumn {
+    table: "webhook_deliveries",
+    key: "delivery_id",
+    column: "payload",
+    sealed_as: column::WEBHOOK_PAYLOAD,
+};
+
 /// The keys a store seals and indexes with. `Vault::plaintext()` stores values as they are:
 /// a store that no data key was ever given to (PostgreSQL without one), and the benchmark's
 /// baseline.
