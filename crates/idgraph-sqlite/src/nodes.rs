@@ -35,7 +35,7 @@ pub(crate) fn insert_value(tx: &Transaction<'_>, tenant: &str, sealed: &str) -> 
 }
 
 /// Removes a sealed value no node names any more.
-pub(crate) fn delete_value(tx: &Transaction<'_>, tenant: &str, value_id: i64) -> StoreResult<()> {
+fn delete_value(tx: &Transaction<'_>, tenant: &str, value_id: i64) -> StoreResult<()> {
     tx.prepare_cached("DELETE FROM identity_values WHERE tenant_id = ?1 AND value_id = ?2")
         .and_then(|mut s| s.execute(params![tenant, value_id]))
         .map_err(map_error)?;

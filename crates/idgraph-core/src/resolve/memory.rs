@@ -860,6 +860,17 @@ mod tests {
         assert_eq!(view, full_view);
     }
 
+    /// What one `owners` call per identifier answers, in `batched`'s form.
+    fn one_by_one(graph: &MemoryGraph, identifiers: &[&Identifier]) -> Vec<(usize, PersonId)> {
+        let mut found: Vec<(usize, PersonId)> = identifiers
+            .iter()
+            .enumerate()
+            .flat_map(|(n, identifier)| graph.owners(identifier).into_iter().map(move |o| (n, o)))
+            .collect();
+        found.sort();
+        found
+    }
+
     fn batched(graph: &MemoryGraph, identifiers: &[&Identifier]) -> Vec<(usize, PersonId)> {
         let mut found = Vec::new();
         graph.owners_of_each(identifiers, &mut |position, owner| {
@@ -899,16 +910,11 @@ mod tests {
         for length in 0..=all.len() {
             for start in 0..all.len() - length + 1 {
                 let batch = &all[start..start + length];
-                let one_by_one: Vec<(usize, PersonId)> = batch
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(n, identifier)| {
-                        graph.owners(identifier).into_iter().map(move |o| (n, o))
-                    })
-                    .collect();
-                let mut one_by_one = one_by_one;
-                one_by_one.sort();
-                assert_eq!(batched(&graph, batch), one_by_one, "{batch:?}");
+                assert_eq!(
+                    batched(&graph, batch),
+                    one_by_one(&graph, batch),
+                    "{batch:?}"
+                );
             }
         }
         assert_eq!(graph.owners(&known[1]).len(), 2);
@@ -929,16 +935,11 @@ mod tests {
         }
         let all: Vec<&Identifier> = many.iter().collect();
         for batch in all.chunks(RECENT_OWNERS) {
-            let one_by_one: Vec<(usize, PersonId)> = batch
-                .iter()
-                .enumerate()
-                .flat_map(|(n, identifier)| {
-                    graph.owners(identifier).into_iter().map(move |o| (n, o))
-                })
-                .collect();
-            let mut one_by_one = one_by_one;
-            one_by_one.sort();
-            assert_eq!(batched(&graph, batch), one_by_one, "{batch:?}");
+            assert_eq!(
+                batched(&graph, batch),
+                one_by_one(&graph, batch),
+                "{batch:?}"
+            );
         }
     }
 }
