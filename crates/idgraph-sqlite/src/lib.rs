@@ -317,6 +317,19 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
     {
+        self.queue_retriable(job)?.await
+    }
+
+    /// Queues a retriable job now and answers its outcome later, so the caller can go on
+    /// working (sealing the rest of a batch) while the writer runs it.
+    pub(crate) fn queue_retriable<R, F>(
+        &self,
+        job: F,
+    ) -> StoreResult<impl Future<Output = StoreResult<R>> + use<R, F>>
+    where
+        R: Send + 'static,
+        F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let boxed: Box<dyn WriteJob> = Box::new(RetriableJob {
             job,
@@ -324,9 +337,11 @@ impl SqliteStore {
             attempted: None,
         });
         self.submit(boxed)?;
-        answer
-            .await
-            .map_err(|_| StoreError::Other("the writer thread stopped".into()))?
+        Ok(async move {
+            answer
+                .await
+                .map_err(|_| StoreError::Other("the writer thread stopped".into()))?
+        })
     }
 
     fn submit(&self, job: Box<dyn WriteJob>) -> StoreResult<()> {

@@ -23,15 +23,48 @@ pub(crate) use node_stored_value;
 /// [`node_stored_value!`] as a constant, for `format!`.
 pub(crate) const NODE_STORED_VALUE: &str = node_stored_value!();
 
-/// Stores a sealed value after the tenant's last one and returns its id for `sealed_id`.
-pub(crate) fn insert_value(tx: &Transaction<'_>, tenant: &str, sealed: &str) -> StoreResult<i64> {
-    tx.prepare_cached(
-        "INSERT INTO identity_values (tenant_id, value_id, sealed)
-         SELECT ?1, COALESCE(MAX(value_id), 0) + 1, ?2 FROM identity_values WHERE tenant_id = ?1
-         RETURNING value_id",
-    )
-    .and_then(|mut s| s.query_row(params![tenant, sealed], |r| r.get(0)))
-    .map_err(map_error)
+/// Hands out a tenant's `identity_values` ids after its last one, for one job on the writer
+/// thread: the last id is read once, then counted up, instead of found again (a B-tree descent
+/// and a `RETURNING` table) for every value. Only the writer thread writes, so no one else
+/// takes an id meanwhile; a job that fails rolls its values back with it.
+pub(crate) struct ValueIds<'a> {
+    tenant: &'a str,
+    next: Option<i64>,
+}
+
+impl<'a> ValueIds<'a> {
+    pub(crate) fn new(tenant: &'a str) -> Self {
+        Self { tenant, next: None }
+    }
+
+    /// Stores a sealed value after the tenant's last one and returns its id for `sealed_id`.
+    pub(crate) fn insert(&mut self, tx: &Transaction<'_>, sealed: &str) -> StoreResult<i64> {
+        let id = match self.next {
+            Some(id) => id,
+            None => tx
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(value_id), 0) + 1 FROM identity_values WHERE tenant_id = ?1",
+                )
+                .and_then(|mut s| s.query_row(params![self.tenant], |r| r.get(0)))
+                .map_err(map_error)?,
+        };
+        tx.prepare_cached(
+            "INSERT INTO identity_values (tenant_id, value_id, sealed) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![self.tenant, id, sealed]))
+        .map_err(map_error)?;
+        self.next = Some(id + 1);
+        Ok(id)
+    }
+
+    /// Removes the value [`Self::insert`] stored last, which no node came to name.
+    fn take_back(&mut self, tx: &Transaction<'_>, id: i64) -> StoreResult<()> {
+        delete_value(tx, self.tenant, id)?;
+        if self.next == Some(id + 1) {
+            self.next = Some(id);
+        }
+        Ok(())
+    }
 }
 
 /// Removes a sealed value no node names any more.
@@ -65,12 +98,13 @@ pub(crate) fn sealed_value(
 /// person), with its sealed value when there is one. Returns whether it was inserted.
 pub(crate) fn insert_node(
     tx: &Transaction<'_>,
-    tenant: &str,
+    values: &mut ValueIds<'_>,
     node: &NewNode<'_>,
 ) -> StoreResult<bool> {
+    let tenant = values.tenant;
     let sealed_id = node
         .sealed
-        .map(|sealed| insert_value(tx, tenant, sealed))
+        .map(|sealed| values.insert(tx, sealed))
         .transpose()?;
     let inserted = tx
         .prepare_cached(
@@ -96,7 +130,7 @@ pub(crate) fn insert_node(
         == 1;
     // The resolver only attaches identifiers a person lacks, so this is the rare path.
     if let (false, Some(id)) = (inserted, sealed_id) {
-        delete_value(tx, tenant, id)?;
+        values.take_back(tx, id)?;
     }
     Ok(inserted)
 }

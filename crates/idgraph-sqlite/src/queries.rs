@@ -1,5 +1,7 @@
 //! The `Store` implementation: one short SQL statement set per method, always filtered by tenant.
 
+use std::sync::Arc;
+
 use idgraph_core::auth::KeyHash;
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
@@ -29,6 +31,11 @@ fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
         other => other,
     }
 }
+
+/// Signals of one `ingest` call sealed before its job is queued; the rest are sealed while the
+/// writer resolves these. A `/v1/batch` (at most a few hundred signals) is sealed whole first,
+/// so the writer never waits on it; an import's chunk of thousands overlaps.
+const SEALED_BEFORE_QUEUEING: usize = 512;
 
 fn overfetch(page: &PageRequest) -> i64 {
     i64::from(page.limit) + 1
@@ -344,22 +351,42 @@ impl Store for SqliteStore {
         signals: Vec<SignalRecord>,
     ) -> StoreResult<Vec<IngestOutcome>> {
         let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
-        let sealed = {
-            let vault = self.vault();
-            signals
-                .iter()
-                .map(|signal| vault.seal_signal(tenant_id.as_str(), signal))
-                .collect::<StoreResult<Vec<_>>>()?
+        let vault = self.vault();
+        let seal = |signal: &SignalRecord| vault.seal_signal(tenant_id.as_str(), signal);
+        let first = signals
+            .iter()
+            .take(SEALED_BEFORE_QUEUEING)
+            .map(seal)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (more, rest) = if signals.len() > first.len() {
+            let (more, rest) = std::sync::mpsc::channel();
+            (Some(more), Some(rest))
+        } else {
+            (None, None)
         };
+        let mut feed = resolve::SealedFeed::new(first, rest);
         let store = self.clone();
+        let signals = Arc::new(signals);
+        let sealing = Arc::clone(&signals);
+        let tenant = tenant_id.clone();
         // Retriable: ingesting writes nothing but its transaction's rows.
-        self.write_retriable(move |tx| {
+        let answer = self.queue_retriable(move |tx| {
             // The vault as it is when the writer runs: a rotation's re-seal passes run on this
             // thread too, so what is written now is under the key they move rows to.
             let vault = store.vault();
-            resolve::ingest(tx, &vault, &tenant_id, &settings, &signals, &sealed)
-        })
-        .await
+            resolve::ingest(tx, &vault, &tenant, &settings, &signals, &mut feed)
+        })?;
+        if let Some(more) = more {
+            // The writer resolves the first signals while these are sealed.
+            for signal in &sealing[SEALED_BEFORE_QUEUEING..] {
+                let sealed = seal(signal);
+                let failed = sealed.is_err();
+                if more.send(sealed).is_err() || failed {
+                    break;
+                }
+            }
+        }
+        answer.await
     }
 
     async fn lookup_person(
@@ -1135,11 +1162,12 @@ pub(crate) fn insert_nodes(
             "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}, sealed_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ))
         .map_err(map_error)?;
+    let mut values = crate::nodes::ValueIds::new(tenant_id.as_str());
     for row in rows {
         let (index, sealed) =
             vault.identifier(tenant_id.as_str(), row.kind.as_str(), &row.value)?;
         let sealed_id = sealed
-            .map(|sealed| crate::nodes::insert_value(tx, tenant_id.as_str(), &sealed))
+            .map(|sealed| values.insert(tx, &sealed))
             .transpose()?;
         stmt.execute(params![
             tenant_id.as_str(),

@@ -37,10 +37,11 @@ pub(crate) fn batch(
             .collect()
         })
         .map_err(map_error)?;
+    let mut values = nodes::ValueIds::new(tenant);
     for (kind, plain, person) in plain_nodes {
         let (index, sealed) = vault.identifier(tenant, &kind, &plain)?;
         let sealed_id = sealed
-            .map(|sealed| nodes::insert_value(tx, tenant, &sealed))
+            .map(|sealed| values.insert(tx, &sealed))
             .transpose()?;
         tx.prepare_cached(
             "UPDATE identity_nodes SET value = ?5, sealed_id = ?6

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::codec::{map_error, micros};
-use crate::nodes::{NewNode, insert_node, sealed_value};
+use crate::nodes::{NewNode, ValueIds, insert_node, sealed_value};
 
 const RESOLUTION_MICROS: i64 = LAST_SEEN_RESOLUTION_SECONDS * 1_000_000;
 
@@ -27,13 +27,59 @@ const RESOLUTION_MICROS: i64 = LAST_SEEN_RESOLUTION_SECONDS * 1_000_000;
 pub(crate) const GROUP: &str =
     "SELECT ?2 UNION ALL SELECT person_id FROM persons WHERE tenant_id = ?1 AND merged_into = ?2";
 
+/// The sealed form of a job's signals, in order: those sealed before the job was queued, then
+/// the rest as the caller seals them while the writer resolves the first (a large batch, such
+/// as an import's chunk, keeps both cores busy). Kept once received, so a job that runs again
+/// has them all.
+pub(crate) struct SealedFeed {
+    received: Vec<SealedSignal>,
+    rest: Option<std::sync::mpsc::Receiver<StoreResult<SealedSignal>>>,
+    /// Why the rest stopped coming, answered again to a job that runs again.
+    failed: Option<StoreError>,
+}
+
+impl SealedFeed {
+    pub(crate) fn new(
+        first: Vec<SealedSignal>,
+        rest: Option<std::sync::mpsc::Receiver<StoreResult<SealedSignal>>>,
+    ) -> Self {
+        Self {
+            received: first,
+            rest,
+            failed: None,
+        }
+    }
+
+    fn get(&mut self, index: usize) -> StoreResult<&SealedSignal> {
+        while self.received.len() <= index {
+            if let Some(error) = &self.failed {
+                return Err(error.clone());
+            }
+            let next = match self.rest.as_ref().map(|rest| rest.recv()) {
+                Some(Ok(next)) => next,
+                _ => Err(StoreError::Other(
+                    "the signals stopped coming before all were sealed".into(),
+                )),
+            };
+            match next {
+                Ok(sealed) => self.received.push(sealed),
+                Err(error) => {
+                    self.rest = None;
+                    self.failed = Some(error);
+                }
+            }
+        }
+        Ok(&self.received[index])
+    }
+}
+
 pub(crate) fn ingest(
     tx: &Transaction<'_>,
     vault: &Vault,
     tenant_id: &TenantId,
     settings: &IdentitySettings,
     signals: &[SignalRecord],
-    sealed: &[SealedSignal],
+    sealed: &mut SealedFeed,
 ) -> StoreResult<Vec<IngestOutcome>> {
     let tenant = tenant_id.as_str();
     // The writer thread is the only writer, so the next position in the log is simply the last
@@ -48,8 +94,15 @@ pub(crate) fn ingest(
         ErasedIdentifiers::Allow => None,
     };
     let subscribers = crate::webhooks::subscribers(tx, tenant)?;
+    let mut recorder = Recorder {
+        tx,
+        vault,
+        tenant,
+        values: ValueIds::new(tenant),
+    };
     let mut outcomes = Vec::with_capacity(signals.len());
-    for (signal, sealed) in signals.iter().zip(sealed) {
+    for (index, signal) in signals.iter().enumerate() {
+        let sealed = sealed.get(index)?;
         let sealed = if sealed.key == vault.current_key() {
             Cow::Borrowed(sealed)
         } else {
@@ -95,6 +148,7 @@ pub(crate) fn ingest(
             settings,
             signal: Some((signal, &sealed)),
             error: RefCell::new(None),
+            seen: RefCell::new(Vec::new()),
         };
         let resolution = resolve(
             settings,
@@ -109,7 +163,7 @@ pub(crate) fn ingest(
             return Err(error);
         }
         seq += 1;
-        apply(tx, vault, tenant, seq, signal, &sealed, &resolution)?;
+        recorder.apply(seq, signal, &sealed, &resolution, &graph.seen.into_inner())?;
         let announced = idgraph_store::signal_events(&subscribers, signal, &resolution);
         crate::webhooks::enqueue(tx, vault, tenant, &subscribers, &announced)?;
         outcomes.push(IngestOutcome::Recorded {
@@ -136,6 +190,24 @@ pub(crate) struct TxGraph<'a, 'conn> {
     /// The first error a read met; `GraphView` cannot return one, so `ingest` checks it after
     /// resolving and discards the resolution.
     error: RefCell<Option<StoreError>>,
+    /// Every node [`GraphView::owners`] read, so that `apply` can tell which of the signal's
+    /// known identifiers need their `last_seen` moved without reading them again.
+    seen: RefCell<Vec<SeenIdentifier>>,
+}
+
+/// An identifier's nodes as the owners read found them, before the signal changed anything.
+struct SeenIdentifier {
+    kind: IdentifierKind,
+    index: String,
+    nodes: Vec<SeenNode>,
+}
+
+struct SeenNode {
+    /// The person the node was attached to.
+    person: String,
+    /// That person's canonical person when read.
+    owner: PersonId,
+    last_seen: i64,
 }
 
 impl<'a, 'conn> TxGraph<'a, 'conn> {
@@ -152,6 +224,7 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
             settings,
             signal: None,
             error: RefCell::new(None),
+            seen: RefCell::new(Vec::new()),
         }
     }
 
@@ -223,17 +296,31 @@ impl GraphView for TxGraph<'_, '_> {
         let owners = self
             .tx
             .prepare_cached(
-                "SELECT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
+                "SELECT COALESCE(p.merged_into, p.person_id), n.person_id, n.last_seen
+                 FROM identity_nodes n
                  JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
                  WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3",
             )
             .and_then(|mut s| {
                 let index = self.index(identifier);
-                s.query_map(
-                    params![self.tenant, identifier.kind().as_str(), index],
-                    |r| r.get(0),
-                )?
-                .collect::<rusqlite::Result<Vec<PersonId>>>()
+                let mut owners = Vec::new();
+                let mut nodes = Vec::new();
+                let mut rows = s.query(params![self.tenant, identifier.kind().as_str(), index])?;
+                while let Some(row) = rows.next()? {
+                    let owner: PersonId = row.get(0)?;
+                    nodes.push(SeenNode {
+                        person: row.get(1)?,
+                        owner: owner.clone(),
+                        last_seen: row.get(2)?,
+                    });
+                    owners.push(owner);
+                }
+                self.seen.borrow_mut().push(SeenIdentifier {
+                    kind: identifier.kind().clone(),
+                    index,
+                    nodes,
+                });
+                Ok(owners)
             })
             // Persons sharing a value may have merged since; DISTINCT in SQL would build a temp
             // B-tree on every call for what is nearly always one row.
@@ -266,41 +353,71 @@ impl GraphView for TxGraph<'_, '_> {
     }
 }
 
-fn apply(
+/// The nodes of an identifier in the person's group whose `last_seen` is stale at `seen`.
+fn stale_nodes(
     tx: &Transaction<'_>,
-    vault: &Vault,
     tenant: &str,
-    seq: i64,
-    signal: &SignalRecord,
-    sealed: &SealedSignal,
-    resolution: &Resolution,
-) -> StoreResult<()> {
-    let event = &signal.event;
-    let signal_id = event.event_id.as_str();
-    let now = micros(event.ingested_at);
-    let seen = micros(event.occurred_at);
-    let person = resolution.person.as_str();
-    if resolution.created {
-        tx.prepare_cached("INSERT INTO persons (tenant_id, person_id, merged_into, created_at, updated_at) VALUES (?1, ?2, NULL, ?3, ?3)")
+    person: &str,
+    kind: &str,
+    index: &str,
+    seen: i64,
+) -> StoreResult<Vec<String>> {
+    tx.prepare_cached(&format!(
+        "SELECT person_id FROM identity_nodes
+         WHERE tenant_id = ?1 AND kind = ?3 AND value = ?4 AND person_id IN ({GROUP})
+           AND last_seen < ?5 - {RESOLUTION_MICROS}"
+    ))
+    .and_then(|mut s| {
+        s.query_map(params![tenant, person, kind, index, seen], |r| r.get(0))?
+            .collect()
+    })
+    .map_err(map_error)
+}
+
+/// Writes what the resolver decided, one signal after another, within one job.
+struct Recorder<'a, 'conn> {
+    tx: &'a Transaction<'conn>,
+    vault: &'a Vault,
+    tenant: &'a str,
+    values: ValueIds<'a>,
+}
+
+impl Recorder<'_, '_> {
+    fn apply(
+        &mut self,
+        seq: i64,
+        signal: &SignalRecord,
+        sealed: &SealedSignal,
+        resolution: &Resolution,
+        seen_nodes: &[SeenIdentifier],
+    ) -> StoreResult<()> {
+        let (tx, vault, tenant) = (self.tx, self.vault, self.tenant);
+        let event = &signal.event;
+        let signal_id = event.event_id.as_str();
+        let now = micros(event.ingested_at);
+        let seen = micros(event.occurred_at);
+        let person = resolution.person.as_str();
+        if resolution.created {
+            tx.prepare_cached("INSERT INTO persons (tenant_id, person_id, merged_into, created_at, updated_at) VALUES (?1, ?2, NULL, ?3, ?3)")
             .and_then(|mut s| s.execute(params![tenant, person, now]))
             .map_err(map_error)?;
-    } else if signal.changes_person(resolution) {
-        tx.prepare_cached(
-            "UPDATE persons SET updated_at = ?3 WHERE tenant_id = ?1 AND person_id = ?2",
-        )
-        .and_then(|mut s| s.execute(params![tenant, person, now]))
-        .map_err(map_error)?;
-    }
-    for (index, merge) in resolution.merges.iter().enumerate() {
-        // merged_into always names the final survivor, so the group is one indexed lookup.
-        tx.prepare_cached(&format!(
-            "UPDATE persons SET merged_into = ?3, updated_at = ?4
+        } else if signal.changes_person(resolution) {
+            tx.prepare_cached(
+                "UPDATE persons SET updated_at = ?3 WHERE tenant_id = ?1 AND person_id = ?2",
+            )
+            .and_then(|mut s| s.execute(params![tenant, person, now]))
+            .map_err(map_error)?;
+        }
+        for (index, merge) in resolution.merges.iter().enumerate() {
+            // merged_into always names the final survivor, so the group is one indexed lookup.
+            tx.prepare_cached(&format!(
+                "UPDATE persons SET merged_into = ?3, updated_at = ?4
              WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
-        ))
-        .and_then(|mut s| s.execute(params![tenant, merge.absorbed, merge.survivor, now]))
-        .map_err(map_error)?;
-        let identifiers = vault.seal_merge_identifiers(tenant, &merge.identifiers)?;
-        tx.prepare_cached(
+            ))
+            .and_then(|mut s| s.execute(params![tenant, merge.absorbed, merge.survivor, now]))
+            .map_err(map_error)?;
+            let identifiers = vault.seal_merge_identifiers(tenant, &merge.identifiers)?;
+            tx.prepare_cached(
             "INSERT INTO merges (tenant_id, merge_id, survivor, absorbed, identifiers, signal_id, rule, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
@@ -317,72 +434,78 @@ fn apply(
             ])
         })
         .map_err(map_error)?;
-    }
-    {
-        for identifier in &resolution.attach {
-            // The resolver attaches only identifiers the signal carried.
-            let computed;
-            let (index, value_sealed) = match sealed.node(signal, identifier) {
-                Some(node) => node,
-                None => {
-                    computed =
-                        vault.identifier(tenant, identifier.kind().as_str(), identifier.value())?;
-                    &computed
-                }
-            };
-            insert_node(
-                tx,
-                tenant,
-                &NewNode {
-                    kind: identifier.kind().as_str(),
-                    value: index,
-                    sealed: value_sealed.as_deref(),
-                    person,
-                    source: &signal.source,
-                    confidence: 1.0,
-                    first_seen: seen,
-                    last_seen: seen,
-                    signal_id: Some(signal_id),
-                },
-            )?;
         }
-        // Read, then update the stale nodes one by one by their whole key. One UPDATE over the
-        // group would be a multi-row write, for which SQLite opens and releases a statement
-        // journal on every execution, stale or not: 7% of the writer thread's time in a
-        // profile of `/v1/batch`, where nearly every signal touches a known identifier and
-        // few touches are stale.
-        let mut stale = tx
-            .prepare_cached(&format!(
-                "SELECT person_id FROM identity_nodes
-                 WHERE tenant_id = ?1 AND kind = ?3 AND value = ?4 AND person_id IN ({GROUP})
-                   AND last_seen < ?5 - {RESOLUTION_MICROS}"
-            ))
-            .map_err(map_error)?;
-        for identifier in &resolution.touch {
-            let kind = identifier.kind().as_str();
-            let index = match sealed.node(signal, identifier) {
-                Some((index, _)) => index.clone(),
-                None => vault.index(tenant, kind, identifier.value()),
+        {
+            for identifier in &resolution.attach {
+                // The resolver attaches only identifiers the signal carried.
+                let computed;
+                let (index, value_sealed) = match sealed.node(signal, identifier) {
+                    Some(node) => node,
+                    None => {
+                        computed = vault.identifier(
+                            tenant,
+                            identifier.kind().as_str(),
+                            identifier.value(),
+                        )?;
+                        &computed
+                    }
+                };
+                insert_node(
+                    tx,
+                    &mut self.values,
+                    &NewNode {
+                        kind: identifier.kind().as_str(),
+                        value: index,
+                        sealed: value_sealed.as_deref(),
+                        person,
+                        source: &signal.source,
+                        confidence: 1.0,
+                        first_seen: seen,
+                        last_seen: seen,
+                        signal_id: Some(signal_id),
+                    },
+                )?;
+            }
+            // Update the stale nodes one by one by their whole key. One UPDATE over the group would
+            // be a multi-row write, for which SQLite opens and releases a statement journal on
+            // every execution, stale or not: 7% of the writer thread's time in a profile of
+            // `/v1/batch`, where nearly every signal touches a known identifier and few touches
+            // are stale. Which nodes are stale is known from the owners read: after this signal's
+            // merges, the group is the person and every person it absorbed.
+            let in_group = |owner: &str| {
+                owner == person || resolution.merges.iter().any(|m| m.absorbed == owner)
             };
-            let owners = stale
-                .query_map(params![tenant, person, kind, index, seen], |r| {
-                    r.get::<_, String>(0)
-                })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(map_error)?;
-            for owner in owners {
-                tx.prepare_cached(
-                    "UPDATE identity_nodes SET last_seen = ?5
+            for identifier in &resolution.touch {
+                let kind = identifier.kind().as_str();
+                let index = match sealed.node(signal, identifier) {
+                    Some((index, _)) => index.clone(),
+                    None => vault.index(tenant, kind, identifier.value()),
+                };
+                let owners = match seen_nodes
+                    .iter()
+                    .find(|s| s.kind == *identifier.kind() && s.index == index)
+                {
+                    Some(read) => read
+                        .nodes
+                        .iter()
+                        .filter(|n| n.last_seen < seen - RESOLUTION_MICROS && in_group(&n.owner))
+                        .map(|n| n.person.clone())
+                        .collect(),
+                    None => stale_nodes(tx, tenant, person, kind, &index, seen)?,
+                };
+                for owner in owners {
+                    tx.prepare_cached(
+                        "UPDATE identity_nodes SET last_seen = ?5
                      WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
-                )
-                .and_then(|mut s| s.execute(params![tenant, kind, index, owner, seen]))
-                .map_err(map_error)?;
+                    )
+                    .and_then(|mut s| s.execute(params![tenant, kind, index, owner, seen]))
+                    .map_err(map_error)?;
+                }
             }
         }
-    }
-    for (index, conflict) in resolution.conflicts.iter().enumerate() {
-        let value = vault.seal(tenant, column::CONFLICT_VALUE, conflict.identifier.value())?;
-        tx.prepare_cached(
+        for (index, conflict) in resolution.conflicts.iter().enumerate() {
+            let value = vault.seal(tenant, column::CONFLICT_VALUE, conflict.identifier.value())?;
+            tx.prepare_cached(
             "INSERT INTO conflicts (tenant_id, conflict_id, person_id, other_person_id, kind, value, rule, signal_id, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
@@ -400,8 +523,8 @@ fn apply(
             ])
         })
         .map_err(map_error)?;
-    }
-    tx.prepare_cached(
+        }
+        tx.prepare_cached(
         "INSERT INTO events (tenant_id, event_id, workspace, person_id, kind, name, occurred_at, ingested_at,
                              schema_version, message_id, properties, context, seq, identifiers, source)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
@@ -426,32 +549,32 @@ fn apply(
         ])
     })
     .map_err(map_error)?;
-    {
-        let mut traits = tx
+        {
+            let mut traits = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO trait_values
                  (tenant_id, person_id, workspace, name, value, source_class, confidence, observed_at, set_once, signal_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .map_err(map_error)?;
-        for (observed, value) in signal.traits.iter().zip(&sealed.traits) {
-            traits
-                .execute(params![
-                    tenant,
-                    person,
-                    event.workspace.as_str(),
-                    observed.name,
-                    value,
-                    observed.provenance.class.as_str(),
-                    observed.provenance.confidence,
-                    micros(observed.provenance.observed_at),
-                    observed.set_once,
-                    signal_id
-                ])
-                .map_err(map_error)?;
+            for (observed, value) in signal.traits.iter().zip(&sealed.traits) {
+                traits
+                    .execute(params![
+                        tenant,
+                        person,
+                        event.workspace.as_str(),
+                        observed.name,
+                        value,
+                        observed.provenance.class.as_str(),
+                        observed.provenance.confidence,
+                        micros(observed.provenance.observed_at),
+                        observed.set_once,
+                        signal_id
+                    ])
+                    .map_err(map_error)?;
+            }
         }
-    }
-    tx.prepare_cached(&format!(
+        tx.prepare_cached(&format!(
         "INSERT INTO workspace_contacts (tenant_id, person_id, workspace, first_seen, last_seen)
          VALUES (?1, ?2, ?3, ?4, ?4)
          ON CONFLICT (tenant_id, person_id, workspace) DO UPDATE SET
@@ -460,5 +583,6 @@ fn apply(
     ))
     .and_then(|mut s| s.execute(params![tenant, person, event.workspace.as_str(), seen]))
     .map_err(map_error)?;
-    Ok(())
+        Ok(())
+    }
 }

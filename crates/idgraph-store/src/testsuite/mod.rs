@@ -39,8 +39,9 @@ pub use imports::{
     stored_suppression_entries_are_found_by_id,
 };
 pub use resolution::{
-    a_repeated_message_id_changes_nothing, batches_resolve_as_single_signals_do,
-    ingest_keeps_tenants_apart, replaying_the_signal_log_rebuilds_the_graph,
+    a_large_batch_resolves_as_small_ones_do, a_repeated_message_id_changes_nothing,
+    batches_resolve_as_single_signals_do, ingest_keeps_tenants_apart,
+    known_identifiers_move_last_seen_across_the_group, replaying_the_signal_log_rebuilds_the_graph,
     timelines_page_across_merged_persons,
 };
 
@@ -67,6 +68,8 @@ macro_rules! store_conformance_suite {
             concurrent_writes_fail_alone,
             replaying_the_signal_log_rebuilds_the_graph,
             batches_resolve_as_single_signals_do,
+            a_large_batch_resolves_as_small_ones_do,
+            known_identifiers_move_last_seen_across_the_group,
             ingest_keeps_tenants_apart,
             a_repeated_message_id_changes_nothing,
             timelines_page_across_merged_persons,

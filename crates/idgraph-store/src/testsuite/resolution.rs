@@ -491,6 +491,163 @@ pub async fn batches_resolve_as_single_signals_do<S: Store>(store: &S) {
     check_random_logs(store, "batches", strategy);
 }
 
+/// A call of thousands of signals (an import's chunk) records what the same signals sent in
+/// calls of fifty do: the same outcome for each, the same partition. Stores may handle a large
+/// call differently (the embedded one seals it while resolving its start).
+pub async fn a_large_batch_resolves_as_small_ones_do<S: Store>(store: &S) {
+    let ids = with_tenants(store, &["large-a", "large-b"]).await;
+    let settings = IdentitySettings::default();
+    let mut alphabet = Vec::new();
+    for n in 0..300 {
+        alphabet.push(
+            settings
+                .normalize("email", &format!("p{n}@x.com"))
+                .expect("valid"),
+        );
+    }
+    for n in 0..150 {
+        alphabet.push(
+            settings
+                .normalize("external_id", &format!("u{n}"))
+                .expect("valid"),
+        );
+    }
+    for n in 0..600 {
+        alphabet.push(
+            settings
+                .normalize("anonymous_id", &format!("a{n}"))
+                .expect("valid"),
+        );
+    }
+    // A fixed pseudo-random stream: one to three identifiers a signal, so that persons form,
+    // gain identifiers and merge.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |below: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % below as u64).expect("small")
+    };
+    let records: Vec<SignalRecord> = (0..1_800)
+        .map(|n| {
+            let count = 1 + next(3);
+            let identifiers = (0..count)
+                .map(|_| alphabet[next(alphabet.len())].clone())
+                .collect();
+            let mut record = signal(n, "default", identifiers);
+            record.traits = vec![TraitObservation {
+                name: "n".into(),
+                value: n.to_string(),
+                provenance: Provenance {
+                    class: SourceClass::Import,
+                    confidence: 1.0,
+                    observed_at: record.event.occurred_at,
+                },
+                set_once: false,
+            }];
+            record
+        })
+        .collect();
+    let whole = store
+        .ingest(&ids[0], &settings, records.clone())
+        .await
+        .expect("ingest");
+    let mut parts = Vec::new();
+    for chunk in records.chunks(50) {
+        parts.extend(
+            store
+                .ingest(&ids[1], &settings, chunk.to_vec())
+                .await
+                .expect("ingest"),
+        );
+    }
+    assert_eq!(whole, parts);
+    let merged = whole
+        .iter()
+        .filter(|o| matches!(o, IngestOutcome::Recorded { merges, .. } if *merges > 0))
+        .count();
+    assert!(
+        merged > 10,
+        "the stream merges persons ({merged} merging signals)"
+    );
+    assert_eq!(
+        partition(store, &ids[0], &alphabet).await,
+        partition(store, &ids[1], &alphabet).await
+    );
+}
+
+/// A signal moves `last_seen` of the nodes it names on its person's group, including nodes of a
+/// person it merges in and of persons merged before, and only once the stored value is older
+/// than the resolution; nodes it does not name, and other persons' nodes, keep theirs.
+pub async fn known_identifiers_move_last_seen_across_the_group<S: Store>(store: &S) {
+    let ids = with_tenants(store, &["seen"]).await;
+    let tenant = &ids[0];
+    let settings = IdentitySettings::default();
+    let id = |kind: &str, value: &str| settings.normalize(kind, value).expect("valid");
+    let (email, user) = (id("email", "ann@x.com"), id("external_id", "u-1"));
+    let (anon_1, anon_2, other) = (
+        id("anonymous_id", "a-1"),
+        id("anonymous_id", "a-2"),
+        id("anonymous_id", "a-3"),
+    );
+    let at = |n: usize, seconds: i64, identifiers: Vec<Identifier>| {
+        let mut record = signal(n, "default", identifiers);
+        record.event.occurred_at = ts(seconds);
+        record.event.ingested_at = ts(seconds);
+        record
+    };
+    let steps = [
+        // Two persons, and a third that shares nothing with them.
+        at(1, 0, vec![email.clone(), anon_1.clone()]),
+        at(2, 0, vec![user.clone(), anon_2.clone()]),
+        at(3, 0, vec![other.clone()]),
+        // Within the resolution: nothing moves.
+        at(4, 30, vec![email.clone()]),
+        // The email and the user id merge the two persons; both nodes are stale.
+        at(5, 1_000, vec![email.clone(), user.clone()]),
+        // An absorbed person's node, found through the survivor.
+        at(6, 2_000, vec![anon_2.clone()]),
+    ];
+    for step in steps {
+        store
+            .ingest(tenant, &settings, vec![step])
+            .await
+            .expect("ingest");
+    }
+    let last_seen = |profile: &PersonProfile, identifier: &Identifier| {
+        profile
+            .identifiers
+            .iter()
+            .find(|n| n.kind == *identifier.kind() && n.value == identifier.value())
+            .map(|n| n.last_seen)
+            .expect("the node is on the person")
+    };
+    let person = store
+        .lookup_person(tenant, &email)
+        .await
+        .expect("lookup")
+        .expect("known");
+    let profile = store
+        .person_profile(tenant, &person)
+        .await
+        .expect("profile");
+    assert_eq!(last_seen(&profile, &email), ts(1_000));
+    assert_eq!(last_seen(&profile, &user), ts(1_000));
+    assert_eq!(last_seen(&profile, &anon_1), ts(0), "not named since");
+    assert_eq!(last_seen(&profile, &anon_2), ts(2_000));
+    let stranger = store
+        .lookup_person(tenant, &other)
+        .await
+        .expect("lookup")
+        .expect("known");
+    assert_ne!(stranger, person);
+    let profile = store
+        .person_profile(tenant, &stranger)
+        .await
+        .expect("profile");
+    assert_eq!(last_seen(&profile, &other), ts(0));
+}
+
 pub async fn ingest_keeps_tenants_apart<S: Store>(store: &S) {
     let ids = with_tenants(store, &["iso-a", "iso-b"]).await;
     let settings = IdentitySettings::default();
