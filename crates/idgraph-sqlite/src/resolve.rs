@@ -242,6 +242,51 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
         self.error.borrow_mut().get_or_insert(error);
     }
 
+    /// What a node of `kind` whose lookup value is `stored` stands for in a person's view:
+    /// the signal's value when it is one of the signal's identifiers, else `stored` itself,
+    /// unless no signal is being resolved or `stored` could be mistaken for one of its plain
+    /// values (a node not yet sealed) — then `None`, and the node's value must be opened.
+    fn as_signal_value(&self, kind: &IdentifierKind, stored: &str) -> Option<String> {
+        let (signal, sealed) = self.signal?;
+        let mut looks_plain = false;
+        for (identifier, (index, _)) in signal.identifiers.iter().zip(&sealed.nodes) {
+            if identifier.kind() != kind {
+                continue;
+            }
+            if index == stored {
+                return Some(identifier.value().to_owned());
+            }
+            looks_plain |= identifier.value() == stored;
+        }
+        (!looks_plain).then(|| stored.to_owned())
+    }
+
+    /// A node's value, opened.
+    fn node_value(
+        &self,
+        kind: &IdentifierKind,
+        stored: String,
+        person: &str,
+    ) -> StoreResult<String> {
+        let sealed_id: Option<i64> = self
+            .tx
+            .prepare_cached(
+                "SELECT sealed_id FROM identity_nodes
+                 WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![self.tenant, kind.as_str(), stored, person], |r| {
+                    r.get(0)
+                })
+            })
+            .map_err(map_error)?;
+        let value = match sealed_id {
+            Some(id) => sealed_value(self.tx, self.tenant, id)?,
+            None => stored,
+        };
+        self.vault.open(self.tenant, column::IDENTIFIER, value)
+    }
+
     pub(crate) fn read_person(&self, id: &PersonId) -> StoreResult<Option<PersonView>> {
         let created_at: Option<i64> = self
             .tx
@@ -257,10 +302,15 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
             return Ok(None);
         };
         let mut identifiers: BTreeMap<IdentifierKind, BTreeSet<String>> = BTreeMap::new();
+        // Only the index (kind and lookup value come with it, no table row): the resolver
+        // compares a person's values of a limited kind with the signal's and counts them, so
+        // a value the signal does not carry can stand for itself by its lookup value, and
+        // only a value that might be mistaken for one of the signal's is opened.
         let mut nodes = self
             .tx
             .prepare_cached(&format!(
-                "SELECT kind, value, sealed_id FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+                "SELECT kind, value, person_id FROM identity_nodes INDEXED BY identity_nodes_by_person
+                 WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
             ))
             .map_err(map_error)?;
         let mut rows = nodes.query(params![self.tenant, id]).map_err(map_error)?;
@@ -272,12 +322,14 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
                 continue;
             };
             if rule.limit.is_some() {
-                // Read only here: most nodes (anonymous ids) have no limit.
-                let value = match row.get::<_, Option<i64>>(2).map_err(map_error)? {
-                    Some(id) => sealed_value(self.tx, self.tenant, id)?,
-                    None => row.get(1).map_err(map_error)?,
+                let stored: String = row.get(1).map_err(map_error)?;
+                let value = match self.as_signal_value(kind, &stored) {
+                    Some(value) => value,
+                    None => {
+                        let person: String = row.get(2).map_err(map_error)?;
+                        self.node_value(kind, stored, &person)?
+                    }
                 };
-                let value = self.vault.open(self.tenant, column::IDENTIFIER, value)?;
                 identifiers.entry(kind.clone()).or_default().insert(value);
             }
         }
