@@ -359,13 +359,16 @@ async fn imports(
     left: &mut i64,
 ) -> StoreResult<u64> {
     let prefix_len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    // Bytes columns are sealed as bytes, after a prefix of their own.
+    let bytes_prefix = vault.current_bytes_prefix().unwrap_or_default();
+    let bytes_len = i32::try_from(bytes_prefix.len()).unwrap_or(i32::MAX);
     let mut done = 0u64;
     let rows = tx
         .query(
             "SELECT job_id, row_no, bytes FROM import_rows
              WHERE tenant_id = $1 AND length(bytes) > 0 AND substring(bytes FROM 1 FOR $2) <> $3
              LIMIT $4",
-            &[&tenant, &prefix_len, &prefix.as_bytes(), &*left],
+            &[&tenant, &bytes_len, &bytes_prefix, &*left],
         )
         .await
         .map_err(map_error)?;
@@ -415,14 +418,16 @@ async fn replies(
     prefix: &str,
     left: &mut i64,
 ) -> StoreResult<u64> {
-    let prefix_len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+    // Bytes columns are sealed as bytes, after a prefix of their own.
+    let bytes_prefix = vault.current_bytes_prefix().unwrap_or_default();
+    let bytes_len = i32::try_from(bytes_prefix.len()).unwrap_or(i32::MAX);
     let mut done = 0u64;
     let bodies = tx
         .query(
             "SELECT scope, key, body FROM idempotency_keys
              WHERE tenant_id = $1 AND length(body) > 0 AND substring(body FROM 1 FOR $2) <> $3
              LIMIT $4",
-            &[&tenant, &prefix_len, &prefix.as_bytes(), &*left],
+            &[&tenant, &bytes_len, &bytes_prefix, &*left],
         )
         .await
         .map_err(map_error)?;

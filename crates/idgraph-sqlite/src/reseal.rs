@@ -175,7 +175,9 @@ fn replies(
     prefix: &str,
     left: &mut i64,
 ) -> StoreResult<u64> {
-    let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    // Bytes columns are sealed as bytes, after a prefix of their own.
+    let bytes_prefix = vault.current_bytes_prefix().unwrap_or_default();
+    let bytes_len = i64::try_from(bytes_prefix.len()).unwrap_or(i64::MAX);
     let mut done = 0u64;
     let bodies: Vec<(String, String, Vec<u8>)> = tx
         .prepare_cached(
@@ -183,7 +185,7 @@ fn replies(
              WHERE tenant_id = ?1 AND length(body) > 0 AND substr(body, 1, ?2) <> ?3 LIMIT ?4",
         )
         .and_then(|mut s| {
-            s.query_map(params![tenant, prefix_len, prefix.as_bytes(), *left], |r| {
+            s.query_map(params![tenant, bytes_len, bytes_prefix, *left], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect()
@@ -216,6 +218,9 @@ fn imports(
     left: &mut i64,
 ) -> StoreResult<u64> {
     let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
+    // Bytes columns are sealed as bytes, after a prefix of their own.
+    let bytes_prefix = vault.current_bytes_prefix().unwrap_or_default();
+    let bytes_len = i64::try_from(bytes_prefix.len()).unwrap_or(i64::MAX);
     let mut done = 0u64;
     let rows: Vec<(String, i64, Vec<u8>)> = tx
         .prepare_cached(
@@ -223,7 +228,7 @@ fn imports(
              WHERE tenant_id = ?1 AND length(bytes) > 0 AND substr(bytes, 1, ?2) <> ?3 LIMIT ?4",
         )
         .and_then(|mut s| {
-            s.query_map(params![tenant, prefix_len, prefix.as_bytes(), *left], |r| {
+            s.query_map(params![tenant, bytes_len, bytes_prefix, *left], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect()

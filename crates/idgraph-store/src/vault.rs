@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, KeyInit, Mac};
 use idgraph_core::identity::Identifier;
@@ -30,7 +30,12 @@ pub const EMPTY_JSON: [&str; 4] = ["{}", "[]", "null", ""];
 /// another key.
 pub const EMPTY_JSON_SQL: &str = "('{}', '[]', 'null', '')";
 const NONCE_BYTES: usize = 24;
+/// Poly1305's tag, after the ciphertext.
+const TAG_BYTES: usize = 16;
 const SEALED_MARK: &str = "~1.";
+/// The mark of sealed bytes ([`Vault::seal_bytes`]): the nonce and ciphertext follow the key id
+/// as they are, without the base64 that text columns need (a quarter of every landed row).
+const SEALED_BYTES_MARK: &str = "~b1.";
 /// Bytes of the HMAC kept as the blind index: 128 bits, collision-free in practice.
 const INDEX_BYTES: usize = 16;
 
@@ -101,6 +106,7 @@ pub struct Vault {
 struct Keys {
     current: u32,
     current_prefix: String,
+    current_bytes_prefix: Vec<u8>,
     deks: BTreeMap<u32, XChaCha20Poly1305>,
     index: Hmac<Sha256>,
 }
@@ -145,6 +151,7 @@ impl Vault {
             keys: Some(Keys {
                 current,
                 current_prefix: prefix_of(current),
+                current_bytes_prefix: format!("{SEALED_BYTES_MARK}{current}.").into_bytes(),
                 deks,
                 index,
             }),
@@ -170,6 +177,14 @@ impl Vault {
     /// not are the ones a rotation rewrites.
     pub fn current_prefix(&self) -> Option<&str> {
         self.keys.as_ref().map(|k| k.current_prefix.as_str())
+    }
+
+    /// [`current_prefix`](Self::current_prefix) of the columns [`seal_bytes`](Self::seal_bytes)
+    /// writes.
+    pub fn current_bytes_prefix(&self) -> Option<&[u8]> {
+        self.keys
+            .as_ref()
+            .map(|k| k.current_bytes_prefix.as_slice())
     }
 
     /// The lookup form of an identifier: its blind index when sealing, the value itself when not.
@@ -268,18 +283,37 @@ impl Vault {
         self.seal(tenant, column, plain)
     }
 
-    /// Seals bytes that need not be text (a file's row as it was uploaded); the sealed text's
-    /// bytes are what is stored. Empty stays empty: an erased row holds nothing to hide.
+    /// Seals bytes that need not be text (a file's row as it was uploaded) into bytes: the
+    /// mark and key id, then the nonce and ciphertext as they are. Empty stays empty: an erased
+    /// row holds nothing to hide.
     pub fn seal_bytes(&self, tenant: &str, column: &str, plain: &[u8]) -> StoreResult<Vec<u8>> {
-        if !self.seals() || plain.is_empty() {
+        let Some(keys) = &self.keys else {
             return Ok(plain.to_vec());
+        };
+        if plain.is_empty() {
+            return Ok(Vec::new());
         }
-        self.seal_raw(tenant, column, plain).map(String::into_bytes)
+        let prefix = &keys.current_bytes_prefix;
+        let mut out = Vec::with_capacity(prefix.len() + NONCE_BYTES + plain.len() + TAG_BYTES);
+        out.extend_from_slice(prefix);
+        self.seal_into(tenant, column, plain, &mut out)?;
+        Ok(out)
     }
 
-    /// Opens what [`seal_bytes`](Self::seal_bytes) made; bytes that are not sealed are returned
-    /// as they are.
+    /// Opens what [`seal_bytes`](Self::seal_bytes) made, and bytes sealed as text before it
+    /// made bytes; bytes that are not sealed are returned as they are.
     pub fn open_bytes(&self, tenant: &str, column: &str, stored: Vec<u8>) -> StoreResult<Vec<u8>> {
+        if let Some(rest) = stored.strip_prefix(SEALED_BYTES_MARK.as_bytes()) {
+            let dot = rest
+                .iter()
+                .position(|b| *b == b'.')
+                .ok_or_else(|| StoreError::Other("a sealed value is malformed".into()))?;
+            let id = std::str::from_utf8(&rest[..dot])
+                .ok()
+                .and_then(|id| id.parse::<u32>().ok())
+                .ok_or_else(|| StoreError::Other("a sealed value names no key".into()))?;
+            return self.open_sealed(tenant, column, id, &rest[dot + 1..]);
+        }
         if !stored.starts_with(SEALED_MARK.as_bytes()) {
             return Ok(stored);
         }
@@ -292,6 +326,25 @@ impl Vault {
         let Some(keys) = &self.keys else {
             return Err(StoreError::Other("no data key to seal with".into()));
         };
+        let mut bytes = Vec::with_capacity(NONCE_BYTES + plain.len() + TAG_BYTES);
+        self.seal_into(tenant, column, plain, &mut bytes)?;
+        let mut out = String::with_capacity(keys.current_prefix.len() + bytes.len() * 4 / 3 + 4);
+        out.push_str(&keys.current_prefix);
+        STANDARD_NO_PAD.encode_string(&bytes, &mut out);
+        Ok(out)
+    }
+
+    /// Appends a fresh nonce and the ciphertext of `plain` (with its tag) under the current key.
+    fn seal_into(
+        &self,
+        tenant: &str,
+        column: &str,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> StoreResult<()> {
+        let Some(keys) = &self.keys else {
+            return Err(StoreError::Other("no data key to seal with".into()));
+        };
         let cipher = keys
             .deks
             .get(&keys.current)
@@ -301,22 +354,18 @@ impl Vault {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::fill(&mut nonce);
         let aad = associated(tenant, column);
-        let sealed = cipher
-            .encrypt(
+        let start = out.len();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = cipher
+            .encrypt_inout_detached(
                 &XNonce::from(nonce),
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
+                &aad,
+                (&mut out[start + NONCE_BYTES..]).into(),
             )
             .map_err(|_| StoreError::Other("sealing failed".into()))?;
-        let mut bytes = Vec::with_capacity(NONCE_BYTES + sealed.len());
-        bytes.extend_from_slice(&nonce);
-        bytes.extend_from_slice(&sealed);
-        let mut out = String::with_capacity(keys.current_prefix.len() + bytes.len() * 4 / 3 + 4);
-        out.push_str(&keys.current_prefix);
-        STANDARD_NO_PAD.encode_string(&bytes, &mut out);
-        Ok(out)
+        out.extend_from_slice(&tag);
+        Ok(())
     }
 
     /// Opens what [`seal`](Self::seal) made; text that is not sealed (plaintext mode, or a row
@@ -333,25 +382,36 @@ impl Vault {
         let Some(rest) = stored.strip_prefix(SEALED_MARK) else {
             return Err(StoreError::Other("a sealed value is malformed".into()));
         };
-        let Some(keys) = &self.keys else {
-            return Err(StoreError::Other(
-                "a sealed value was read but no data key is configured".into(),
-            ));
-        };
         let (id, body) = rest
             .split_once('.')
             .ok_or_else(|| StoreError::Other("a sealed value is malformed".into()))?;
         let id: u32 = id
             .parse()
             .map_err(|_| StoreError::Other("a sealed value names no key".into()))?;
+        let bytes = STANDARD_NO_PAD
+            .decode(body)
+            .map_err(|_| StoreError::Other("a sealed value is malformed".into()))?;
+        self.open_sealed(tenant, column, id, &bytes)
+    }
+
+    /// Opens a nonce followed by a ciphertext, sealed with data-encryption key `id`.
+    fn open_sealed(
+        &self,
+        tenant: &str,
+        column: &str,
+        id: u32,
+        bytes: &[u8],
+    ) -> StoreResult<Vec<u8>> {
+        let Some(keys) = &self.keys else {
+            return Err(StoreError::Other(
+                "a sealed value was read but no data key is configured".into(),
+            ));
+        };
         let cipher = keys.deks.get(&id).ok_or_else(|| {
             StoreError::Other(format!(
                 "a value is sealed with data-encryption key {id}, which is not in the keyring"
             ))
         })?;
-        let bytes = STANDARD_NO_PAD
-            .decode(body)
-            .map_err(|_| StoreError::Other("a sealed value is malformed".into()))?;
         if bytes.len() < NONCE_BYTES {
             return Err(StoreError::Other("a sealed value is too short".into()));
         }
@@ -796,7 +856,10 @@ mod tests {
         let v = vault(1, &[(1, [1u8; 32])], &[9u8; 32]);
         let row = b"ada@x.io,\xff\xfe,Lovelace".to_vec();
         let sealed = v.seal_bytes("t", column::IMPORT_ROW, &row).expect("seal");
-        assert!(sealed.starts_with(b"~1.1."));
+        assert!(sealed.starts_with(b"~b1.1."));
+        assert_eq!(v.current_bytes_prefix(), Some(&b"~b1.1."[..]));
+        // Bytes, not base64: the prefix, the nonce, the row and the tag.
+        assert_eq!(sealed.len(), 6 + 24 + row.len() + 16);
         assert!(!sealed.windows(3).any(|w| w == b"ada"));
         assert_eq!(
             v.open_bytes("t", column::IMPORT_ROW, sealed.clone())
@@ -813,6 +876,35 @@ mod tests {
             v.open_bytes("t", column::IMPORT_ROW, row.clone())
                 .expect("plain"),
             row
+        );
+    }
+
+    #[test]
+    fn bytes_sealed_as_text_before_still_open() {
+        let v = vault(2, &[(1, [1u8; 32]), (2, [2u8; 32])], &[9u8; 32]);
+        let old = vault(1, &[(1, [1u8; 32])], &[9u8; 32]);
+        let row = b"ada@x.io,Lovelace".to_vec();
+        let as_text = old
+            .seal_raw("t", column::IMPORT_ROW, &row)
+            .expect("seal")
+            .into_bytes();
+        assert!(as_text.starts_with(b"~1.1."));
+        assert_eq!(
+            v.open_bytes("t", column::IMPORT_ROW, as_text)
+                .expect("open"),
+            row
+        );
+        let mut tampered = v.seal_bytes("t", column::IMPORT_ROW, &row).expect("seal");
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(v.open_bytes("t", column::IMPORT_ROW, tampered).is_err());
+        assert!(
+            v.open_bytes("t", column::IMPORT_ROW, b"~b1.x.abc".to_vec())
+                .is_err()
+        );
+        assert!(
+            v.open_bytes("t", column::IMPORT_ROW, b"~b1.9.".to_vec())
+                .is_err()
         );
     }
 

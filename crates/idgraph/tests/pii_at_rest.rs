@@ -494,6 +494,7 @@ async fn a_rotation_reseals_every_row_while_the_server_serves() {
     let bytes = data_dir_bytes(data_dir.path());
     assert!(contains(&bytes, "~1.2."), "values are sealed with key 2");
     assert!(!contains(&bytes, "~1.1."), "no value is left under key 1");
+    assert!(!contains(&bytes, "~b1.1."), "no bytes are left under key 1");
 }
 
 /// Interrupted after one batch (as if killed), a rotation leaves every row readable; the next
