@@ -2,9 +2,9 @@
 //! 0015): the nodes table is written at random places, so every byte in its rows costs page
 //! writes on each group commit, while `identity_values` only grows at its end.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Transaction, params};
 
-use idgraph_store::{StoreError, StoreResult};
+use idgraph_store::StoreResult;
 
 use crate::codec::map_error;
 
@@ -73,25 +73,6 @@ fn delete_value(tx: &Transaction<'_>, tenant: &str, value_id: i64) -> StoreResul
         .and_then(|mut s| s.execute(params![tenant, value_id]))
         .map_err(map_error)?;
     Ok(())
-}
-
-/// One sealed value by its id.
-pub(crate) fn sealed_value(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    value_id: i64,
-) -> StoreResult<String> {
-    tx.prepare_cached("SELECT sealed FROM identity_values WHERE tenant_id = ?1 AND value_id = ?2")
-        .and_then(|mut s| {
-            s.query_row(params![tenant, value_id], |r| r.get(0))
-                .optional()
-        })
-        .map_err(map_error)?
-        .ok_or_else(|| {
-            StoreError::Other(format!(
-                "identity node names sealed value {value_id}, which is missing"
-            ))
-        })
 }
 
 /// Inserts an identity node unless the tenant already has it (same kind, lookup value and

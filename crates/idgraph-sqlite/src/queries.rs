@@ -33,8 +33,8 @@ fn conflict_as(message: String) -> impl FnOnce(StoreError) -> StoreError {
 }
 
 /// Signals of one `ingest` call sealed before its job is queued; the rest are sealed while the
-/// writer resolves these. A `/v1/batch` (at most a few hundred signals) is sealed whole first,
-/// so the writer never waits on it; an import's chunk of thousands overlaps.
+/// writer resolves these. A Segment client's batch (100 messages by default) is sealed whole
+/// first, so the writer never waits on it; an import's chunk of thousands overlaps.
 const SEALED_BEFORE_QUEUEING: usize = 512;
 
 fn overfetch(page: &PageRequest) -> i64 {

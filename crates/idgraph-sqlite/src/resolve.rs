@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::codec::{map_error, micros};
-use crate::nodes::{NewNode, ValueIds, insert_node, sealed_value};
+use crate::nodes::{NODE_STORED_VALUE, NewNode, ValueIds, insert_node};
 
 const RESOLUTION_MICROS: i64 = LAST_SEEN_RESOLUTION_SECONDS * 1_000_000;
 
@@ -268,22 +268,18 @@ impl<'a, 'conn> TxGraph<'a, 'conn> {
         stored: String,
         person: &str,
     ) -> StoreResult<String> {
-        let sealed_id: Option<i64> = self
+        let value: String = self
             .tx
-            .prepare_cached(
-                "SELECT sealed_id FROM identity_nodes
-                 WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
-            )
+            .prepare_cached(&format!(
+                "SELECT {NODE_STORED_VALUE} FROM identity_nodes
+                 WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4"
+            ))
             .and_then(|mut s| {
                 s.query_row(params![self.tenant, kind.as_str(), stored, person], |r| {
                     r.get(0)
                 })
             })
             .map_err(map_error)?;
-        let value = match sealed_id {
-            Some(id) => sealed_value(self.tx, self.tenant, id)?,
-            None => stored,
-        };
         self.vault.open(self.tenant, column::IDENTIFIER, value)
     }
 
@@ -405,27 +401,6 @@ impl GraphView for TxGraph<'_, '_> {
     }
 }
 
-/// The nodes of an identifier in the person's group whose `last_seen` is stale at `seen`.
-fn stale_nodes(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    person: &str,
-    kind: &str,
-    index: &str,
-    seen: i64,
-) -> StoreResult<Vec<String>> {
-    tx.prepare_cached(&format!(
-        "SELECT person_id FROM identity_nodes
-         WHERE tenant_id = ?1 AND kind = ?3 AND value = ?4 AND person_id IN ({GROUP})
-           AND last_seen < ?5 - {RESOLUTION_MICROS}"
-    ))
-    .and_then(|mut s| {
-        s.query_map(params![tenant, person, kind, index, seen], |r| r.get(0))?
-            .collect()
-    })
-    .map_err(map_error)
-}
-
 /// Writes what the resolver decided, one signal after another, within one job.
 struct Recorder<'a, 'conn> {
     tx: &'a Transaction<'conn>,
@@ -533,24 +508,20 @@ impl Recorder<'_, '_> {
                     Some((index, _)) => index.clone(),
                     None => vault.index(tenant, kind, identifier.value()),
                 };
-                let owners = match seen_nodes
+                // The resolver reads the owners of every identifier it touches
+                // (`known_identifiers_move_last_seen_across_the_group` fails if it stops).
+                let stale = seen_nodes
                     .iter()
-                    .find(|s| s.kind == *identifier.kind() && s.index == index)
-                {
-                    Some(read) => read
-                        .nodes
-                        .iter()
-                        .filter(|n| n.last_seen < seen - RESOLUTION_MICROS && in_group(&n.owner))
-                        .map(|n| n.person.clone())
-                        .collect(),
-                    None => stale_nodes(tx, tenant, person, kind, &index, seen)?,
-                };
-                for owner in owners {
+                    .filter(|s| s.kind == *identifier.kind() && s.index == index)
+                    .take(1)
+                    .flat_map(|read| &read.nodes)
+                    .filter(|n| n.last_seen < seen - RESOLUTION_MICROS && in_group(&n.owner));
+                for node in stale {
                     tx.prepare_cached(
                         "UPDATE identity_nodes SET last_seen = ?5
-                     WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
+                         WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
                     )
-                    .and_then(|mut s| s.execute(params![tenant, kind, index, owner, seen]))
+                    .and_then(|mut s| s.execute(params![tenant, kind, index, node.person, seen]))
                     .map_err(map_error)?;
                 }
             }

@@ -608,12 +608,6 @@ pub async fn known_identifiers_move_last_seen_across_the_group<S: Store>(store: 
         // An absorbed person's node, found through the survivor.
         at(6, 2_000, vec![anon_2.clone()]),
     ];
-    for step in steps {
-        store
-            .ingest(tenant, &settings, vec![step])
-            .await
-            .expect("ingest");
-    }
     let last_seen = |profile: &PersonProfile, identifier: &Identifier| {
         profile
             .identifiers
@@ -622,6 +616,24 @@ pub async fn known_identifiers_move_last_seen_across_the_group<S: Store>(store: 
             .map(|n| n.last_seen)
             .expect("the node is on the person")
     };
+    for (n, step) in steps.into_iter().enumerate() {
+        store
+            .ingest(tenant, &settings, vec![step])
+            .await
+            .expect("ingest");
+        if n == 3 {
+            let person = store
+                .lookup_person(tenant, &email)
+                .await
+                .expect("lookup")
+                .expect("known");
+            let profile = store
+                .person_profile(tenant, &person)
+                .await
+                .expect("profile");
+            assert_eq!(last_seen(&profile, &email), ts(0), "within the resolution");
+        }
+    }
     let person = store
         .lookup_person(tenant, &email)
         .await
