@@ -1,28 +1,67 @@
 //! The WAL stays short while the writer commits back to back, as a bulk import does, and
-//! readers keep reading. (A checkpointer thread of its own, tried once, never let the log start
+//! readers keep reading, on new stores and on stores made with the small pages of before. (A checkpointer thread of its own, tried once, never let the log start
 //! over under such a load: it grew by everything written.)
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use idgraph_sqlite::{Durability, SqliteOptions, SqliteStore, map_error};
+use idgraph_sqlite::{DATABASE_FILE, Durability, SqliteOptions, SqliteStore, map_error};
 use idgraph_store::Store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_short_under_back_to_back_commits() {
     let dir = tempfile::tempdir().unwrap();
+    let longest = longest_wal_under_bulk_writes(dir.path()).await;
+    // 64 MB: the writer checkpoints every ~40 MB of WAL (decision 0015), whatever the page size.
+    let bound: u64 = BULK_BYTES / 3;
+    assert!(
+        longest < bound,
+        "the WAL grew to {longest} bytes (bound {bound})"
+    );
+    assert_eq!(page_size(dir.path()), 32 * 1024, "a new store's page size");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_made_with_small_pages_keeps_them_and_a_short_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What a store made before decision 0017 looks like: 4 KiB pages, tables already there.
+        let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        conn.pragma_update(None, "page_size", 4096).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch("CREATE TABLE bulk (tenant_id TEXT NOT NULL, bytes BLOB NOT NULL)")
+            .unwrap();
+    }
+    let longest = longest_wal_under_bulk_writes(dir.path()).await;
+    let bound: u64 = BULK_BYTES / 3;
+    assert!(
+        longest < bound,
+        "the WAL grew to {longest} bytes (bound {bound})"
+    );
+    assert_eq!(page_size(dir.path()), 4096, "an existing store's page size");
+}
+
+/// Bytes the tests write, one megabyte per commit.
+const BULK_BYTES: u64 = 3 * (64 << 20);
+
+/// Writes `BULK_BYTES` into a `bulk` table while a reader keeps reading, and returns the
+/// longest the WAL was seen after a commit.
+async fn longest_wal_under_bulk_writes(dir: &Path) -> u64 {
     let store = SqliteStore::open(&SqliteOptions {
-        data_dir: dir.path().to_owned(),
+        data_dir: dir.to_owned(),
         durability: Durability::Normal,
     })
-    .unwrap();
+    .expect("open the store");
     store
         .write(|tx| {
-            tx.execute_batch("CREATE TABLE bulk (tenant_id TEXT NOT NULL, bytes BLOB NOT NULL)")
-                .map_err(map_error)
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS bulk (tenant_id TEXT NOT NULL, bytes BLOB NOT NULL)",
+            )
+            .map_err(map_error)
         })
         .await
-        .unwrap();
+        .expect("create the bulk table");
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (store, stop) = (store.clone(), Arc::clone(&stop));
@@ -34,17 +73,14 @@ async fn the_wal_stays_short_under_back_to_back_commits() {
                             .map_err(map_error)
                     })
                     .await
-                    .unwrap();
+                    .expect("read while the writer commits");
             }
         })
     };
-    let wal = dir.path().join("idgraph.db-wal");
-    // 64 MB: the writer checkpoints every 10,000 pages (~40 MB, decision 0015).
-    let bound: u64 = 64 << 20;
+    let wal = dir.join(format!("{DATABASE_FILE}-wal"));
     let mut longest = 0;
     let block = vec![7u8; 1 << 20];
-    // Three times the bound, one megabyte per commit.
-    for _ in 0..3 * bound / (1 << 20) {
+    for _ in 0..BULK_BYTES / (1 << 20) {
         let bytes = block.clone();
         store
             .write(move |tx| {
@@ -53,14 +89,17 @@ async fn the_wal_stays_short_under_back_to_back_commits() {
                     .map_err(map_error)
             })
             .await
-            .unwrap();
+            .expect("commit a megabyte");
         longest = longest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
     }
     stop.store(true, Ordering::Relaxed);
-    reader.await.unwrap();
+    reader.await.expect("the reader ends");
     store.close().await;
-    assert!(
-        longest < bound,
-        "the WAL grew to {longest} bytes (bound {bound})"
-    );
+    longest
+}
+
+fn page_size(dir: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join(DATABASE_FILE)).expect("open the database");
+    conn.pragma_query_value(None, "page_size", |row| row.get(0))
+        .expect("read the page size")
 }
