@@ -462,68 +462,62 @@ impl Recorder<'_, '_> {
         })
         .map_err(map_error)?;
         }
-        {
-            for identifier in &resolution.attach {
-                // The resolver attaches only identifiers the signal carried.
-                let computed;
-                let (index, value_sealed) = match sealed.node(signal, identifier) {
-                    Some(node) => node,
-                    None => {
-                        computed = vault.identifier(
-                            tenant,
-                            identifier.kind().as_str(),
-                            identifier.value(),
-                        )?;
-                        &computed
-                    }
-                };
-                insert_node(
-                    tx,
-                    &mut self.values,
-                    &NewNode {
-                        kind: identifier.kind().as_str(),
-                        value: index,
-                        sealed: value_sealed.as_deref(),
-                        person,
-                        source: &signal.source,
-                        confidence: 1.0,
-                        first_seen: seen,
-                        last_seen: seen,
-                        signal_id: Some(signal_id),
-                    },
-                )?;
-            }
-            // Update the stale nodes one by one by their whole key. One UPDATE over the group would
-            // be a multi-row write, for which SQLite opens and releases a statement journal on
-            // every execution, stale or not: 7% of the writer thread's time in a profile of
-            // `/v1/batch`, where nearly every signal touches a known identifier and few touches
-            // are stale. Which nodes are stale is known from the owners read: after this signal's
-            // merges, the group is the person and every person it absorbed.
-            let in_group = |owner: &str| {
-                owner == person || resolution.merges.iter().any(|m| m.absorbed == owner)
-            };
-            for identifier in &resolution.touch {
-                let kind = identifier.kind().as_str();
-                let index = match sealed.node(signal, identifier) {
-                    Some((index, _)) => index.clone(),
-                    None => vault.index(tenant, kind, identifier.value()),
-                };
-                // The resolver reads the owners of every identifier it touches
-                // (`known_identifiers_move_last_seen_across_the_group` fails if it stops).
-                let stale = seen_nodes
-                    .iter()
-                    .filter(|s| s.kind == *identifier.kind() && s.index == index)
-                    .take(1)
-                    .flat_map(|read| &read.nodes)
-                    .filter(|n| n.last_seen < seen - RESOLUTION_MICROS && in_group(&n.owner));
-                for node in stale {
-                    tx.prepare_cached(
-                        "UPDATE identity_nodes SET last_seen = ?5
-                         WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
-                    )
-                    .and_then(|mut s| s.execute(params![tenant, kind, index, node.person, seen]))
-                    .map_err(map_error)?;
+        for identifier in &resolution.attach {
+            // The resolver attaches only identifiers the signal carried.
+            let computed;
+            let (index, value_sealed) = match sealed.node(signal, identifier) {
+                Some(node) => node,
+                None => {
+                    computed =
+                        vault.identifier(tenant, identifier.kind().as_str(), identifier.value())?;
+                    &computed
                 }
+            };
+            insert_node(
+                tx,
+                &mut self.values,
+                &NewNode {
+                    kind: identifier.kind().as_str(),
+                    value: index,
+                    sealed: value_sealed.as_deref(),
+                    person,
+                    source: &signal.source,
+                    confidence: 1.0,
+                    first_seen: seen,
+                    last_seen: seen,
+                    signal_id: Some(signal_id),
+                },
+            )?;
+        }
+        // Update the stale nodes one by one by their whole key. One UPDATE over the group would
+        // be a multi-row write, for which SQLite opens and releases a statement journal on
+        // every execution, stale or not: 7% of the writer thread's time in a profile of
+        // `/v1/batch`, where nearly every signal touches a known identifier and few touches
+        // are stale. Which nodes are stale is known from the owners read: after this signal's
+        // merges, the group is the person and every person it absorbed.
+        let in_group =
+            |owner: &str| owner == person || resolution.merges.iter().any(|m| m.absorbed == owner);
+        for identifier in &resolution.touch {
+            let kind = identifier.kind().as_str();
+            let index = match sealed.node(signal, identifier) {
+                Some((index, _)) => index.clone(),
+                None => vault.index(tenant, kind, identifier.value()),
+            };
+            // The resolver reads the owners of every identifier it touches
+            // (`known_identifiers_move_last_seen_across_the_group` fails if it stops).
+            let stale = seen_nodes
+                .iter()
+                .find(|s| s.kind == *identifier.kind() && s.index == index)
+                .into_iter()
+                .flat_map(|read| &read.nodes)
+                .filter(|n| n.last_seen < seen - RESOLUTION_MICROS && in_group(&n.owner));
+            for node in stale {
+                tx.prepare_cached(
+                    "UPDATE identity_nodes SET last_seen = ?5
+                     WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
+                )
+                .and_then(|mut s| s.execute(params![tenant, kind, index, node.person, seen]))
+                .map_err(map_error)?;
             }
         }
         for (index, conflict) in resolution.conflicts.iter().enumerate() {

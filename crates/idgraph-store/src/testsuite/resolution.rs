@@ -497,28 +497,12 @@ pub async fn batches_resolve_as_single_signals_do<S: Store>(store: &S) {
 pub async fn a_large_batch_resolves_as_small_ones_do<S: Store>(store: &S) {
     let ids = with_tenants(store, &["large-a", "large-b"]).await;
     let settings = IdentitySettings::default();
-    let mut alphabet = Vec::new();
-    for n in 0..300 {
-        alphabet.push(
-            settings
-                .normalize("email", &format!("p{n}@x.com"))
-                .expect("valid"),
-        );
-    }
-    for n in 0..150 {
-        alphabet.push(
-            settings
-                .normalize("external_id", &format!("u{n}"))
-                .expect("valid"),
-        );
-    }
-    for n in 0..600 {
-        alphabet.push(
-            settings
-                .normalize("anonymous_id", &format!("a{n}"))
-                .expect("valid"),
-        );
-    }
+    let alphabet: Vec<Identifier> = (0..300)
+        .map(|n| ("email", format!("p{n}@x.com")))
+        .chain((0..150).map(|n| ("external_id", format!("u{n}"))))
+        .chain((0..600).map(|n| ("anonymous_id", format!("a{n}"))))
+        .map(|(kind, value)| settings.normalize(kind, &value).expect("valid"))
+        .collect();
     // A fixed pseudo-random stream: one to three identifiers a signal, so that persons form,
     // gain identifiers and merge.
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -622,20 +606,28 @@ pub async fn known_identifiers_move_last_seen_across_the_group<S: Store>(store: 
             .await
             .expect("ingest");
         if n == 3 {
-            let person = store
-                .lookup_person(tenant, &email)
-                .await
-                .expect("lookup")
-                .expect("known");
-            let profile = store
-                .person_profile(tenant, &person)
-                .await
-                .expect("profile");
+            let (_, profile) = profile_of(store, tenant, &email).await;
             assert_eq!(last_seen(&profile, &email), ts(0), "within the resolution");
         }
     }
+    let (person, profile) = profile_of(store, tenant, &email).await;
+    assert_eq!(last_seen(&profile, &email), ts(1_000));
+    assert_eq!(last_seen(&profile, &user), ts(1_000));
+    assert_eq!(last_seen(&profile, &anon_1), ts(0), "not named since");
+    assert_eq!(last_seen(&profile, &anon_2), ts(2_000));
+    let (stranger, profile) = profile_of(store, tenant, &other).await;
+    assert_ne!(stranger, person);
+    assert_eq!(last_seen(&profile, &other), ts(0));
+}
+
+/// The person an identifier is on, and its profile.
+async fn profile_of<S: Store>(
+    store: &S,
+    tenant: &TenantId,
+    identifier: &Identifier,
+) -> (String, PersonProfile) {
     let person = store
-        .lookup_person(tenant, &email)
+        .lookup_person(tenant, identifier)
         .await
         .expect("lookup")
         .expect("known");
@@ -643,21 +635,7 @@ pub async fn known_identifiers_move_last_seen_across_the_group<S: Store>(store: 
         .person_profile(tenant, &person)
         .await
         .expect("profile");
-    assert_eq!(last_seen(&profile, &email), ts(1_000));
-    assert_eq!(last_seen(&profile, &user), ts(1_000));
-    assert_eq!(last_seen(&profile, &anon_1), ts(0), "not named since");
-    assert_eq!(last_seen(&profile, &anon_2), ts(2_000));
-    let stranger = store
-        .lookup_person(tenant, &other)
-        .await
-        .expect("lookup")
-        .expect("known");
-    assert_ne!(stranger, person);
-    let profile = store
-        .person_profile(tenant, &stranger)
-        .await
-        .expect("profile");
-    assert_eq!(last_seen(&profile, &other), ts(0));
+    (person, profile)
 }
 
 pub async fn ingest_keeps_tenants_apart<S: Store>(store: &S) {
