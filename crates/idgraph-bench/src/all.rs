@@ -241,6 +241,7 @@ pub(crate) async fn run(config: AllConfig) -> anyhow::Result<()> {
             reads: sizes.timeline_reads,
             readers: 8,
             json: None,
+            store: None,
         }))
         .await;
         record("timeline", outcome);

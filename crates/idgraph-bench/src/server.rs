@@ -136,7 +136,8 @@ pub(crate) struct Stopped {
     pub(crate) seconds: f64,
 }
 
-/// A running idgraph. Dropping it stops the process and then removes its data directory.
+/// A running idgraph. Dropping it stops the process and then removes its temporary directory,
+/// with the data dir unless it was a [`KeptStore`]'s.
 #[derive(Debug)]
 pub(crate) struct ServerProcess {
     child: Option<Child>,
@@ -146,22 +147,55 @@ pub(crate) struct ServerProcess {
     base_url: String,
     master_key: String,
     log_path: PathBuf,
+    /// The embedded store's data dir (unused on PostgreSQL).
+    data_dir: PathBuf,
     sampler: Option<Sampler>,
     // Dropped after `Drop::drop` has stopped the process that writes into it.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+/// An embedded store kept between runs, at a directory of the caller's choosing, with the master
+/// key its first server was started with.
+#[derive(Debug, Clone)]
+pub(crate) struct KeptStore {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) master_key: String,
+}
+
+impl KeptStore {
+    /// A store not made yet: the first server creates it with a new master key.
+    pub(crate) fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            master_key: random_master_key(),
+        }
+    }
 }
 
 impl ServerProcess {
-    /// Starts the server and waits until `GET /healthz` answers 200.
+    /// Starts the server on a fresh store and waits until `GET /healthz` answers 200.
     pub(crate) async fn start(
         options: &ServerOptions,
         client: &reqwest::Client,
     ) -> anyhow::Result<Self> {
+        Self::start_on(options, client, None).await
+    }
+
+    /// Starts the server, on `kept`'s data dir if given (the embedded store only), and waits
+    /// until `GET /healthz` answers 200.
+    pub(crate) async fn start_on(
+        options: &ServerOptions,
+        client: &reqwest::Client,
+        kept: Option<&KeptStore>,
+    ) -> anyhow::Result<Self> {
+        if kept.is_some() && options.backend != Backend::Sqlite {
+            bail!("a kept store is an embedded one: it needs --backend sqlite");
+        }
         let dir = tempfile::Builder::new()
             .prefix("idgraph-bench-")
             .tempdir()
             .context("cannot create a temporary directory for the server")?;
-        let data_dir = dir.path().join("data");
+        let data_dir = kept.map_or_else(|| dir.path().join("data"), |k| k.data_dir.clone());
         let log_path = dir.path().join("server.log");
         let log = File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -170,7 +204,7 @@ impl ServerProcess {
             .with_context(|| format!("cannot resolve {}", options.binary.display()))?;
         let version = version_of(&binary)?;
         let port = free_port()?;
-        let master_key = random_master_key();
+        let master_key = kept.map_or_else(random_master_key, |k| k.master_key.clone());
 
         let mut command = Command::new(&binary);
         command
@@ -227,8 +261,9 @@ impl ServerProcess {
             base_url: format!("http://127.0.0.1:{port}"),
             master_key,
             log_path,
+            data_dir,
             sampler: None,
-            dir,
+            _dir: dir,
         };
         server.wait_ready(client).await?;
         Ok(server)
@@ -374,7 +409,7 @@ impl ServerProcess {
         let log = self.log_problems()?;
         // Measured after the stop, when SQLite has checkpointed its WAL into the database file.
         let store_bytes = match self.backend {
-            Backend::Sqlite => Some(directory_bytes(&self.dir.path().join("data"))?),
+            Backend::Sqlite => Some(directory_bytes(&self.data_dir)?),
             Backend::Postgres => None,
         };
         Ok(ServerFigures {

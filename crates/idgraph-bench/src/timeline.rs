@@ -2,20 +2,20 @@
 //! reads their timelines (first pages, sequentially and concurrently, and one whole timeline page
 //! by page), against `GET /healthz` of the same server as the cost of a bare request.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{self, Api, TimelinePage};
 use crate::latency::{Latencies, LatencySummary};
 use crate::load::{self, LoadFigures, LoadOptions, Target, error_chain};
 use crate::progress;
 use crate::report::{self, Outcome, SummaryRow, Table};
-use crate::server::{Backend, ServerFigures, ServerOptions, ServerProcess};
+use crate::server::{Backend, KeptStore, ServerFigures, ServerOptions, ServerProcess};
 use crate::stream::{BIG_EVENTS_PER_PERSON, StreamSpec, StreamStats};
 
 /// Events per timeline page, as a console would ask for them.
@@ -31,6 +31,69 @@ pub(crate) struct TimelineConfig {
     pub(crate) reads: u64,
     pub(crate) readers: usize,
     pub(crate) json: Option<PathBuf>,
+    /// Keep the loaded store in this directory, and read from it without loading again when an
+    /// earlier run loaded it with the same stream.
+    pub(crate) store: Option<PathBuf>,
+}
+
+/// What `--store DIR` records next to the store once its load has finished.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptLoad {
+    events: u64,
+    seed: u64,
+    big_persons: u32,
+    /// The bench's own master key of that store, made up for it by the first run.
+    master_key: String,
+    loaded_by: String,
+}
+
+const KEPT_LOAD_FILE: &str = "timeline-load.json";
+
+/// The store of `--store DIR`, and the record of its load if an earlier run finished one.
+fn kept_store(
+    dir: &Path,
+    config: &TimelineConfig,
+) -> anyhow::Result<(KeptStore, Option<KeptLoad>)> {
+    let dir =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let data_dir = dir.join("data");
+    let record = dir.join(KEPT_LOAD_FILE);
+    if !record.exists() {
+        if data_dir.exists() {
+            bail!(
+                "{} holds a store whose load never finished (no {KEPT_LOAD_FILE}); remove it or \
+                 choose another --store",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        return Ok((KeptStore::new(data_dir), None));
+    }
+    let text = std::fs::read_to_string(&record)
+        .with_context(|| format!("cannot read {}", record.display()))?;
+    let kept: KeptLoad = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a record of a timeline load", record.display()))?;
+    if (kept.events, kept.seed, kept.big_persons)
+        != (config.events, config.seed, config.big_persons)
+    {
+        bail!(
+            "the store in {} was loaded with --events {} --seed {} --big-persons {}, not {} {} {}; \
+             choose another --store to load a new one",
+            dir.display(),
+            kept.events,
+            kept.seed,
+            kept.big_persons,
+            config.events,
+            config.seed,
+            config.big_persons
+        );
+    }
+    let store = KeptStore {
+        data_dir,
+        master_key: kept.master_key.clone(),
+    };
+    Ok((store, Some(kept)))
 }
 
 /// Timed requests of one kind.
@@ -87,8 +150,11 @@ struct TimelineResults {
     batch_size: usize,
     concurrency: usize,
     seed: u64,
-    stream: StreamStats,
-    load: LoadFigures,
+    /// The stream and its load; none when `--store` read an earlier run's store.
+    stream: Option<StreamStats>,
+    load: Option<LoadFigures>,
+    /// Which idgraph loaded a kept store read without loading it again.
+    loaded_by: Option<String>,
     first_page_sequential: Compared,
     first_page_concurrent: Compared,
     paging: Paging,
@@ -102,32 +168,43 @@ pub(crate) async fn run(config: TimelineConfig) -> anyhow::Result<Outcome> {
         config.server.binary.display(),
         config.server.backend.as_str()
     ));
-    let mut server = ServerProcess::start(&config.server, &client).await?;
+    let kept = config
+        .store
+        .as_deref()
+        .map(|dir| kept_store(dir, &config))
+        .transpose()?;
+    let (kept_store, kept_load) = kept.map_or((None, None), |(store, load)| (Some(store), load));
+    let mut server = ServerProcess::start_on(&config.server, &client, kept_store.as_ref()).await?;
     let memory_after_start = server.memory()?;
     let api = Api::new(client.clone(), server.base_url(), server.master_key())?;
-    let write_key = api.create_write_key_on_fresh_store().await?;
-    let spec = StreamSpec {
-        events: config.events,
-        seed: config.seed,
-        big_persons: config.big_persons,
-        big_events_each: BIG_EVENTS_PER_PERSON,
+    let loaded = match &kept_load {
+        Some(kept) => {
+            progress(&format!(
+                "reading the store {} loaded earlier (no load this time)",
+                kept.loaded_by
+            ));
+            None
+        }
+        None => {
+            // Memory is sampled while input flows: a kept store's run has none.
+            server.start_sampling();
+            let loaded = load_stream(&config, &client, &api).await?;
+            server.check_running()?;
+            if let (Some(dir), Some(store)) = (&config.store, &kept_store) {
+                let record = KeptLoad {
+                    events: config.events,
+                    seed: config.seed,
+                    big_persons: config.big_persons,
+                    master_key: store.master_key.clone(),
+                    loaded_by: server.version().to_owned(),
+                };
+                let path = dir.join(KEPT_LOAD_FILE);
+                std::fs::write(&path, serde_json::to_vec_pretty(&record)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Some(loaded)
+        }
     };
-    let target = Target {
-        batch_url: api.url("/v1/batch")?,
-        write_key,
-    };
-    server.start_sampling();
-    let loaded = load::run(&client, &target, &spec, config.load, "load").await?;
-    server.check_running()?;
-    if loaded.figures.events_acknowledged < loaded.figures.events_sent {
-        bail!(
-            "only {} of {} events were acknowledged, so timelines would be incomplete; first \
-             error: {}",
-            loaded.figures.events_acknowledged,
-            loaded.figures.events_sent,
-            loaded.figures.first_error.as_deref().unwrap_or("none")
-        );
-    }
 
     let persons = big_person_ids(&api, config.big_persons).await?;
     let paged_person = persons.first().context("no big persons to read")?.clone();
@@ -176,8 +253,9 @@ pub(crate) async fn run(config: TimelineConfig) -> anyhow::Result<Outcome> {
         batch_size: config.load.batch_size,
         concurrency: config.load.concurrency,
         seed: config.seed,
-        stream: loaded.stream,
-        load: loaded.figures,
+        stream: loaded.as_ref().map(|l| l.stream.clone()),
+        load: loaded.map(|l| l.figures),
+        loaded_by: kept_load.map(|k| k.loaded_by),
         first_page_sequential: sequential,
         first_page_concurrent: concurrent,
         paging,
@@ -224,12 +302,14 @@ fn summary(results: &TimelineResults) -> anyhow::Result<Outcome> {
     if let Some(first) = rows.first_mut() {
         first.peak_rss_bytes = Some(results.server.memory_at_end.peak_rss_bytes);
     }
-    rows.push(SummaryRow::compared(
-        format!("{name}, load"),
-        results.load.events_per_second,
-        None,
-        |v| report::per_second(v, "events"),
-    ));
+    if let Some(load) = &results.load {
+        rows.push(SummaryRow::compared(
+            format!("{name}, load"),
+            load.events_per_second,
+            None,
+            |v| report::per_second(v, "events"),
+        ));
+    }
     rows.extend(report::memory_growth_row("timeline", &results.server));
     let mut outcome = Outcome::new("timeline", rows, results)?;
     let paging = &results.paging;
@@ -446,13 +526,26 @@ fn render(results: &TimelineResults) -> String {
         report::thousands(results.events_per_big_person),
     );
     let mut table = Table::new("GET /healthz");
-    table.row(
-        format!("load {}", results.backend.as_str()),
-        report::per_second(results.load.events_per_second, "events"),
-        "",
-        "",
-    );
-    report::load_rows(&mut table, &results.load, None);
+    match (&results.load, &results.loaded_by) {
+        (Some(load), _) => {
+            table.row(
+                format!("load {}", results.backend.as_str()),
+                report::per_second(load.events_per_second, "events"),
+                "",
+                "",
+            );
+            report::load_rows(&mut table, load, None);
+        }
+        (None, loaded_by) => table.row(
+            "load",
+            format!(
+                "none: a kept store, loaded by {}",
+                loaded_by.as_deref().unwrap_or("an earlier run")
+            ),
+            "",
+            "",
+        ),
+    }
     compared_rows(
         &mut table,
         "first page, 1 reader",
@@ -504,7 +597,39 @@ fn render(results: &TimelineResults) -> String {
             out.push_str(&format!("first failed read ({name}): {error}\n"));
         }
     }
-    report::problem_lines(&mut out, "idgraph", &results.load);
+    if let Some(load) = &results.load {
+        report::problem_lines(&mut out, "idgraph", load);
+    }
     report::log_lines(&mut out, &results.server.log);
     out
+}
+
+/// Loads the stream into a fresh store and checks that every event was acknowledged.
+async fn load_stream(
+    config: &TimelineConfig,
+    client: &reqwest::Client,
+    api: &Api,
+) -> anyhow::Result<load::LoadOutcome> {
+    let write_key = api.create_write_key_on_fresh_store().await?;
+    let spec = StreamSpec {
+        events: config.events,
+        seed: config.seed,
+        big_persons: config.big_persons,
+        big_events_each: BIG_EVENTS_PER_PERSON,
+    };
+    let target = Target {
+        batch_url: api.url("/v1/batch")?,
+        write_key,
+    };
+    let loaded = load::run(client, &target, &spec, config.load, "load").await?;
+    if loaded.figures.events_acknowledged < loaded.figures.events_sent {
+        bail!(
+            "only {} of {} events were acknowledged, so timelines would be incomplete; first \
+             error: {}",
+            loaded.figures.events_acknowledged,
+            loaded.figures.events_sent,
+            loaded.figures.first_error.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(loaded)
 }
