@@ -159,7 +159,7 @@ pub(crate) async fn run(config: AllConfig) -> anyhow::Result<()> {
         Ok(outcome) => {
             rows.extend(outcome.rows);
             failures.extend(outcome.failures);
-            workloads.insert(outcome.workload.to_owned(), outcome.details);
+            workloads.insert(name.to_owned(), outcome.details);
         }
         Err(e) => {
             progress(&format!("{name} failed: {e:#}"));
@@ -184,6 +184,31 @@ pub(crate) async fn run(config: AllConfig) -> anyhow::Result<()> {
         }))
         .await;
         record("ingest", outcome);
+        // The same stream into a server on PostgreSQL (a database of its own on the throwaway
+        // cluster, default durability); PII sealed under a data key, as in production.
+        if !config.no_postgres {
+            progress("== ingest on postgres ==");
+            match idgraph_testpg::durable_database().await {
+                Ok(database) => {
+                    let outcome = Box::pin(ingest::run(IngestConfig {
+                        server: ServerOptions {
+                            backend: Backend::Postgres,
+                            database_url: Some(database.url.clone()),
+                            ..sqlite.clone()
+                        },
+                        plaintext: None,
+                        load,
+                        events: sizes.ingest_events,
+                        seed: config.seed,
+                        json: None,
+                    }))
+                    .await;
+                    record("ingest-postgres", outcome);
+                }
+                // As resolve and import do: no cluster, no PostgreSQL figures.
+                Err(reason) => progress(&format!("no PostgreSQL ingest figures: {reason}")),
+            }
+        }
     }
 
     if wanted("resolve") {

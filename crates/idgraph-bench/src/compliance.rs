@@ -244,7 +244,7 @@ fn summary(results: &ComplianceResults) -> anyhow::Result<Outcome> {
         )
         .with_value(batch.checks_per_second),
     );
-    let mut outcome = Outcome::new("compliance", rows, results)?;
+    let mut outcome = Outcome::new(rows, results)?;
     if batch.suppressed_but_allowed > 0 || batch.denied_without_cause > 0 {
         outcome.failures.push(format!(
             "compliance: {} suppressed numbers allowed, {} others denied",

@@ -348,7 +348,7 @@ fn summary(results: &ImportResults) -> anyhow::Result<Outcome> {
             .with_rss(larger.peak_rss_bytes),
         );
     }
-    let mut outcome = Outcome::new("import", rows, results)?;
+    let mut outcome = Outcome::new(rows, results)?;
     outcome.failures = failures;
     Ok(outcome)
 }

@@ -283,7 +283,7 @@ fn summary(results: &IngestResults) -> anyhow::Result<Outcome> {
         ));
     }
     rows.extend(report::memory_growth_row("ingest", &results.server));
-    let mut outcome = Outcome::new("ingest", rows, results)?;
+    let mut outcome = Outcome::new(rows, results)?;
     if idgraph.events_acknowledged < idgraph.events_sent {
         outcome.failures.push(format!(
             "ingest: only {} of {} events acknowledged",

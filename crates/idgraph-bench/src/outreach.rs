@@ -505,7 +505,7 @@ fn summary(results: &OutreachResults) -> anyhow::Result<Outcome> {
         .with_value(results.stopped_denied as f64),
     );
     rows.extend(report::memory_growth_row("outreach", &results.server));
-    let mut outcome = Outcome::new("outreach", rows, results)?;
+    let mut outcome = Outcome::new(rows, results)?;
     if results.stopped_denied != results.stops_sent {
         outcome.failures.push(format!(
             "outreach: only {} of {} STOP'd numbers were denied afterwards",

@@ -347,23 +347,18 @@ pub(crate) fn memory_growth_row(workload: &str, server: &ServerFigures) -> Optio
 }
 
 /// What a workload hands back to the runner of all of them: its summary rows, its full results
-/// (as its own `--json` would write them), and anything that should fail the run.
+/// (as its own `--json` would write them), and anything that should fail the run. The runner
+/// names each run, since one workload may run on both stores.
 #[derive(Debug)]
 pub(crate) struct Outcome {
-    pub(crate) workload: &'static str,
     pub(crate) rows: Vec<SummaryRow>,
     pub(crate) details: serde_json::Value,
     pub(crate) failures: Vec<String>,
 }
 
 impl Outcome {
-    pub(crate) fn new<T: Serialize>(
-        workload: &'static str,
-        rows: Vec<SummaryRow>,
-        details: &T,
-    ) -> anyhow::Result<Self> {
+    pub(crate) fn new<T: Serialize>(rows: Vec<SummaryRow>, details: &T) -> anyhow::Result<Self> {
         Ok(Self {
-            workload,
             rows,
             details: serde_json::to_value(details).context("cannot serialize the results")?,
             failures: Vec::new(),

@@ -169,7 +169,7 @@ pub(crate) async fn run(config: ResolveConfig) -> anyhow::Result<Outcome> {
             |v| report::per_second(v, "signals"),
         ));
     }
-    Outcome::new("resolve", rows, &results)
+    Outcome::new(rows, &results)
 }
 
 /// The stream as a store receives it: normalized, with events, in batches; built before the

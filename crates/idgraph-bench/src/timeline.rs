@@ -311,7 +311,7 @@ fn summary(results: &TimelineResults) -> anyhow::Result<Outcome> {
         ));
     }
     rows.extend(report::memory_growth_row("timeline", &results.server));
-    let mut outcome = Outcome::new("timeline", rows, results)?;
+    let mut outcome = Outcome::new(rows, results)?;
     let paging = &results.paging;
     if paging.events != paging.expected_events {
         outcome.failures.push(format!(

@@ -51,6 +51,22 @@ fn every_workload_runs_and_reports() {
         ingest["idgraph"]["events_acknowledged"],
         ingest["idgraph"]["events_sent"]
     );
+    // The same stream into a server on PostgreSQL, whenever the machine has it (CI must).
+    let on_postgres = workloads.get("ingest-postgres");
+    if std::env::var_os("IDGRAPH_REQUIRE_POSTGRES").is_some() {
+        assert!(on_postgres.is_some(), "no ingest on PostgreSQL");
+    }
+    if let Some(on_postgres) = on_postgres {
+        assert_eq!(on_postgres["backend"], "postgres");
+        assert_eq!(
+            on_postgres["idgraph"]["events_acknowledged"],
+            ingest["idgraph"]["events_sent"]
+        );
+        assert!(
+            rows.iter()
+                .any(|r| r["workload"] == "ingest postgres /v1/batch p99")
+        );
+    }
     assert!(
         workloads["resolve"]["sqlite"]["signals_per_second"]
             .as_f64()
