@@ -271,7 +271,12 @@ async fn read_graph(
         graph.add_kept_apart(text(row, 0)?, text(row, 1)?);
     }
     let limited: Vec<&str> = graph.limited_kinds().map(IdentifierKind::as_str).collect();
-    // One row per member of each owner's group and limited-kind node it holds (or none).
+    // One row per member of each owner's group and limited-kind node it holds (or none). The
+    // kinds are filtered in the join, not in the fenced subquery: there, `kind = ANY(..)` let
+    // the planner scan the primary key (tenant, kind, value, person) for the kinds and filter
+    // on the person, a plan it switched to now and then during long ingests (after autovacuum
+    // analyzed `persons`) and kept for seconds, at ~0.7 s a batch under the tenant's lock.
+    // Without it only `identity_nodes_by_person` fits.
     let rows = query(
         tx,
         "SELECT o.person_id, g.member, g.created_at, n.kind, n.value
@@ -285,9 +290,9 @@ async fn read_graph(
          ) g
          LEFT JOIN LATERAL (
              SELECT kind, COALESCE(value_sealed, value) AS value FROM identity_nodes
-             WHERE tenant_id = $1 AND person_id = g.member AND kind = ANY($3::text[])
+             WHERE tenant_id = $1 AND person_id = g.member
              OFFSET 0
-         ) n ON true",
+         ) n ON n.kind = ANY($3::text[])",
         &[&tenant, &owners, &limited],
     )
     .await?;
