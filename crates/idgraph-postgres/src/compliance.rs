@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use deadpool_postgres::{GenericClient, Transaction};
+use futures_util::{StreamExt, TryStreamExt};
 use idgraph_core::compliance::{Channel, ConsentAction, Purpose};
 use idgraph_core::identity::{Identifier, IdentifierKind};
 use idgraph_core::tenancy::{TenantId, WorkspaceName};
@@ -362,71 +363,19 @@ impl PostgresStore {
             .start()
             .await
             .map_err(map_error)?;
-        let mut all = Vec::with_capacity(queries.len());
         let vault = self.vault();
-        for query in &queries {
-            let address = &query.address;
-            let persons: Vec<String> = tx
-                .query(
-                    "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
-                     JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
-                     WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3 ORDER BY 1",
-                    &[
-                        &tenant,
-                        &address.kind().as_str(),
-                        &vault.index(tenant, address.kind().as_str(), address.value()),
-                    ],
-                )
-                .await
-                .map_err(map_error)?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let mut subjects = BTreeSet::from([vault.identifier_subject(tenant, address)]);
-            person_subjects(&tx, &vault, tenant, &persons, &mut subjects).await?;
-            let consent = consent_of(&tx, &vault, tenant, &subjects).await?;
-            let suppressions = suppressions_of(&tx, &vault, tenant, address)
-                .await?
-                .into_iter()
-                .filter(|row| scope_applies(&row.scope, workspace))
-                .collect();
-            let contacts = tx
-                .query(
-                    "SELECT contact_id, workspace, channel, from_addr, vertical, campaign, at, recorded_at
-                     FROM contacts WHERE tenant_id = $1 AND kind = $2 AND value = $3 AND at BETWEEN $4 AND $5",
-                    &[
-                        &tenant,
-                        &address.kind().as_str(),
-                        &vault.index(tenant, address.kind().as_str(), address.value()),
-                        &to_sql_time(query.contacts_from),
-                        &to_sql_time(query.contacts_to),
-                    ],
-                )
-                .await
-                .map_err(map_error)?
-                .iter()
-                .map(|r| {
-                    Ok(ContactRow {
-                        contact_id: text(r, 0)?,
-                        workspace: WorkspaceName::parse(&text(r, 1)?).map_err(corrupt)?,
-                        channel: text(r, 2)?.parse::<Channel>().map_err(corrupt)?,
-                        from: text(r, 3)?,
-                        // Found by the address's blind index: it is the address.
-                        to: address.clone(),
-                        vertical: r.try_get(4).map_err(map_error)?,
-                        campaign: r.try_get(5).map_err(map_error)?,
-                        at: time(r, 6)?,
-                        recorded_at: time(r, 7)?,
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            all.push(AddressFacts {
-                persons,
-                suppressions,
-                consent,
-                contacts,
-            });
-        }
+        // Each address's reads follow one another, but the addresses' reads are in flight
+        // together: tokio-postgres pipelines them on the connection, so a check-batch pays
+        // PostgreSQL's work per read rather than a round trip per read (100,000 numbers took
+        // 157 s one address at a time).
+        let (tx_ref, vault_ref) = (&tx, &vault);
+        let all: Vec<AddressFacts> = futures_util::stream::iter(queries)
+            .map(|query| async move {
+                address_facts(tx_ref, vault_ref, tenant, workspace, &query).await
+            })
+            .buffered(FACTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         tx.commit().await.map_err(map_error)?;
         Ok(all)
     }
@@ -497,4 +446,78 @@ impl PostgresStore {
             .map_err(map_error)?;
         Ok(())
     }
+}
+
+/// Addresses of one `compliance_facts` call whose reads are in flight at once.
+const FACTS_IN_FLIGHT: usize = 32;
+
+/// What the gate needs to know about one address, read in the call's snapshot.
+async fn address_facts(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    workspace: &WorkspaceName,
+    query: &FactsQuery,
+) -> StoreResult<AddressFacts> {
+    let address = &query.address;
+    let persons: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
+                 JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
+                 WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3 ORDER BY 1",
+            &[
+                &tenant,
+                &address.kind().as_str(),
+                &vault.index(tenant, address.kind().as_str(), address.value()),
+            ],
+        )
+        .await
+        .map_err(map_error)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut subjects = BTreeSet::from([vault.identifier_subject(tenant, address)]);
+    person_subjects(tx, vault, tenant, &persons, &mut subjects).await?;
+    let consent = consent_of(tx, vault, tenant, &subjects).await?;
+    let suppressions = suppressions_of(tx, vault, tenant, address)
+        .await?
+        .into_iter()
+        .filter(|row| scope_applies(&row.scope, workspace))
+        .collect();
+    let contacts = tx
+            .query(
+                "SELECT contact_id, workspace, channel, from_addr, vertical, campaign, at, recorded_at
+                 FROM contacts WHERE tenant_id = $1 AND kind = $2 AND value = $3 AND at BETWEEN $4 AND $5",
+                &[
+                    &tenant,
+                    &address.kind().as_str(),
+                    &vault.index(tenant, address.kind().as_str(), address.value()),
+                    &to_sql_time(query.contacts_from),
+                    &to_sql_time(query.contacts_to),
+                ],
+            )
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|r| {
+                Ok(ContactRow {
+                    contact_id: text(r, 0)?,
+                    workspace: WorkspaceName::parse(&text(r, 1)?).map_err(corrupt)?,
+                    channel: text(r, 2)?.parse::<Channel>().map_err(corrupt)?,
+                    from: text(r, 3)?,
+                    // Found by the address's blind index: it is the address.
+                    to: address.clone(),
+                    vertical: r.try_get(4).map_err(map_error)?,
+                    campaign: r.try_get(5).map_err(map_error)?,
+                    at: time(r, 6)?,
+                    recorded_at: time(r, 7)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+    Ok(AddressFacts {
+        persons,
+        suppressions,
+        consent,
+        contacts,
+    })
 }
