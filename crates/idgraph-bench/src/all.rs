@@ -184,30 +184,17 @@ pub(crate) async fn run(config: AllConfig) -> anyhow::Result<()> {
         }))
         .await;
         record("ingest", outcome);
-        // The same stream into a server on PostgreSQL (a database of its own on the throwaway
-        // cluster, default durability); PII sealed under a data key, as in production.
-        if !config.no_postgres {
-            progress("== ingest on postgres ==");
-            match idgraph_testpg::durable_database().await {
-                Ok(database) => {
-                    let outcome = Box::pin(ingest::run(IngestConfig {
-                        server: ServerOptions {
-                            backend: Backend::Postgres,
-                            database_url: Some(database.url.clone()),
-                            ..sqlite.clone()
-                        },
-                        plaintext: None,
-                        load,
-                        events: sizes.ingest_events,
-                        seed: config.seed,
-                        json: None,
-                    }))
-                    .await;
-                    record("ingest-postgres", outcome);
-                }
-                // As resolve and import do: no cluster, no PostgreSQL figures.
-                Err(reason) => progress(&format!("no PostgreSQL ingest figures: {reason}")),
-            }
+        if let Some(server) = on_postgres(&sqlite, config.no_postgres, "ingest").await {
+            let outcome = Box::pin(ingest::run(IngestConfig {
+                server,
+                plaintext: None,
+                load,
+                events: sizes.ingest_events,
+                seed: config.seed,
+                json: None,
+            }))
+            .await;
+            record("ingest-postgres", outcome);
         }
     }
 
@@ -253,6 +240,16 @@ pub(crate) async fn run(config: AllConfig) -> anyhow::Result<()> {
         }))
         .await;
         record("compliance", outcome);
+        if let Some(server) = on_postgres(&sqlite, config.no_postgres, "compliance").await {
+            let outcome = Box::pin(compliance::run(ComplianceConfig {
+                server,
+                numbers: sizes.compliance_numbers,
+                singles: sizes.compliance_singles,
+                json: None,
+            }))
+            .await;
+            record("compliance-postgres", outcome);
+        }
     }
 
     if wanted("timeline") {
@@ -364,4 +361,30 @@ pub(crate) fn default_binary() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(binary)
+}
+
+/// The server options of `sqlite` on a fresh database of the throwaway PostgreSQL cluster
+/// (default durability; PII sealed under a data key, as in production), or none when the run
+/// skips PostgreSQL or has no cluster: as resolve and import do, no cluster means no
+/// PostgreSQL figures, not a failed run.
+async fn on_postgres(
+    sqlite: &ServerOptions,
+    no_postgres: bool,
+    workload: &str,
+) -> Option<ServerOptions> {
+    if no_postgres {
+        return None;
+    }
+    progress(&format!("== {workload} on postgres =="));
+    match idgraph_testpg::durable_database().await {
+        Ok(database) => Some(ServerOptions {
+            backend: Backend::Postgres,
+            database_url: Some(database.url),
+            ..sqlite.clone()
+        }),
+        Err(reason) => {
+            progress(&format!("no PostgreSQL {workload} figures: {reason}"));
+            None
+        }
+    }
 }

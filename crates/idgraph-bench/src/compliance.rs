@@ -230,7 +230,8 @@ fn summary(results: &ComplianceResults) -> anyhow::Result<Outcome> {
     rows.push(p99);
     rows.push(SummaryRow::compared(
         format!(
-            "compliance check-batch of {}",
+            "compliance {} check-batch of {}",
+            results.backend.as_str(),
             report::thousands(batch.checks)
         ),
         batch.seconds,

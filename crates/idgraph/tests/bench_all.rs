@@ -78,6 +78,16 @@ fn every_workload_runs_and_reports() {
     assert_eq!(compliance["batch"]["suppressed_but_allowed"], 0);
     assert_eq!(compliance["batch"]["denied_without_cause"], 0);
     assert_eq!(compliance["batch"]["denied"], compliance["suppressed"]);
+    if let Some(on_postgres) = workloads.get("compliance-postgres") {
+        assert_eq!(on_postgres["batch"]["suppressed_but_allowed"], 0);
+        assert_eq!(on_postgres["batch"]["denied_without_cause"], 0);
+        assert_eq!(on_postgres["batch"]["denied"], on_postgres["suppressed"]);
+    } else {
+        assert!(
+            std::env::var_os("IDGRAPH_REQUIRE_POSTGRES").is_none(),
+            "no compliance on PostgreSQL"
+        );
+    }
 
     let outreach = &workloads["outreach"];
     let stops = outreach["stops_sent"].as_u64().expect("stops");
