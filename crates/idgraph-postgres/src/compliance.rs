@@ -460,16 +460,15 @@ async fn address_facts(
     query: &FactsQuery,
 ) -> StoreResult<AddressFacts> {
     let address = &query.address;
+    let kind = address.kind().as_str();
+    // The address's blind index, for the holders' and the contacts' reads.
+    let index = vault.index(tenant, kind, address.value());
     let persons: Vec<String> = tx
         .query(
             "SELECT DISTINCT COALESCE(p.merged_into, p.person_id) FROM identity_nodes n
-                 JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
-                 WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3 ORDER BY 1",
-            &[
-                &tenant,
-                &address.kind().as_str(),
-                &vault.index(tenant, address.kind().as_str(), address.value()),
-            ],
+             JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
+             WHERE n.tenant_id = $1 AND n.kind = $2 AND n.value = $3 ORDER BY 1",
+            &[&tenant, &kind, &index],
         )
         .await
         .map_err(map_error)?
@@ -485,35 +484,36 @@ async fn address_facts(
         .filter(|row| scope_applies(&row.scope, workspace))
         .collect();
     let contacts = tx
-            .query(
-                "SELECT contact_id, workspace, channel, from_addr, vertical, campaign, at, recorded_at
-                 FROM contacts WHERE tenant_id = $1 AND kind = $2 AND value = $3 AND at BETWEEN $4 AND $5",
-                &[
-                    &tenant,
-                    &address.kind().as_str(),
-                    &vault.index(tenant, address.kind().as_str(), address.value()),
-                    &to_sql_time(query.contacts_from),
-                    &to_sql_time(query.contacts_to),
-                ],
-            )
-            .await
-            .map_err(map_error)?
-            .iter()
-            .map(|r| {
-                Ok(ContactRow {
-                    contact_id: text(r, 0)?,
-                    workspace: WorkspaceName::parse(&text(r, 1)?).map_err(corrupt)?,
-                    channel: text(r, 2)?.parse::<Channel>().map_err(corrupt)?,
-                    from: text(r, 3)?,
-                    // Found by the address's blind index: it is the address.
-                    to: address.clone(),
-                    vertical: r.try_get(4).map_err(map_error)?,
-                    campaign: r.try_get(5).map_err(map_error)?,
-                    at: time(r, 6)?,
-                    recorded_at: time(r, 7)?,
-                })
+        .query(
+            "SELECT contact_id, workspace, channel, from_addr, vertical, campaign, at, recorded_at
+             FROM contacts
+             WHERE tenant_id = $1 AND kind = $2 AND value = $3 AND at BETWEEN $4 AND $5",
+            &[
+                &tenant,
+                &kind,
+                &index,
+                &to_sql_time(query.contacts_from),
+                &to_sql_time(query.contacts_to),
+            ],
+        )
+        .await
+        .map_err(map_error)?
+        .iter()
+        .map(|r| {
+            Ok(ContactRow {
+                contact_id: text(r, 0)?,
+                workspace: WorkspaceName::parse(&text(r, 1)?).map_err(corrupt)?,
+                channel: text(r, 2)?.parse::<Channel>().map_err(corrupt)?,
+                from: text(r, 3)?,
+                // Found by the address's blind index: it is the address.
+                to: address.clone(),
+                vertical: r.try_get(4).map_err(map_error)?,
+                campaign: r.try_get(5).map_err(map_error)?,
+                at: time(r, 6)?,
+                recorded_at: time(r, 7)?,
             })
-            .collect::<StoreResult<Vec<_>>>()?;
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
     Ok(AddressFacts {
         persons,
         suppressions,

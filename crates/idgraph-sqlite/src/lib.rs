@@ -87,7 +87,7 @@ pub const DATABASE_FILE: &str = "idgraph.db";
 const LOCK_FILE: &str = "idgraph.lock";
 /// Read connections kept open between reads. A read finding none idle opens one (the schema
 /// parsed, every statement prepared again) and closes it after: with 4 kept, eight concurrent
-/// timeline readers of a 10M-event store saw a p99 of 8.2-8.5 ms, with 8 kept 5.4-6.0 ms.
+/// timeline readers of a 10M-event store saw a p99 of 8.2-9.8 ms, with 8 kept 5.4-6.0 ms.
 const READERS: usize = 8;
 
 /// How hard an acknowledged write is pushed to disk before the acknowledgement.
