@@ -15,6 +15,7 @@ mod resolution;
 pub mod testsuite;
 pub mod vault;
 mod webhooks;
+mod xchacha;
 
 use std::future::Future;
 

@@ -4,8 +4,8 @@
 //! operator's data key that wraps them (that stays in `idgraph-app`). Each backend holds one in
 //! a [`VaultSlot`], swapped when the keyring changes (a rotation in another process).
 //!
-//! Sealed text is `~1.<key id>.<base64 of nonce ‖ ciphertext ‖ tag>` (XChaCha20-Poly1305, the
-//! tenant and the column as associated data). The prefix names the key, so a rotation finds
+//! Sealed text is `~1.<key id>.<base64 of nonce ‖ ciphertext ‖ tag>` (XChaCha20-Poly1305, from
+//! `xchacha.rs`, with the tenant and the column as associated data). The prefix names the key, so a rotation finds
 //! the rows still under another key with a plain string comparison. Identifier values are
 //! looked up by their blind index, `HMAC-SHA-256(index key, tenant ‖ kind ‖ value)` truncated to
 //! 16 bytes, which does not change when DEKs rotate.
@@ -15,12 +15,11 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use chacha20poly1305::aead::{Aead, AeadInOut, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, KeyInit, Mac};
 use idgraph_core::identity::Identifier;
 use sha2::Sha256;
 
+use crate::xchacha::{Dek, NONCE_BYTES, TAG_BYTES};
 use crate::{StoreError, StoreResult};
 
 pub const KEY_BYTES: usize = 32;
@@ -29,9 +28,6 @@ pub const EMPTY_JSON: [&str; 4] = ["{}", "[]", "null", ""];
 /// [`EMPTY_JSON`] as an SQL list, for `<column> NOT IN` in the re-seal's search for rows under
 /// another key.
 pub const EMPTY_JSON_SQL: &str = "('{}', '[]', 'null', '')";
-const NONCE_BYTES: usize = 24;
-/// Poly1305's tag, after the ciphertext.
-const TAG_BYTES: usize = 16;
 const SEALED_MARK: &str = "~1.";
 /// The mark of sealed bytes ([`Vault::seal_bytes`]): the nonce and ciphertext follow the key id
 /// as they are, without the base64 that text columns need (a quarter of every landed row).
@@ -107,7 +103,7 @@ struct Keys {
     current: u32,
     current_prefix: String,
     current_bytes_prefix: Vec<u8>,
-    deks: BTreeMap<u32, XChaCha20Poly1305>,
+    deks: BTreeMap<u32, Dek>,
     index: Hmac<Sha256>,
 }
 
@@ -136,9 +132,9 @@ impl Vault {
         deks: impl IntoIterator<Item = (u32, [u8; KEY_BYTES])>,
         index_key: &[u8; KEY_BYTES],
     ) -> StoreResult<Self> {
-        let deks: BTreeMap<u32, XChaCha20Poly1305> = deks
+        let deks: BTreeMap<u32, Dek> = deks
             .into_iter()
-            .map(|(id, key)| (id, XChaCha20Poly1305::new(&key.into())))
+            .map(|(id, key)| (id, Dek::new(key)))
             .collect();
         if !deks.contains_key(&current) {
             return Err(StoreError::Other(format!(
@@ -358,11 +354,7 @@ impl Vault {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plain);
         let tag = cipher
-            .encrypt_inout_detached(
-                &XNonce::from(nonce),
-                &aad,
-                (&mut out[start + NONCE_BYTES..]).into(),
-            )
+            .seal_in_place(&nonce, &aad, &mut out[start + NONCE_BYTES..])
             .map_err(|_| StoreError::Other("sealing failed".into()))?;
         out.extend_from_slice(&tag);
         Ok(())
@@ -420,19 +412,11 @@ impl Vault {
             .try_into()
             .map_err(|_| StoreError::Other("a sealed value is too short".into()))?;
         let aad = associated(tenant, column);
-        cipher
-            .decrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                StoreError::Other(format!(
-                    "a value sealed with data-encryption key {id} does not open"
-                ))
-            })
+        cipher.open(&nonce, &aad, ciphertext).map_err(|_| {
+            StoreError::Other(format!(
+                "a value sealed with data-encryption key {id} does not open"
+            ))
+        })
     }
 
     /// Opens a consent event read with its stored subject and evidence.
