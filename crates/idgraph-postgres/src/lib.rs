@@ -5,6 +5,7 @@ mod batch;
 mod codec;
 mod compliance;
 mod deletion;
+mod group;
 mod idempotency;
 mod imports;
 mod merges;
@@ -98,6 +99,7 @@ pub struct PostgresStore {
     pool: Pool,
     target: String,
     vault: std::sync::Arc<idgraph_store::vault::VaultSlot>,
+    groups: std::sync::Arc<group::Groups>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -165,6 +167,7 @@ impl PostgresStore {
             pool,
             target,
             vault: std::sync::Arc::default(),
+            groups: std::sync::Arc::default(),
         };
         store.migrate().await?;
         Ok(store)

@@ -375,7 +375,7 @@ impl Store for PostgresStore {
         settings: &IdentitySettings,
         signals: Vec<SignalRecord>,
     ) -> StoreResult<Vec<IngestOutcome>> {
-        self.ingest_signals(tenant_id, settings, signals).await
+        self.ingest_grouped(tenant_id, settings, signals).await
     }
 
     async fn lookup_person(

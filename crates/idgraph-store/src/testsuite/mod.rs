@@ -40,9 +40,9 @@ pub use imports::{
 };
 pub use resolution::{
     a_large_batch_resolves_as_small_ones_do, a_repeated_message_id_changes_nothing,
-    batches_resolve_as_single_signals_do, ingest_keeps_tenants_apart,
-    known_identifiers_move_last_seen_across_the_group, replaying_the_signal_log_rebuilds_the_graph,
-    timelines_page_across_merged_persons,
+    batches_resolve_as_single_signals_do, concurrent_batches_get_their_own_outcomes,
+    ingest_keeps_tenants_apart, known_identifiers_move_last_seen_across_the_group,
+    replaying_the_signal_log_rebuilds_the_graph, timelines_page_across_merged_persons,
 };
 
 use crate::{ApiKeyRecord, IdentityNodeRow, PageRequest, Store, StoreError, Tenant, Workspace};
@@ -69,6 +69,7 @@ macro_rules! store_conformance_suite {
             replaying_the_signal_log_rebuilds_the_graph,
             batches_resolve_as_single_signals_do,
             a_large_batch_resolves_as_small_ones_do,
+            concurrent_batches_get_their_own_outcomes,
             known_identifiers_move_last_seen_across_the_group,
             ingest_keeps_tenants_apart,
             a_repeated_message_id_changes_nothing,

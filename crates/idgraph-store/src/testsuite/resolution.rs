@@ -712,6 +712,131 @@ pub async fn a_repeated_message_id_changes_nothing<S: Store>(store: &S) {
     assert!(matches!(outcomes[0], IngestOutcome::Recorded { .. }));
 }
 
+/// Batches ingested at the same time (which a store may resolve together in one transaction)
+/// each get the outcomes of their own signals, in order, under their own identity rules; a
+/// message id repeated across them is recorded once, and a batch the store refuses fails alone.
+pub async fn concurrent_batches_get_their_own_outcomes<S: Store>(store: &S) {
+    let ids = with_tenants(store, &["crowd"]).await;
+    let mut stored = signal(10_000, "default", Vec::new());
+    stored.event.event_id = "e-taken".into();
+    store
+        .ingest(&ids[0], &IdentitySettings::default(), vec![stored])
+        .await
+        .expect("ingest");
+    // Batches under two sets of rules, then (apart, so that the refusal cannot hide a batch
+    // resolved under the wrong rules) batches of which one repeats the stored event's id.
+    let mut logged = 1 + concurrent_round(store, &ids[0], 0..24, true, None).await;
+    logged += concurrent_round(store, &ids[0], 24..36, false, Some(29)).await;
+    let log = store
+        .signal_log(&ids[0], 0, 1_000)
+        .await
+        .expect("signal log");
+    assert_eq!(log.len(), logged);
+}
+
+/// Ingests `batches` at once and checks each one's outcomes; the events it recorded.
+async fn concurrent_round<S: Store>(
+    store: &S,
+    tenant: &TenantId,
+    batches: std::ops::Range<usize>,
+    two_rules: bool,
+    poisoned: Option<usize>,
+) -> usize {
+    // Fewer than the default limit of emails per person, so a batch under unique phones can
+    // gather all of its emails on one person.
+    const SIGNALS: usize = 4;
+    let email_of = |n: usize| {
+        IdentitySettings::default()
+            .normalize("email", &format!("c{n}@x.com"))
+            .expect("valid")
+    };
+    // Shared phones for odd batches when there are two rules: a batch resolved under the
+    // other's rules would partition its signals differently.
+    let shares = |b: usize| two_rules && b % 2 == 1;
+    let message = format!("m-everyone-{}", batches.start);
+    let calls: Vec<_> = batches
+        .clone()
+        .map(|b| {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            let settings = settings_for(shares(b));
+            let phone = settings
+                .normalize("phone", &format!("+1 415 555 {}", 1000 + b))
+                .expect("valid");
+            let batch: Vec<SignalRecord> = (0..SIGNALS)
+                .map(|s| {
+                    let n = b * SIGNALS + s;
+                    let mut one = signal(n, "default", vec![email_of(n), phone.clone()]);
+                    if s == 0 {
+                        one.event.message_id = message.clone();
+                    }
+                    if poisoned == Some(b) && s == SIGNALS - 1 {
+                        one.event.event_id = "e-taken".into();
+                    }
+                    one
+                })
+                .collect();
+            tokio::spawn(async move { store.ingest(&tenant, &settings, batch).await })
+        })
+        .collect();
+    let mut recorded_once = 0;
+    let mut logged = 0;
+    for (b, call) in batches.zip(calls) {
+        let outcomes = call.await.expect("task");
+        if poisoned == Some(b) {
+            assert!(outcomes.is_err(), "{outcomes:?}");
+            for n in b * SIGNALS..(b + 1) * SIGNALS {
+                let found = store.lookup_person(tenant, &email_of(n)).await;
+                assert_eq!(found, Ok(None), "the refused batch left signal {n} behind");
+            }
+            continue;
+        }
+        let outcomes = outcomes.expect("ingest");
+        assert_eq!(outcomes.len(), SIGNALS, "batch {b}");
+        let mut persons = BTreeSet::new();
+        let mut recorded = 0;
+        for (s, outcome) in outcomes.into_iter().enumerate() {
+            let n = b * SIGNALS + s;
+            let IngestOutcome::Recorded {
+                person_id, created, ..
+            } = outcome
+            else {
+                assert_eq!(s, 0, "batch {b} signal {s}: {outcome:?}");
+                assert_eq!(outcome, IngestOutcome::Duplicate);
+                continue;
+            };
+            recorded += 1;
+            if s == 0 {
+                recorded_once += 1;
+            }
+            // The outcome names the person that holds this signal's own email.
+            let holder = store
+                .lookup_person(tenant, &email_of(n))
+                .await
+                .expect("lookup")
+                .expect("the email was attached");
+            let person = store.get_person(tenant, &person_id).await.expect("person");
+            assert_eq!(
+                person.merged_into.unwrap_or(person.person_id),
+                holder,
+                "batch {b} signal {s}"
+            );
+            if shares(b) {
+                assert!(
+                    created,
+                    "batch {b} signal {s}: a shared phone joined it to someone"
+                );
+            }
+            persons.insert(holder);
+        }
+        // One person per signal with shared phones, one for the whole batch with unique ones.
+        let expected = if shares(b) { recorded } else { 1 };
+        assert_eq!(persons.len(), expected, "batch {b}: {persons:?}");
+        logged += recorded;
+    }
+    assert_eq!(recorded_once, 1, "the repeated message id");
+    logged
+}
+
 /// A group's timeline pages newest first across all its members, with ties on time broken by
 /// event id, and the kind filter applies before paging.
 pub async fn timelines_page_across_merged_persons<S: Store>(store: &S) {
