@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sealed_compliance",
         sql: include_str!("../migrations/0009_sealed_compliance.sql"),
     },
+    Migration {
+        version: 10,
+        name: "import_rows_external",
+        sql: include_str!("../migrations/0010_import_rows_external.sql"),
+    },
 ];
 
 /// Serializes migrations across processes starting at the same time.

@@ -77,6 +77,31 @@ async fn tenant_id_leads_every_primary_key_and_index() {
     );
 }
 
+/// Sealed landed rows are incompressible, so PostgreSQL must not try to compress them.
+#[tokio::test]
+async fn landed_rows_are_stored_without_compression_attempts() {
+    let Some(db) = idgraph_testpg::test_database().await else {
+        return;
+    };
+    PostgresStore::connect(&options(&db.url))
+        .await
+        .expect("connect")
+        .close()
+        .await;
+    let client = raw(&db.url).await;
+    let storage: i8 = client
+        .query_one(
+            "SELECT a.attstorage::\"char\" FROM pg_attribute a
+             JOIN pg_class t ON t.oid = a.attrelid
+             WHERE t.relname = 'import_rows' AND a.attname = 'bytes'",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(storage as u8, b'e', "import_rows.bytes is not EXTERNAL");
+}
+
 #[tokio::test]
 async fn concurrent_starts_migrate_once() {
     let Some(db) = idgraph_testpg::test_database().await else {
