@@ -113,6 +113,130 @@ pub(super) fn query(address: &Identifier, around: i64) -> FactsQuery {
     }
 }
 
+/// A call with thousands of addresses (which a store may read in chunks) answers each address
+/// with its own facts, in the order asked.
+pub async fn many_addresses_get_their_own_facts<S: Store>(store: &S) {
+    const ADDRESSES: usize = 2_500;
+    let ids = with_tenants(store, &["gate-many"]).await;
+    let tenant = &ids[0];
+    let settings = IdentitySettings::default();
+    let phones: Vec<Identifier> = (0..ADDRESSES)
+        .map(|i| {
+            settings
+                .normalize("phone", &format!("+1415555{i:04}"))
+                .expect("valid")
+        })
+        .collect();
+    let held: Vec<usize> = (0..ADDRESSES).filter(|i| i % 17 == 0).collect();
+    store
+        .ingest(
+            tenant,
+            &settings,
+            held.iter()
+                .map(|&i| signal(i, vec![phones[i].clone()]))
+                .collect(),
+        )
+        .await
+        .expect("ingest");
+    let mut writes = ComplianceWrites::default();
+    for (i, phone) in phones.iter().enumerate() {
+        if i % 7 == 0 {
+            writes.suppressions.push(suppression(
+                &format!("s{i}"),
+                SuppressionScope::Tenant,
+                phone,
+                SuppressionReason::Dnc,
+                SuppressionAction::Add,
+            ));
+        }
+        if i % 11 == 0 {
+            writes
+                .contacts
+                .push(contact(&format!("k{i}"), phone, None, 5));
+        }
+        if i % 13 == 0 {
+            writes.consent.push(consent(
+                &format!("c{i}"),
+                ConsentSubject::Identifier(phone.clone()),
+                "sms",
+                ConsentAction::Revoke,
+                2,
+            ));
+        }
+    }
+    store
+        .record_compliance(tenant, writes)
+        .await
+        .expect("record");
+    // Asked in reverse, so that an answer in storage order would not pass.
+    let asked: Vec<usize> = (0..ADDRESSES).rev().collect();
+    let facts = store
+        .compliance_facts(
+            tenant,
+            &workspace("default"),
+            asked.iter().map(|&i| query(&phones[i], 0)).collect(),
+        )
+        .await
+        .expect("facts");
+    assert_eq!(facts.len(), ADDRESSES);
+    for (&i, facts) in asked.iter().zip(&facts) {
+        let suppressed: Vec<&str> = facts
+            .suppressions
+            .iter()
+            .map(|row| row.entry_id.as_str())
+            .collect();
+        let expected = format!("s{i}");
+        assert_eq!(
+            suppressed,
+            if i % 7 == 0 {
+                vec![expected.as_str()]
+            } else {
+                Vec::new()
+            },
+            "address {i}"
+        );
+        assert!(
+            facts
+                .suppressions
+                .iter()
+                .all(|row| row.identifier == phones[i])
+        );
+        let contacts: Vec<&str> = facts
+            .contacts
+            .iter()
+            .map(|c| c.contact_id.as_str())
+            .collect();
+        let expected = format!("k{i}");
+        assert_eq!(
+            contacts,
+            if i % 11 == 0 {
+                vec![expected.as_str()]
+            } else {
+                Vec::new()
+            },
+            "address {i}"
+        );
+        let consent: Vec<&str> = facts.consent.iter().map(|c| c.event_id.as_str()).collect();
+        let expected = format!("c{i}");
+        assert_eq!(
+            consent,
+            if i % 13 == 0 {
+                vec![expected.as_str()]
+            } else {
+                Vec::new()
+            },
+            "address {i}"
+        );
+        assert_eq!(facts.persons.len(), usize::from(i % 17 == 0), "address {i}");
+        if i % 17 == 0 {
+            assert_eq!(
+                store.lookup_person(tenant, &phones[i]).await,
+                Ok(Some(facts.persons[0].clone()))
+            );
+        }
+    }
+}
+
 pub async fn compliance_records_are_what_checks_read<S: Store>(store: &S) {
     let ids = with_tenants(store, &["gate-a", "gate-b"]).await;
     let (a, b) = (&ids[0], &ids[1]);

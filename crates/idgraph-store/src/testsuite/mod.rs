@@ -31,7 +31,8 @@ pub use webhooks::{
 };
 
 pub use compliance::{
-    compliance_records_are_what_checks_read, the_gate_agrees_with_a_reference_evaluator,
+    compliance_records_are_what_checks_read, many_addresses_get_their_own_facts,
+    the_gate_agrees_with_a_reference_evaluator,
 };
 pub use imports::{
     import_jobs_list_newest_first_and_stay_in_their_tenant,
@@ -75,6 +76,7 @@ macro_rules! store_conformance_suite {
             a_repeated_message_id_changes_nothing,
             timelines_page_across_merged_persons,
             compliance_records_are_what_checks_read,
+            many_addresses_get_their_own_facts,
             the_gate_agrees_with_a_reference_evaluator,
             idempotency_keys_claim_once_and_replay,
             audit_entries_page_newest_first,
