@@ -85,6 +85,26 @@ impl Groups {
     }
 }
 
+/// A drain in progress. A drain that ends without emptying its queue (a panic, or the runtime
+/// dropping the task at shutdown) takes the queue with it: the batches waiting there are
+/// answered with an error rather than left waiting for a drain that no longer runs, and the
+/// next batch starts a new one. Only the drain that owns a queue removes it: no other drain of
+/// the tenant runs until this one has emptied and released its queue.
+struct Draining<'a> {
+    groups: &'a Groups,
+    tenant: &'a TenantId,
+    emptied: bool,
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        if !self.emptied {
+            let mut queues = self.groups.queues.lock().unwrap_or_else(|p| p.into_inner());
+            queues.remove(self.tenant);
+        }
+    }
+}
+
 impl PostgresStore {
     /// How many batches shared a transaction with others since the store was opened.
     pub fn grouped_batches(&self) -> u64 {
@@ -118,9 +138,15 @@ impl PostgresStore {
     }
 
     async fn drain(self, tenant_id: TenantId) {
+        let mut draining = Draining {
+            groups: &self.groups,
+            tenant: &tenant_id,
+            emptied: false,
+        };
         loop {
             let group = self.groups.next_group(&tenant_id);
             if group.is_empty() {
+                draining.emptied = true;
                 return;
             }
             self.resolve_group(&tenant_id, group).await;
@@ -165,5 +191,102 @@ impl PostgresStore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(
+        settings: &IdentitySettings,
+        signals: usize,
+    ) -> (Waiting, oneshot::Receiver<StoreResult<Vec<IngestOutcome>>>) {
+        let (answer, answered) = oneshot::channel();
+        let record = SignalRecord {
+            event: idgraph_store::EventRow {
+                event_id: "e".into(),
+                workspace: idgraph_core::tenancy::WorkspaceName::parse("default").expect("valid"),
+                kind: "track".into(),
+                name: None,
+                occurred_at: jiff::Timestamp::UNIX_EPOCH,
+                ingested_at: jiff::Timestamp::UNIX_EPOCH,
+                schema_version: 1,
+                message_id: "m".into(),
+                properties: "{}".into(),
+                context: "{}".into(),
+            },
+            identifiers: Vec::new(),
+            traits: Vec::new(),
+            source: "test".into(),
+        };
+        let waiting = Waiting {
+            settings: settings.clone(),
+            signals: vec![record; signals],
+            answer,
+        };
+        (waiting, answered)
+    }
+
+    fn tenant() -> TenantId {
+        TenantId::parse("default").expect("valid")
+    }
+
+    #[test]
+    fn a_group_takes_the_waiting_batches_with_the_first_ones_settings_within_the_cap() {
+        let groups = Groups::default();
+        let (usual, mut shared) = (IdentitySettings::default(), IdentitySettings::default());
+        shared
+            .shared_values
+            .entry("phone".into())
+            .or_default()
+            .insert("+14155550100".into());
+        let sizes = [
+            (&usual, 100),
+            (&shared, 100),
+            (&usual, 1_850),
+            (&usual, 100),
+            (&usual, 50),
+        ];
+        let mut answers = Vec::new();
+        for (n, (settings, signals)) in sizes.into_iter().enumerate() {
+            let (one, answered) = waiting(settings, signals);
+            assert_eq!(groups.push(&tenant(), one), n == 0, "batch {n}");
+            answers.push(answered);
+        }
+        let sizes_of =
+            |group: Vec<Waiting>| group.iter().map(|w| w.signals.len()).collect::<Vec<_>>();
+        // 100 + 1,850 fit; the next 100 would pass 2,000, the 50 after it does not.
+        assert_eq!(sizes_of(groups.next_group(&tenant())), vec![100, 1_850, 50]);
+        assert_eq!(sizes_of(groups.next_group(&tenant())), vec![100]);
+        assert_eq!(sizes_of(groups.next_group(&tenant())), vec![100]);
+        assert!(groups.next_group(&tenant()).is_empty());
+        // The queue was released: the next batch starts a drain.
+        let (one, _answered) = waiting(&usual, 1);
+        assert!(groups.push(&tenant(), one));
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_stops_early_fails_its_waiting_batches_and_frees_the_queue() {
+        let groups = Groups::default();
+        let settings = IdentitySettings::default();
+        let (first, first_answer) = waiting(&settings, 1);
+        let (second, second_answer) = waiting(&settings, 1);
+        assert!(groups.push(&tenant(), first));
+        assert!(!groups.push(&tenant(), second));
+        drop(Draining {
+            groups: &groups,
+            tenant: &tenant(),
+            emptied: false,
+        });
+        for answered in [first_answer, second_answer] {
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(5), answered).await;
+            assert!(
+                matches!(answer, Ok(Err(_))),
+                "a waiting batch was left waiting"
+            );
+        }
+        let (third, _third_answer) = waiting(&settings, 1);
+        assert!(groups.push(&tenant(), third), "no new drain would start");
     }
 }
