@@ -21,7 +21,7 @@ use crate::PostgresStore;
 use idgraph_store::vault::{Vault, column};
 
 use crate::codec::{map_error, to_sql_time};
-use crate::resolve::GROUP;
+use crate::resolve::{GROUP, query};
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Other(format!("unreadable compliance row: {what}"))
@@ -475,9 +475,9 @@ async fn chunk_facts(
     let mut facts = vec![AddressFacts::default(); queries.len()];
 
     // Holders: the canonical persons of the nodes carrying each address.
-    let rows = tx
-        .query(
-            "SELECT a.i, h.holder
+    let rows = query(
+        tx,
+        "SELECT a.i, h.holder
              FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS a(kind, value, i)
              CROSS JOIN LATERAL (
                  SELECT DISTINCT COALESCE(p.merged_into, p.person_id) AS holder
@@ -486,10 +486,9 @@ async fn chunk_facts(
                  WHERE n.tenant_id = $1 AND n.kind = a.kind AND n.value = a.value
                  OFFSET 0
              ) h",
-            &[&tenant, &kinds, &indexes],
-        )
-        .await
-        .map_err(map_error)?;
+        &[&tenant, &kinds, &indexes],
+    )
+    .await?;
     for row in &rows {
         facts[position(row, 0)?].persons.push(text(row, 1)?);
     }
@@ -506,9 +505,9 @@ async fn chunk_facts(
         .collect();
     let mut held: HashMap<String, Vec<String>> = HashMap::new();
     if !holders.is_empty() {
-        let rows = tx
-            .query(
-                "SELECT h.person, m.member, n.kind, COALESCE(n.value_sealed, n.value)
+        let rows = query(
+            tx,
+            "SELECT h.person, m.member, n.kind, COALESCE(n.value_sealed, n.value)
                  FROM unnest($2::text[]) AS h(person)
                  CROSS JOIN LATERAL (
                      SELECT h.person AS member
@@ -520,10 +519,9 @@ async fn chunk_facts(
                      WHERE tenant_id = $1 AND person_id = m.member
                      OFFSET 0
                  ) n ON true",
-                &[&tenant, &holders],
-            )
-            .await
-            .map_err(map_error)?;
+            &[&tenant, &holders],
+        )
+        .await?;
         for row in &rows {
             let subjects = held.entry(text(row, 0)?).or_default();
             subjects.push(ConsentSubject::key_of_person(&text(row, 1)?));
@@ -556,16 +554,15 @@ async fn chunk_facts(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {CONSENT_COLUMNS}, subject FROM consent_events
+    let rows = query(
+        tx,
+        &format!(
+            "SELECT {CONSENT_COLUMNS}, subject FROM consent_events
                  WHERE tenant_id = $1 AND subject = ANY($2) ORDER BY recorded"
-            ),
-            &[&tenant, &wanted],
-        )
-        .await
-        .map_err(map_error)?;
+        ),
+        &[&tenant, &wanted],
+    )
+    .await?;
     for row in &rows {
         let lookup = text(row, 10)?;
         let mut event = consent_row(row)?;
@@ -590,8 +587,8 @@ async fn chunk_facts(
         .iter()
         .map(|q| salt.map(|salt| idgraph_core::privacy::tombstone(salt, &q.address)))
         .collect();
-    let rows = tx
-        .query(
+    let rows = query(
+        tx,
             &format!(
                 "SELECT a.i, s.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
                      WITH ORDINALITY AS a(kind, own, stone, global, i)
@@ -607,9 +604,8 @@ async fn chunk_facts(
                  ORDER BY a.i, s.at, s.recorded"
             ),
             &[&tenant, &kinds, &owns, &stones, &globals],
-        )
-        .await
-        .map_err(map_error)?;
+    )
+        .await?;
     for row in &rows {
         let i = position(row, 0)?;
         let mut entry = suppression_columns(row, 1)?;
@@ -623,9 +619,9 @@ async fn chunk_facts(
         .map(|q| to_sql_time(q.contacts_from))
         .collect();
     let tos: Vec<SystemTime> = queries.iter().map(|q| to_sql_time(q.contacts_to)).collect();
-    let rows = tx
-        .query(
-            "SELECT a.i, c.contact_id, c.workspace, c.channel, c.from_addr, c.vertical,
+    let rows = query(
+        tx,
+        "SELECT a.i, c.contact_id, c.workspace, c.channel, c.from_addr, c.vertical,
                     c.campaign, c.at, c.recorded_at
              FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
                  WITH ORDINALITY AS a(kind, value, from_at, to_at, i)
@@ -637,10 +633,9 @@ async fn chunk_facts(
                    AND at BETWEEN a.from_at AND a.to_at
                  OFFSET 0
              ) c",
-            &[&tenant, &kinds, &owns, &froms, &tos],
-        )
-        .await
-        .map_err(map_error)?;
+        &[&tenant, &kinds, &owns, &froms, &tos],
+    )
+    .await?;
     for r in &rows {
         let i = position(r, 0)?;
         facts[i].contacts.push(ContactRow {

@@ -704,7 +704,8 @@ async fn write_nodes(
     .await
 }
 
-async fn query(
+/// Runs `sql` as a statement prepared once per connection.
+pub(crate) async fn query(
     tx: &Transaction<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
