@@ -22,17 +22,23 @@ async fn raw(url: &str) -> tokio_postgres::Client {
     client
 }
 
-#[tokio::test]
-async fn tenant_id_leads_every_primary_key_and_index() {
-    let Some(db) = idgraph_testpg::test_database().await else {
-        return;
-    };
+/// A fresh database the store has migrated, and a plain client on it.
+async fn migrated() -> Option<(idgraph_testpg::TestDatabase, tokio_postgres::Client)> {
+    let db = idgraph_testpg::test_database().await?;
     PostgresStore::connect(&options(&db.url))
         .await
         .expect("connect")
         .close()
         .await;
     let client = raw(&db.url).await;
+    Some((db, client))
+}
+
+#[tokio::test]
+async fn tenant_id_leads_every_primary_key_and_index() {
+    let Some((_db, client)) = migrated().await else {
+        return;
+    };
     let rows = client
         .query(
             "SELECT t.relname, i.relname, a.attname
@@ -80,15 +86,9 @@ async fn tenant_id_leads_every_primary_key_and_index() {
 /// Sealed landed rows are incompressible, so PostgreSQL must not try to compress them.
 #[tokio::test]
 async fn landed_rows_are_stored_without_compression_attempts() {
-    let Some(db) = idgraph_testpg::test_database().await else {
+    let Some((_db, client)) = migrated().await else {
         return;
     };
-    PostgresStore::connect(&options(&db.url))
-        .await
-        .expect("connect")
-        .close()
-        .await;
-    let client = raw(&db.url).await;
     let storage: i8 = client
         .query_one(
             "SELECT a.attstorage::\"char\" FROM pg_attribute a

@@ -179,54 +179,35 @@ pub async fn many_addresses_get_their_own_facts<S: Store>(store: &S) {
         .await
         .expect("facts");
     assert_eq!(facts.len(), ADDRESSES);
+    // The ids an address should see: `<prefix><i>` when every `nth` address got one.
+    let own = |i: usize, nth: usize, prefix: &str| {
+        if i.is_multiple_of(nth) {
+            vec![format!("{prefix}{i}")]
+        } else {
+            Vec::new()
+        }
+    };
     for (&i, facts) in asked.iter().zip(&facts) {
-        let suppressed: Vec<&str> = facts
+        let suppressed: Vec<String> = facts
             .suppressions
             .iter()
-            .map(|row| row.entry_id.as_str())
+            .map(|row| row.entry_id.clone())
             .collect();
-        let expected = format!("s{i}");
-        assert_eq!(
-            suppressed,
-            if i % 7 == 0 {
-                vec![expected.as_str()]
-            } else {
-                Vec::new()
-            },
-            "address {i}"
-        );
+        assert_eq!(suppressed, own(i, 7, "s"), "address {i}");
         assert!(
             facts
                 .suppressions
                 .iter()
                 .all(|row| row.identifier == phones[i])
         );
-        let contacts: Vec<&str> = facts
+        let contacts: Vec<String> = facts
             .contacts
             .iter()
-            .map(|c| c.contact_id.as_str())
+            .map(|c| c.contact_id.clone())
             .collect();
-        let expected = format!("k{i}");
-        assert_eq!(
-            contacts,
-            if i % 11 == 0 {
-                vec![expected.as_str()]
-            } else {
-                Vec::new()
-            },
-            "address {i}"
-        );
-        let consent: Vec<&str> = facts.consent.iter().map(|c| c.event_id.as_str()).collect();
-        let expected = format!("c{i}");
-        assert_eq!(
-            consent,
-            if i % 13 == 0 {
-                vec![expected.as_str()]
-            } else {
-                Vec::new()
-            },
-            "address {i}"
-        );
+        assert_eq!(contacts, own(i, 11, "k"), "address {i}");
+        let consent: Vec<String> = facts.consent.iter().map(|c| c.event_id.clone()).collect();
+        assert_eq!(consent, own(i, 13, "c"), "address {i}");
         assert_eq!(facts.persons.len(), usize::from(i % 17 == 0), "address {i}");
         if i % 17 == 0 {
             assert_eq!(
