@@ -2,7 +2,7 @@
 //! reads. A check reads in one REPEATABLE READ snapshot; every write is committed before it is
 //! acknowledged, so a check that starts afterwards, in any process, sees it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
 
 use deadpool_postgres::{GenericClient, Transaction};
@@ -534,26 +534,19 @@ async fn chunk_facts(
             }
         }
     }
-    let subjects: Vec<BTreeSet<String>> = queries
-        .iter()
-        .zip(&facts)
-        .map(|(query, address)| {
-            let mut subjects = BTreeSet::from([vault.identifier_subject(tenant, &query.address)]);
-            for person in &address.persons {
-                subjects.extend(held.get(person).into_iter().flatten().cloned());
-            }
-            subjects
-        })
-        .collect();
+    // Which addresses each subject speaks for: the address itself, and every member and
+    // identifier of the address's holders.
+    let mut addressed: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    for (i, (query, address)) in queries.iter().zip(&facts).enumerate() {
+        let own = vault.identifier_subject(tenant, &query.address);
+        addressed.entry(own).or_default().insert(i);
+        for subject in address.persons.iter().filter_map(|p| held.get(p)).flatten() {
+            addressed.entry(subject.clone()).or_default().insert(i);
+        }
+    }
 
-    // Consent under any of those subjects, handed to every address whose subjects include it.
-    let wanted: Vec<&str> = subjects
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // Consent under any of those subjects, handed to every address the subject speaks for.
+    let wanted: Vec<&str> = addressed.keys().map(String::as_str).collect();
     let rows = query(
         tx,
         &format!(
@@ -564,13 +557,13 @@ async fn chunk_facts(
     )
     .await?;
     for row in &rows {
-        let lookup = text(row, 10)?;
+        let Some(addresses) = addressed.get(&text(row, 10)?) else {
+            continue;
+        };
         let mut event = consent_row(row)?;
         vault.open_consent(tenant, &mut event)?;
-        for (address, subjects) in facts.iter_mut().zip(&subjects) {
-            if subjects.contains(&lookup) {
-                address.consent.push(event.clone());
-            }
+        for &i in addresses {
+            facts[i].consent.push(event.clone());
         }
     }
 

@@ -153,25 +153,24 @@ impl PostgresStore {
         }
     }
 
-    async fn resolve_group(&self, tenant_id: &TenantId, group: Vec<Waiting>) {
+    async fn resolve_group(&self, tenant_id: &TenantId, mut group: Vec<Waiting>) {
         if group.len() == 1 {
-            for one in group {
-                let outcome = self
-                    .ingest_signals(tenant_id, &one.settings, one.signals)
-                    .await;
-                let _ = one.answer.send(outcome);
+            if let Some(one) = group.pop() {
+                self.resolve_alone(tenant_id, one).await;
             }
             return;
         }
         self.groups
             .grouped
             .fetch_add(group.len() as u64, Ordering::Relaxed);
-        let settings = group[0].settings.clone();
         let all: Vec<SignalRecord> = group
             .iter()
             .flat_map(|w| w.signals.iter().cloned())
             .collect();
-        match self.ingest_signals(tenant_id, &settings, all).await {
+        match self
+            .ingest_signals(tenant_id, &group[0].settings, all)
+            .await
+        {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();
                 for one in group {
@@ -184,13 +183,18 @@ impl PostgresStore {
                 tracing::warn!(tenant = %tenant_id, batches = group.len(), %error,
                                "a group of batches failed; resolving them one by one");
                 for one in group {
-                    let outcome = self
-                        .ingest_signals(tenant_id, &one.settings, one.signals)
-                        .await;
-                    let _ = one.answer.send(outcome);
+                    self.resolve_alone(tenant_id, one).await;
                 }
             }
         }
+    }
+
+    /// One batch in a transaction of its own, its caller answered with what came of it.
+    async fn resolve_alone(&self, tenant_id: &TenantId, one: Waiting) {
+        let outcome = self
+            .ingest_signals(tenant_id, &one.settings, one.signals)
+            .await;
+        let _ = one.answer.send(outcome);
     }
 }
 

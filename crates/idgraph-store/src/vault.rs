@@ -5,8 +5,8 @@
 //! a [`VaultSlot`], swapped when the keyring changes (a rotation in another process).
 //!
 //! Sealed text is `~1.<key id>.<base64 of nonce ‖ ciphertext ‖ tag>` (XChaCha20-Poly1305, from
-//! `xchacha.rs`, with the tenant and the column as associated data). The prefix names the key, so a rotation finds
-//! the rows still under another key with a plain string comparison. Identifier values are
+//! `xchacha.rs`, with the tenant and the column as associated data). The prefix names the key,
+//! so a rotation finds the rows still under another key with a plain string comparison. Identifier values are
 //! looked up by their blind index, `HMAC-SHA-256(index key, tenant ‖ kind ‖ value)` truncated to
 //! 16 bytes, which does not change when DEKs rotate.
 

@@ -52,11 +52,7 @@ fn every_workload_runs_and_reports() {
         ingest["idgraph"]["events_sent"]
     );
     // The same stream into a server on PostgreSQL, whenever the machine has it (CI must).
-    let on_postgres = workloads.get("ingest-postgres");
-    if std::env::var_os("IDGRAPH_REQUIRE_POSTGRES").is_some() {
-        assert!(on_postgres.is_some(), "no ingest on PostgreSQL");
-    }
-    if let Some(on_postgres) = on_postgres {
+    if let Some(on_postgres) = on_postgres(workloads, "ingest-postgres") {
         assert_eq!(on_postgres["backend"], "postgres");
         assert_eq!(
             on_postgres["idgraph"]["events_acknowledged"],
@@ -78,15 +74,10 @@ fn every_workload_runs_and_reports() {
     assert_eq!(compliance["batch"]["suppressed_but_allowed"], 0);
     assert_eq!(compliance["batch"]["denied_without_cause"], 0);
     assert_eq!(compliance["batch"]["denied"], compliance["suppressed"]);
-    if let Some(on_postgres) = workloads.get("compliance-postgres") {
+    if let Some(on_postgres) = on_postgres(workloads, "compliance-postgres") {
         assert_eq!(on_postgres["batch"]["suppressed_but_allowed"], 0);
         assert_eq!(on_postgres["batch"]["denied_without_cause"], 0);
         assert_eq!(on_postgres["batch"]["denied"], on_postgres["suppressed"]);
-    } else {
-        assert!(
-            std::env::var_os("IDGRAPH_REQUIRE_POSTGRES").is_none(),
-            "no compliance on PostgreSQL"
-        );
     }
 
     let outreach = &workloads["outreach"];
@@ -105,4 +96,18 @@ fn every_workload_runs_and_reports() {
             .expect("rss")
             > 1_000_000
     );
+}
+
+/// A workload's run on PostgreSQL; required when `IDGRAPH_REQUIRE_POSTGRES` is set (CI), which
+/// is when the machine has PostgreSQL for certain.
+fn on_postgres<'a>(
+    workloads: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    let run = workloads.get(name);
+    assert!(
+        run.is_some() || std::env::var_os("IDGRAPH_REQUIRE_POSTGRES").is_none(),
+        "no {name} run"
+    );
+    run
 }

@@ -187,12 +187,11 @@ pub async fn many_addresses_get_their_own_facts<S: Store>(store: &S) {
             Vec::new()
         }
     };
+    fn ids_of<T>(rows: &[T], id: impl Fn(&T) -> &String) -> Vec<String> {
+        rows.iter().map(|row| id(row).clone()).collect()
+    }
     for (&i, facts) in asked.iter().zip(&facts) {
-        let suppressed: Vec<String> = facts
-            .suppressions
-            .iter()
-            .map(|row| row.entry_id.clone())
-            .collect();
+        let suppressed = ids_of(&facts.suppressions, |row| &row.entry_id);
         assert_eq!(suppressed, own(i, 7, "s"), "address {i}");
         assert!(
             facts
@@ -200,13 +199,9 @@ pub async fn many_addresses_get_their_own_facts<S: Store>(store: &S) {
                 .iter()
                 .all(|row| row.identifier == phones[i])
         );
-        let contacts: Vec<String> = facts
-            .contacts
-            .iter()
-            .map(|c| c.contact_id.clone())
-            .collect();
+        let contacts = ids_of(&facts.contacts, |c| &c.contact_id);
         assert_eq!(contacts, own(i, 11, "k"), "address {i}");
-        let consent: Vec<String> = facts.consent.iter().map(|c| c.event_id.clone()).collect();
+        let consent = ids_of(&facts.consent, |c| &c.event_id);
         assert_eq!(consent, own(i, 13, "c"), "address {i}");
         assert_eq!(facts.persons.len(), usize::from(i % 17 == 0), "address {i}");
         if i % 17 == 0 {
