@@ -4,6 +4,7 @@
 //! SQLite allows one writer at a time anyway; funnelling writes through one thread makes that
 //! explicit, keeps prepared statements hot, and turns "concurrent signals" into an ordered log.
 
+mod checkpoint;
 mod codec;
 mod compliance;
 mod deletion;
@@ -26,6 +27,7 @@ use idgraph_store::{AppliedMigration, Migration, StoreError, StoreResult, plan_m
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
+pub use checkpoint::{WAL_CHECKPOINT_BYTES, WAL_RESTART_BYTES};
 pub use codec::map_error;
 
 /// The schema, in order. Append new files; never edit a released one.
@@ -254,16 +256,17 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unusable(format!("cannot write planner statistics: {e}")))?;
         // The planner reads its statistics when a connection loads the schema: start afresh.
         drop(conn);
-        let conn = Connection::open(&path).map_err(|e| {
+        let mut conn = Connection::open(&path).map_err(|e| {
             StoreError::Unusable(format!("cannot open database {}: {e}", path.display()))
         })?;
         configure(&conn, options.durability)
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
+        let checkpoints = checkpoint::Checkpoints::start(&mut conn, &path, options.durability)?;
 
         let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
         let writer_thread = std::thread::Builder::new()
             .name("idgraph-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, receiver))
+            .spawn(move || writer_loop(conn, checkpoints, receiver))
             .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -453,12 +456,6 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
     // Savepoints (one per job of a group commit) journal the pages they change; in a temp file
     // that costs a write() per page.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // A checkpoint every ~40 MB of WAL rather than SQLite's 1,000 pages: a group commit of
-    // `/v1/batch` writes several MB, so each was followed by a checkpoint and its fsyncs; over a
-    // longer window a page several commits dirty is copied once (decision 0015). Counted in
-    // bytes, so a store made with another page size keeps the same bound (decision 0017).
-    let page_size: i64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_BYTES / page_size)?;
     // Deleted rows are overwritten, not left in free pages: a purged person's data must not
     // survive in the file. Deletes are rare here, so the extra writes cost little.
     conn.pragma_update(None, "secure_delete", "ON")?;
@@ -552,9 +549,6 @@ fn install_planner_statistics(conn: &Connection) -> rusqlite::Result<()> {
 /// Page cache of the writer connection, in KiB (negative: SQLite's unit for "KiB, not pages").
 const WRITER_CACHE_KIB: i64 = -128 * 1024;
 
-/// WAL bytes between the writer's automatic checkpoints (decision 0015).
-const WAL_CHECKPOINT_BYTES: i64 = 40 * 1024 * 1024;
-
 /// Page size of a new store. Larger pages won on small stores (imports 20% faster with 32 KiB)
 /// and lost on grown ones: every random index insert dirties a whole page, and at 3M events
 /// `/v1/batch` ran at 10,400 events/s with 32 KiB against 14,300 with 4 KiB (decision 0017).
@@ -645,7 +639,11 @@ fn in_savepoint<R>(
     }
 }
 
-fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>) {
+fn writer_loop(
+    mut conn: Connection,
+    checkpoints: checkpoint::Checkpoints,
+    jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>,
+) {
     let mut group: Vec<Box<dyn WriteJob>> = Vec::with_capacity(GROUP_COMMIT_JOBS);
     while let Ok(first) = jobs.recv() {
         group.push(first);
@@ -656,7 +654,9 @@ fn writer_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Box<dyn Wri
             }
         }
         run_group(&mut conn, &mut group);
+        checkpoints.after_commit(&conn);
     }
+    checkpoints.stop(&mut conn);
     // All senders are gone: fold the WAL back into the main file so the data dir is one file.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %e, "WAL checkpoint at close failed; it will be redone at next open");
