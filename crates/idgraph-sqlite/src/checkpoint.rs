@@ -9,12 +9,14 @@
 //! A PASSIVE checkpoint alone cannot bound the WAL: SQLite starts the log over only when a
 //! write transaction begins with every frame already copied, and under back-to-back commits
 //! the copy never quite catches up (tried once: the log grew by everything written). So once
-//! the log is [`WAL_RESTART_BYTES`] long, the writer runs a RESTART checkpoint itself between
-//! two groups, at a moment the checkpointer is idle: it has chased the log until a pass found
-//! almost nothing left, so the writer copies only the frames of the last moments, and its next
-//! transaction writes the log from the start. Only a log twice that long makes the writer wait
-//! for a pass under way.
+//! the log is [`WAL_RESTART_BYTES`] long, the writer checkpoints itself between two groups, at
+//! a moment the checkpointer is idle: it has chased the log until a pass found almost nothing
+//! left, so the writer copies only the frames of the last moments, and its next transaction
+//! writes the log from the start unless a reader is in it. If one was, the writer's next
+//! checkpoint waits for readers (RESTART); once the log is twice that long, it also waits for
+//! a pass under way.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -57,6 +59,9 @@ pub(crate) struct Checkpoints {
     frames: Arc<AtomicU32>,
     shared: Arc<Shared>,
     restart_frames: u32,
+    /// The writer's last checkpoint copied the whole log without waiting for readers; if the
+    /// log did not start over after it, a reader was in it, and the next one waits for them.
+    copied_all: Cell<bool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -113,6 +118,7 @@ impl Checkpoints {
             frames,
             shared,
             restart_frames,
+            copied_all: Cell::new(false),
             thread: Some(thread),
         })
     }
@@ -124,11 +130,14 @@ impl Checkpoints {
     pub(crate) fn after_commit(&self, writer: &Connection) {
         let frames = self.frames.load(Ordering::Relaxed);
         if frames < self.restart_frames {
+            // Short, or started over since the writer's last checkpoint.
+            self.copied_all.set(false);
             return;
         }
+        let overdue = frames / 2 >= self.restart_frames;
         let _turn = match self.shared.copying.try_lock() {
             Ok(turn) => turn,
-            Err(TryLockError::WouldBlock) if frames / 2 < self.restart_frames => return,
+            Err(TryLockError::WouldBlock) if !overdue => return,
             Err(TryLockError::WouldBlock) => {
                 self.shared.writer_waiting.store(true, Ordering::Relaxed);
                 let turn = self
@@ -141,13 +150,26 @@ impl Checkpoints {
             }
             Err(TryLockError::Poisoned(turn)) => turn.into_inner(),
         };
-        match writer.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
-            row.get::<_, i64>(0)
-        }) {
-            Ok(0) => self.frames.store(0, Ordering::Relaxed),
-            // A reader kept an old snapshot past the busy timeout: try again after the next group.
+        // First the writer waits for no one: PASSIVE copies what no reader still needs, and
+        // the next transaction starts the log over if no reader is in it by then. If that did
+        // not happen, or the log is overdue, it waits for the readers (RESTART, up to the busy
+        // timeout).
+        let wait = overdue || self.copied_all.get();
+        let mode = if wait { "RESTART" } else { "PASSIVE" };
+        let outcome = writer.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        });
+        self.copied_all
+            .set(!wait && matches!(outcome, Ok((0, log, copied)) if log == copied));
+        match outcome {
+            Ok((0, log, copied)) if log == copied => self.frames.store(0, Ordering::Relaxed),
+            // A reader holds part of the log: try again after the next group.
             Ok(_) => tracing::debug!("the WAL could not start over yet; a reader holds it"),
-            Err(e) => tracing::warn!(error = %e, "restarting the WAL failed"),
+            Err(e) => tracing::warn!(error = %e, "checkpointing the WAL failed"),
         }
     }
 
@@ -285,5 +307,51 @@ mod tests {
             longest <= 2 * WAL_RESTART_BYTES as u64 + (4 << 20),
             "the WAL grew to {longest} bytes"
         );
+    }
+
+    #[test]
+    fn a_reader_in_the_log_makes_the_next_checkpoint_wait_for_readers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("reader.db");
+        let (mut writer, checkpoints) = writer(&path);
+        let megabyte = vec![7u8; 1 << 20];
+        let commit = |writer: &Connection| {
+            writer
+                .execute("INSERT INTO bulk VALUES (?1)", [&megabyte])
+                .expect("commit a megabyte");
+        };
+        while checkpoints.frames.load(Ordering::Relaxed) < checkpoints.restart_frames {
+            commit(&writer);
+        }
+        // A reader that sees every frame so far keeps its place in the log.
+        let mut reader = Connection::open(&path).expect("open a reader");
+        let read = reader.transaction().expect("begin reading");
+        let _: i64 = read
+            .query_row("SELECT COUNT(*) FROM bulk", [], |r| r.get(0))
+            .expect("read");
+        // Whatever the checkpointer is doing, the writer copies what is left without waiting.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !checkpoints.copied_all.get() {
+            assert!(Instant::now() < deadline, "the writer never copied the log");
+            checkpoints.after_commit(&writer);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        commit(&writer);
+        assert!(
+            checkpoints.frames.load(Ordering::Relaxed) >= checkpoints.restart_frames,
+            "the log started over under a reader"
+        );
+        drop(read);
+        checkpoints.after_commit(&writer);
+        assert!(
+            !checkpoints.copied_all.get(),
+            "the writer did not wait this time"
+        );
+        commit(&writer);
+        assert!(
+            checkpoints.frames.load(Ordering::Relaxed) < checkpoints.restart_frames,
+            "the log did not start over once the reader left"
+        );
+        checkpoints.stop(&mut writer);
     }
 }
