@@ -43,6 +43,9 @@ struct IngestResults {
     ratio: Option<f64>,
     merge_check: MergeCheck,
     server: ServerFigures,
+    /// Bytes the server passed to write calls during the measured load: on the embedded store
+    /// mostly whole pages into the WAL and back into the database, what bounds its rate.
+    server_bytes_written: u64,
     /// What sealing PII costs (`--compare-plaintext`).
     sealing: Option<SealingCost>,
 }
@@ -89,9 +92,11 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<Outcome> {
     };
     server.start_sampling();
     let cpu_before = server.cpu_seconds()?;
+    let written_before = server.bytes_written()?;
     let measured = load::run(&client, &target, &spec, config.load, "idgraph").await?;
     server.check_running()?;
     let cpu_seconds = server.cpu_seconds()? - cpu_before;
+    let server_bytes_written = server.bytes_written()?.saturating_sub(written_before);
 
     let merge_check = check_merges(&api, &measured.merge_emails).await?;
     let server_figures = server.finish(memory_after_start)?;
@@ -135,6 +140,7 @@ pub(crate) async fn run(config: IngestConfig) -> anyhow::Result<Outcome> {
         baseline: baseline.figures,
         merge_check,
         server: server_figures,
+        server_bytes_written,
     };
     print!("{}", render(&results));
     if let Some(path) = &config.json {
@@ -387,6 +393,18 @@ fn render(results: &IngestResults) -> String {
             );
         }
     }
+    table.row(
+        "  server writes during the load",
+        format!(
+            "{} ({:.1} KB per event)",
+            report::megabytes(results.server_bytes_written),
+            results.server_bytes_written as f64
+                / 1e3
+                / results.idgraph.events_acknowledged.max(1) as f64
+        ),
+        "",
+        "",
+    );
     table.row(
         "  merges spot-checked",
         format!(

@@ -339,6 +339,14 @@ impl ServerProcess {
         parse_memory(&status).with_context(|| format!("no VmHWM/VmRSS in {path}"))
     }
 
+    /// Bytes the process has passed to write calls so far (`wchar` of `/proc/<pid>/io`): for
+    /// the embedded store, the WAL frames, the checkpoints' copies and the log files.
+    pub(crate) fn bytes_written(&self) -> anyhow::Result<u64> {
+        let path = format!("/proc/{}/io", self.pid);
+        let io = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        parse_bytes_written(&io).with_context(|| format!("no wchar in {path}"))
+    }
+
     /// CPU time the process has used so far, user and system, in seconds.
     pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let path = format!("/proc/{}/stat", self.pid);
@@ -571,6 +579,14 @@ fn parse_cpu_seconds(stat: &str, ticks_per_second: u64) -> Option<f64> {
     Some((user + system) as f64 / ticks_per_second.max(1) as f64)
 }
 
+fn parse_bytes_written(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|line| line.strip_prefix("wchar:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 pub(crate) fn parse_memory(status: &str) -> Option<Memory> {
     let kilobytes = |field: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(field))?;
@@ -590,6 +606,13 @@ pub(crate) fn parse_memory(status: &str) -> Option<Memory> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_written_are_read_from_wchar() {
+        let io = "rchar: 5120\nwchar: 1048576\nsyscr: 10\nsyscw: 4\nwrite_bytes: 8192\n";
+        assert_eq!(parse_bytes_written(io), Some(1_048_576));
+        assert_eq!(parse_bytes_written("rchar: 5120\n"), None);
+    }
 
     #[test]
     fn cpu_time_is_read_past_a_command_name_with_spaces() {
