@@ -123,10 +123,10 @@ impl Checkpoints {
         })
     }
 
-    /// Called by the writer between groups: once the log is long, copies what the
-    /// checkpointer has not yet and waits for readers to leave the log, so the next
-    /// transaction writes it from the start. While the checkpointer copies, the writer waits
-    /// for it only when the log is twice as long as it should be.
+    /// Called by the writer between groups: once the log is long and the checkpointer idle,
+    /// copies what it has not yet, so the next transaction writes the log from the start. The
+    /// writer waits for readers only if one kept the log from starting over last time, and
+    /// for a pass under way only when the log is twice as long as it should be.
     pub(crate) fn after_commit(&self, writer: &Connection) {
         let frames = self.frames.load(Ordering::Relaxed);
         if frames < self.restart_frames {
@@ -163,13 +163,13 @@ impl Checkpoints {
                 row.get::<_, i64>(2)?,
             ))
         });
-        self.copied_all
-            .set(!wait && matches!(outcome, Ok((0, log, copied)) if log == copied));
+        let copied_all = matches!(outcome, Ok((0, log, copied)) if log == copied);
+        self.copied_all.set(!wait && copied_all);
         match outcome {
-            Ok((0, log, copied)) if log == copied => self.frames.store(0, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "checkpointing the WAL failed"),
+            Ok(_) if copied_all => self.frames.store(0, Ordering::Relaxed),
             // A reader holds part of the log: try again after the next group.
             Ok(_) => tracing::debug!("the WAL could not start over yet; a reader holds it"),
-            Err(e) => tracing::warn!(error = %e, "checkpointing the WAL failed"),
         }
     }
 
@@ -249,6 +249,13 @@ mod tests {
         (writer, checkpoints)
     }
 
+    /// Commits one megabyte into `bulk`.
+    fn commit_megabyte(writer: &Connection) {
+        writer
+            .execute("INSERT INTO bulk VALUES (?1)", [vec![7u8; 1 << 20]])
+            .expect("commit a megabyte");
+    }
+
     #[test]
     fn the_checkpointer_copies_the_log_while_the_writer_only_commits() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -258,12 +265,9 @@ mod tests {
             .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
             .expect("read the automatic checkpoint");
         assert_eq!(automatic, 0, "SQLite's own checkpoint is off on the writer");
-        let megabyte = vec![7u8; 1 << 20];
         let written = WAL_CHECKPOINT_BYTES + (8 << 20);
         for _ in 0..written >> 20 {
-            writer
-                .execute("INSERT INTO bulk VALUES (?1)", [&megabyte])
-                .expect("commit a megabyte");
+            commit_megabyte(&writer);
         }
         // The writer never checkpoints below the restart length: only the checkpointer's
         // copies make the database file grow.
@@ -289,13 +293,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("restart.db");
         let (mut writer, checkpoints) = writer(&path);
-        let megabyte = vec![7u8; 1 << 20];
         let wal = dir.path().join("restart.db-wal");
         let mut restarted = false;
         for _ in 0..(3 * WAL_RESTART_BYTES) >> 20 {
-            writer
-                .execute("INSERT INTO bulk VALUES (?1)", [&megabyte])
-                .expect("commit a megabyte");
+            commit_megabyte(&writer);
             let before = checkpoints.frames.load(Ordering::Relaxed);
             checkpoints.after_commit(&writer);
             restarted |= before > 0 && checkpoints.frames.load(Ordering::Relaxed) == 0;
@@ -314,14 +315,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("reader.db");
         let (mut writer, checkpoints) = writer(&path);
-        let megabyte = vec![7u8; 1 << 20];
-        let commit = |writer: &Connection| {
-            writer
-                .execute("INSERT INTO bulk VALUES (?1)", [&megabyte])
-                .expect("commit a megabyte");
-        };
         while checkpoints.frames.load(Ordering::Relaxed) < checkpoints.restart_frames {
-            commit(&writer);
+            commit_megabyte(&writer);
         }
         // A reader that sees every frame so far keeps its place in the log.
         let mut reader = Connection::open(&path).expect("open a reader");
@@ -336,7 +331,7 @@ mod tests {
             checkpoints.after_commit(&writer);
             std::thread::sleep(Duration::from_millis(1));
         }
-        commit(&writer);
+        commit_megabyte(&writer);
         assert!(
             checkpoints.frames.load(Ordering::Relaxed) >= checkpoints.restart_frames,
             "the log started over under a reader"
@@ -347,7 +342,7 @@ mod tests {
             !checkpoints.copied_all.get(),
             "the writer did not wait this time"
         );
-        commit(&writer);
+        commit_megabyte(&writer);
         assert!(
             checkpoints.frames.load(Ordering::Relaxed) < checkpoints.restart_frames,
             "the log did not start over once the reader left"
