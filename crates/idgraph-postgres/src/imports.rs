@@ -351,7 +351,7 @@ impl PostgresStore {
             .query_opt(
                 &format!(
                     "UPDATE import_jobs SET runner = $3, heartbeat = $4
-                     WHERE tenant_id = $1 AND job_id = $2 AND status = 'processing'
+                     WHERE tenant_id = $1 AND job_id = $2 AND status IN ('landing', 'processing')
                        AND (runner IS NULL OR runner = $3 OR heartbeat IS NULL OR heartbeat < $5)
                      RETURNING {JOB_COLUMNS}"
                 ),
@@ -425,7 +425,7 @@ impl PostgresStore {
                         identifiers_attached = identifiers_attached + $11,
                         conflicts = conflicts + $12, skipped = skipped + $13,
                         duplicates = duplicates + $14, suppressed = suppressed + $15
-                 WHERE tenant_id = $1 AND job_id = $2 AND status = 'processing' AND runner = $3
+                 WHERE tenant_id = $1 AND job_id = $2 AND status IN ('landing', 'processing') AND runner = $3
                    AND mapping_version = $4 AND processed = $5 AND $6 <= landed",
                 &[
                     &tenant,

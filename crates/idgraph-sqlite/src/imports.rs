@@ -298,7 +298,7 @@ pub(crate) fn claim(
     let moved = tx
         .prepare_cached(
             "UPDATE import_jobs SET runner = ?3, heartbeat = ?4
-             WHERE tenant_id = ?1 AND job_id = ?2 AND status = 'processing'
+             WHERE tenant_id = ?1 AND job_id = ?2 AND status IN ('landing', 'processing')
                AND (runner IS NULL OR runner = ?3 OR heartbeat IS NULL OR heartbeat < ?5)",
         )
         .and_then(|mut s| {
@@ -359,7 +359,7 @@ pub(crate) fn record(
                     identifiers_attached = identifiers_attached + ?11,
                     conflicts = conflicts + ?12, skipped = skipped + ?13,
                     duplicates = duplicates + ?14, suppressed = suppressed + ?15
-             WHERE tenant_id = ?1 AND job_id = ?2 AND status = 'processing' AND runner = ?3
+             WHERE tenant_id = ?1 AND job_id = ?2 AND status IN ('landing', 'processing') AND runner = ?3
                AND mapping_version = ?4 AND processed = ?5 AND ?6 <= landed",
         )
         .and_then(|mut s| {

@@ -453,8 +453,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         at: Timestamp,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Takes a `processing` job for `runner` when nobody holds it, `runner` already does, or the
-    /// holder's heartbeat is older than `stale_before`; returns the job when taken.
+    /// Takes a `landing` or `processing` job for `runner` when nobody holds it, `runner` already
+    /// does, or the holder's heartbeat is older than `stale_before`; returns the job when taken.
+    /// A landing job is processed while its rows arrive (decision 0020).
     fn claim_import(
         &self,
         tenant_id: &TenantId,
@@ -474,8 +475,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<LandedRow>>> + Send;
 
     /// Records a chunk's row outcomes, adds its counts, moves `processed` to `chunk.to` and
-    /// refreshes the heartbeat, in one transaction, if `chunk.runner` holds the job at
-    /// `chunk.from` with `chunk.mapping_version`; otherwise `Conflict` and nothing changes.
+    /// refreshes the heartbeat, in one transaction, if `chunk.runner` holds the job (landing or
+    /// processing) at `chunk.from` with `chunk.mapping_version` and `chunk.to` has landed;
+    /// otherwise `Conflict` and nothing changes.
     fn record_import_chunk(
         &self,
         tenant_id: &TenantId,

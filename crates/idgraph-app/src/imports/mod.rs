@@ -2,12 +2,13 @@
 //! pipeline for every channel (HTTP upload, `idgraph import`).
 //!
 //! 1. **LAND** ([`Landing`]): the file arrives in pieces; every row is stored verbatim, with its
-//!    number, in bounded batches, while the file's SHA-256 is computed. Nothing is processed
-//!    before the whole file is landed.
+//!    number, in bounded batches, while the file's SHA-256 is computed. The job's runner starts
+//!    with the upload and processes each chunk as soon as it has landed (decision 0020).
 //! 2. **PARSE** (`prepare`, on blocking threads): the job's frozen mapping turns a row into a
 //!    signal or suppression entries, or a rejection with its reason.
 //! 3. **RESOLVE** and 4. **MERGE**: `Store::ingest` in chunks; the message id of a row is
-//!    `import:<file sha256>:<row>`, so the same file imported again is a duplicate.
+//!    `import:<digest of header, row number and row>`, so the same file imported again is a
+//!    duplicate.
 //! 5. **RECORD**: each chunk's row outcomes, counts and progress in one transaction.
 //!
 //! Processing runs in the background ([`Importer::spawn`]) and resumes after a stop or a crash
@@ -52,7 +53,10 @@ pub struct Importer<S> {
     store: S,
     event_ids: Arc<EventIds>,
     runner: String,
+    /// Jobs this process runs PARSE..RECORD for.
     running: Arc<Mutex<HashSet<(TenantId, String)>>>,
+    /// Jobs whose file this process is receiving.
+    landing: Arc<Mutex<HashSet<(TenantId, String)>>>,
     stopping: Arc<AtomicBool>,
     chunk_rows: u32,
 }
@@ -64,6 +68,7 @@ impl<S: Store> Importer<S> {
             event_ids,
             runner: new_id(),
             running: Arc::new(Mutex::new(HashSet::new())),
+            landing: Arc::new(Mutex::new(HashSet::new())),
             stopping: Arc::new(AtomicBool::new(false)),
             chunk_rows: CHUNK_ROWS,
         }
@@ -86,9 +91,22 @@ impl<S: Store> Importer<S> {
         running.remove(&(tenant.clone(), job_id.to_owned()));
     }
 
+    fn set_landing(&self, tenant: &TenantId, job_id: &str, landing: bool) {
+        let mut set = self.landing.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (tenant.clone(), job_id.to_owned());
+        if landing {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    /// Whether this process runs the job or receives its file.
     fn is_running(&self, tenant: &TenantId, job_id: &str) -> bool {
+        let key = (tenant.clone(), job_id.to_owned());
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.contains(&(tenant.clone(), job_id.to_owned()))
+        let landing = self.landing.lock().unwrap_or_else(|p| p.into_inner());
+        running.contains(&key) || landing.contains(&key)
     }
 
     fn stopping(&self) -> bool {
@@ -105,7 +123,12 @@ impl<S: Store> Importer<S> {
                 .running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .is_empty();
+                .is_empty()
+                && self
+                    .landing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty();
             if idle || tokio::time::Instant::now() >= deadline {
                 return;
             }
@@ -133,6 +156,29 @@ pub(crate) struct JobOptions {
     /// The suppression reason of rows that do not name one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
+    #[serde(default, skip_serializing_if = "RowIds::is_file")]
+    pub(crate) row_ids: RowIds,
+}
+
+/// How a job names its rows' signals and suppression entries (decision 0020). Both make the
+/// same file imported again a duplicate, row by row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RowIds {
+    /// By the file's SHA-256 and the row number: known only once the whole file has landed.
+    /// Jobs stored before rows were processed while landing keep it, so a resumed or
+    /// reprocessed one never names a row twice.
+    #[default]
+    File,
+    /// By a digest of the header, the row number and the row's bytes: known as soon as the
+    /// row has landed, so processing follows the upload.
+    Row,
+}
+
+impl RowIds {
+    fn is_file(&self) -> bool {
+        *self == RowIds::File
+    }
 }
 
 pub(crate) fn options_of(stored: &str) -> JobOptions {
@@ -377,9 +423,8 @@ pub struct Landing<S> {
     batch: Vec<LandedRow>,
     batch_bytes: usize,
     next_row: u64,
-    /// The batch being written while the next one is read: at most one, so batches land in
-    /// order.
-    in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>>,
+    /// Writes the batches, in order, while the rest of the file is read.
+    lander: Option<Lander>,
 }
 
 impl<S: Store> Landing<S> {
@@ -414,7 +459,10 @@ impl<S: Store> Landing<S> {
             workspace,
             mode,
             mapping,
-            options: JobOptions { reason },
+            options: JobOptions {
+                reason,
+                row_ids: RowIds::Row,
+            },
             stream: CsvStream::new(Limits::default()),
             hasher: Sha256::new(),
             bytes: 0,
@@ -423,7 +471,7 @@ impl<S: Store> Landing<S> {
             batch: Vec::new(),
             batch_bytes: 0,
             next_row: 1,
-            in_flight: None,
+            lander: None,
         })
     }
 
@@ -450,8 +498,8 @@ impl<S: Store> Landing<S> {
         self.take_records().await
     }
 
-    /// The end of the file: the last rows are stored, the job becomes `processing`, and
-    /// processing starts in the background.
+    /// The end of the file: the last rows are stored and the job becomes `processing`; its
+    /// runner, which started with the upload, processes the rest.
     pub async fn finish(mut self) -> Result<ImportJob, AppError> {
         let mut records = std::mem::take(&mut self.records);
         let finished = self.stream.finish(&mut records);
@@ -487,7 +535,8 @@ impl<S: Store> Landing<S> {
             )
             .await
             .map_err(AppError::from_store("import"))?;
-        self.importer.stop_running(&self.tenant, &job.job_id);
+        self.importer.set_landing(&self.tenant, &job.job_id, false);
+        // Unless the runner is still at work (it stopped on an error, say).
         self.importer.spawn(self.tenant.clone(), job.job_id.clone());
         tracing::info!(job = %job.job_id, tenant = %self.tenant, rows = self.next_row - 1,
                        bytes = self.bytes, "import landed");
@@ -514,7 +563,7 @@ impl<S: Store> Landing<S> {
             {
                 tracing::error!(job = %job.job_id, error = %e, "marking an interrupted upload failed did not work");
             }
-            self.importer.stop_running(&self.tenant, &job.job_id);
+            self.importer.set_landing(&self.tenant, &job.job_id, false);
         }
     }
 
@@ -532,7 +581,7 @@ impl<S: Store> Landing<S> {
                     Timestamp::now(),
                 )
                 .await;
-            self.importer.stop_running(&self.tenant, &job.job_id);
+            self.importer.set_landing(&self.tenant, &job.job_id, false);
         }
         app_error
     }
@@ -568,25 +617,24 @@ impl<S: Store> Landing<S> {
         }
         let rows = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        // The batch before must have landed: batches land in order, each moving `landed` on
-        // from where the one before left it.
-        self.landed().await?;
-        let (store, tenant) = (self.importer.store().clone(), self.tenant.clone());
-        self.in_flight = Some(tokio::spawn(async move {
-            store
-                .land_import_rows(&tenant, &job_id, rows, Timestamp::now())
-                .await
-        }));
+        let lander = self.lander.get_or_insert_with(|| {
+            Lander::start(self.importer.store().clone(), self.tenant.clone(), job_id)
+        });
+        if lander.queue.send(rows).await.is_err() {
+            // The lander stopped on an error, which says why.
+            self.landed().await?;
+            return Err(AppError::internal("landing rows stopped"));
+        }
         Ok(())
     }
 
-    /// Waits for the batch being written, if any.
+    /// Waits until every batch handed over has been written.
     async fn landed(&mut self) -> Result<(), AppError> {
-        let Some(writing) = self.in_flight.take() else {
+        let Some(Lander { queue, task }) = self.lander.take() else {
             return Ok(());
         };
-        writing
-            .await
+        drop(queue);
+        task.await
             .map_err(|e| AppError::internal(format!("landing rows failed: {e}")))?
             .map_err(AppError::from_store("import"))
     }
@@ -631,10 +679,50 @@ impl<S: Store> Landing<S> {
             .create_import(&self.tenant, &job)
             .await
             .map_err(AppError::from_store("import"))?;
-        // Counted as running while landing, so the sweep leaves it alone.
-        self.importer.start_running(&self.tenant, &job.job_id);
+        // Marked while landing, so the sweep leaves it alone.
+        self.importer.set_landing(&self.tenant, &job.job_id, true);
+        // Rows are processed while the rest of the file lands (decision 0020).
+        self.importer.spawn(self.tenant.clone(), job.job_id.clone());
         self.job = Some(job);
         Ok(())
+    }
+}
+
+/// Batches queued for the lander; with `LAND_WRITE_BYTES`, what an upload holds in memory.
+const LAND_QUEUE: usize = 4;
+/// The lander writes every queued batch at once, up to this many bytes.
+const LAND_WRITE_BYTES: usize = 16 << 20;
+
+/// The task that stores an upload's batches in order. Its job's runner shares the store's one
+/// writer (on the embedded store), which then spends a while on each chunk; batches queue up
+/// meanwhile and land together after it, so reading the file never waits for processing and
+/// the runner does not run out of landed rows (decision 0020).
+#[derive(Debug)]
+struct Lander {
+    queue: tokio::sync::mpsc::Sender<Vec<LandedRow>>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+impl Lander {
+    fn start<S: Store>(store: S, tenant: TenantId, job_id: String) -> Self {
+        let (queue, mut batches) = tokio::sync::mpsc::channel::<Vec<LandedRow>>(LAND_QUEUE);
+        let task = tokio::spawn(async move {
+            while let Some(mut rows) = batches.recv().await {
+                let mut bytes: usize = rows.iter().map(|r| r.bytes.len()).sum();
+                while bytes < LAND_WRITE_BYTES {
+                    let Ok(more) = batches.try_recv() else {
+                        break;
+                    };
+                    bytes += more.iter().map(|r| r.bytes.len()).sum::<usize>();
+                    rows.extend(more);
+                }
+                store
+                    .land_import_rows(&tenant, &job_id, rows, Timestamp::now())
+                    .await?;
+            }
+            Ok(())
+        });
+        Self { queue, task }
     }
 }
 

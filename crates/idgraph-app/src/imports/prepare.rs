@@ -11,6 +11,9 @@ use idgraph_store::{
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
+use sha2::{Digest, Sha256};
+
+use super::RowIds;
 use crate::EventIds;
 
 /// Everything PARSE needs to know about a job, fixed for one processing run.
@@ -22,47 +25,122 @@ pub(crate) struct JobContext {
     pub(crate) settings: IdentitySettings,
     pub(crate) default_reason: SuppressionReason,
     pub(crate) limits: Limits,
+    pub(crate) row_ids: RowIds,
+    /// SHA-256 with the job's header already fed in; a row's digest continues from it.
+    row_hasher: Sha256,
+    /// The start of the header's digest, which every row id of the job begins with: a job's
+    /// ids then sort together, in row order, and its inserts stay on the few index pages at
+    /// the end of that run rather than on a random page each (a random id made imports slower).
+    header_key: String,
+}
+
+/// A row's name in the ids of what it becomes.
+enum RowName<'a> {
+    /// The file's SHA-256 and the row number.
+    File { sha: &'a str, row: u64 },
+    /// The header's key, the row number, and a digest of (header, row number, row bytes).
+    Row {
+        header: &'a str,
+        row: u64,
+        digest: String,
+    },
 }
 
 impl JobContext {
+    pub(crate) fn new(
+        job: ImportJob,
+        plan: Plan,
+        settings: IdentitySettings,
+        default_reason: SuppressionReason,
+        row_ids: RowIds,
+    ) -> Self {
+        let mut row_hasher = Sha256::new();
+        row_hasher.update(b"idgraph import row v1\0");
+        row_hasher.update((job.header.len() as u64).to_be_bytes());
+        row_hasher.update(&job.header);
+        row_hasher.update([job.delimiter]);
+        let header_key = hex(&row_hasher.clone().finalize()[..6]);
+        Self {
+            job,
+            plan,
+            settings,
+            default_reason,
+            limits: Limits::default(),
+            row_ids,
+            row_hasher,
+            header_key,
+        }
+    }
+
     pub(crate) fn source(&self) -> String {
         format!("import:{}", self.job.job_id)
     }
 
-    fn sha(&self) -> &str {
-        self.job.file_sha256.as_deref().unwrap_or("unknown")
+    fn name(&self, row: u64, bytes: &[u8]) -> RowName<'_> {
+        match self.row_ids {
+            RowIds::File => RowName::File {
+                sha: self.job.file_sha256.as_deref().unwrap_or("unknown"),
+                row,
+            },
+            RowIds::Row => {
+                let mut hasher = self.row_hasher.clone();
+                hasher.update(row.to_be_bytes());
+                hasher.update(bytes);
+                // Only rows with the same header and number can collide: 64 bits are plenty.
+                RowName::Row {
+                    header: &self.header_key,
+                    row,
+                    digest: hex(&hasher.finalize()[..8]),
+                }
+            }
+        }
     }
 
-    /// The message id of a row's signal: the file and row, so importing the same file again
-    /// (as any job, into the same workspace) is a duplicate; a reprocess with another mapping
-    /// adds the mapping's digest, so its signals are new ones.
-    pub(crate) fn message_id(&self, row: u64) -> String {
-        if self.job.mapping.version <= 1 {
-            format!("import:{}:{row}", self.sha())
-        } else {
-            let digest = &self.job.mapping.digest;
-            format!(
-                "import:{}:{row}:{}",
-                self.sha(),
-                &digest[..digest.len().min(16)]
-            )
+    /// A reprocess with another mapping adds the mapping's digest to the ids, so its signals
+    /// are new ones.
+    fn mapping_suffix(&self, len: usize) -> Option<&str> {
+        let digest = &self.job.mapping.digest;
+        (self.job.mapping.version > 1).then(|| &digest[..digest.len().min(len)])
+    }
+
+    /// The message id of a row's signal: importing the same file again (as any job, into the
+    /// same workspace) makes it a duplicate.
+    fn message_id(&self, name: &RowName<'_>) -> String {
+        let base = match name {
+            RowName::File { sha, row } => format!("import:{sha}:{row}"),
+            RowName::Row {
+                header,
+                row,
+                digest,
+            } => format!("import:{header}:{row}:{digest}"),
+        };
+        match self.mapping_suffix(16) {
+            None => base,
+            Some(suffix) => format!("{base}:{suffix}"),
         }
     }
 
     /// Suppression entry ids follow the same rule as message ids.
-    fn entry_id(&self, row: u64, index: usize) -> String {
-        let sha = self.sha();
-        let short = &sha[..sha.len().min(24)];
-        if self.job.mapping.version <= 1 {
-            format!("import-{short}-{row}-{index}")
-        } else {
-            let digest = &self.job.mapping.digest;
-            format!(
-                "import-{short}-{row}-{index}-{}",
-                &digest[..digest.len().min(12)]
-            )
+    fn entry_id(&self, name: &RowName<'_>, index: usize) -> String {
+        let base = match name {
+            RowName::File { sha, row } => {
+                format!("import-{}-{row}-{index}", &sha[..sha.len().min(24)])
+            }
+            RowName::Row {
+                header,
+                row,
+                digest,
+            } => format!("import-{header}-{row}-{digest}-{index}"),
+        };
+        match self.mapping_suffix(12) {
+            None => base,
+            Some(suffix) => format!("{base}-{suffix}"),
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A row after PARSE.
@@ -121,6 +199,7 @@ pub(crate) fn prepare(
     ingested_at: Timestamp,
 ) -> Prepared {
     let row = landed.row;
+    let name = context.name(row, &landed.bytes);
     let defect = landed.defect.as_deref().and_then(Defect::parse);
     let extraction = match parse_row(&context.plan, &landed.bytes, defect, &context.limits) {
         Ok(extraction) => extraction,
@@ -161,7 +240,7 @@ pub(crate) fn prepare(
             .into_iter()
             .enumerate()
             .map(|(index, identifier)| SuppressionRow {
-                entry_id: context.entry_id(row, index),
+                entry_id: context.entry_id(&name, index),
                 scope: SuppressionScope::Tenant,
                 identifier,
                 reason,
@@ -211,9 +290,12 @@ pub(crate) fn prepare(
         "mapping_version": job.mapping.version,
         "fields": promoted,
     });
-    let context_json = json!({
-        "idgraph": {"import": {"job": job.job_id, "file_sha256": job.file_sha256, "row": row}}
-    });
+    let context_json = match &name {
+        RowName::File { sha, .. } => json!({
+            "idgraph": {"import": {"job": job.job_id, "file_sha256": sha, "row": row}}
+        }),
+        RowName::Row { .. } => json!({"idgraph": {"import": {"job": job.job_id, "row": row}}}),
+    };
     let event = EventRow {
         event_id: event_ids.next(),
         workspace: job.workspace.clone(),
@@ -222,7 +304,7 @@ pub(crate) fn prepare(
         occurred_at: job.created_at,
         ingested_at,
         schema_version: 1,
-        message_id: context.message_id(row),
+        message_id: context.message_id(&name),
         properties: properties.to_string(),
         context: context_json.to_string(),
     };
@@ -243,5 +325,121 @@ fn rejection_reason(what: &str, notes: &[String]) -> String {
         format!("{what}: no identifier column has a value")
     } else {
         format!("{what}: {}", notes.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use idgraph_core::tenancy::WorkspaceName;
+    use idgraph_import::{Header, Mapping};
+    use idgraph_store::{ImportCounts, ImportStatus, JobMapping};
+
+    use super::*;
+
+    fn context(header: &[u8], sha: Option<&str>, version: u32, row_ids: RowIds) -> JobContext {
+        let mapping = Mapping::built_in("auto").expect("auto");
+        let plan = mapping.plan(&Header::parse(header, b',').expect("header"));
+        let job = ImportJob {
+            job_id: "job-1".into(),
+            workspace: WorkspaceName::default_workspace(),
+            mode: ImportMode::Universe,
+            status: ImportStatus::Processing,
+            mapping: JobMapping {
+                name: "auto".into(),
+                version,
+                document: mapping.canonical_json(),
+                digest: "0123456789abcdef0123456789abcdef".into(),
+            },
+            options: String::new(),
+            header: header.to_vec(),
+            delimiter: b',',
+            file_sha256: sha.map(str::to_owned),
+            file_bytes: 0,
+            landed: 2,
+            processed: 0,
+            counts: ImportCounts::default(),
+            warnings: Vec::new(),
+            error: None,
+            runner: None,
+            heartbeat: None,
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+            finished_at: None,
+        };
+        JobContext::new(
+            job,
+            plan,
+            IdentitySettings::default(),
+            SuppressionReason::Dnc,
+            row_ids,
+        )
+    }
+
+    fn message_id(context: &JobContext, row: u64, bytes: &[u8]) -> String {
+        let landed = LandedRow {
+            row,
+            bytes: bytes.to_vec(),
+            defect: None,
+        };
+        match prepare(context, &EventIds::default(), landed, Timestamp::UNIX_EPOCH) {
+            Prepared::Signal { signal, .. } => signal.event.message_id,
+            other => panic!("not a signal: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_row_is_named_by_its_header_number_and_bytes() {
+        let header = b"email,name";
+        let job = context(header, None, 1, RowIds::Row);
+        let id = message_id(&job, 7, b"a@example.com,Ann");
+        let parts: Vec<&str> = id.split(':').collect();
+        assert_eq!(parts.len(), 4, "{id}");
+        assert_eq!(parts[0], "import");
+        assert_eq!(parts[2], "7");
+        // The same row of the same file in another job: the same name, so a duplicate.
+        assert_eq!(
+            message_id(
+                &context(header, Some("f00d"), 1, RowIds::Row),
+                7,
+                b"a@example.com,Ann"
+            ),
+            id
+        );
+        // Another row, another number, another header: other names. A file's rows share
+        // the header's key, so they sort together.
+        let other_bytes = message_id(&job, 7, b"b@example.com,Ann");
+        assert_ne!(other_bytes, id);
+        assert_eq!(other_bytes.split(':').nth(1), Some(parts[1]));
+        assert_ne!(message_id(&job, 8, b"a@example.com,Ann"), id);
+        let other_header = message_id(
+            &context(b"email,nom", None, 1, RowIds::Row),
+            7,
+            b"a@example.com,Ann",
+        );
+        assert_ne!(other_header.split(':').nth(1), Some(parts[1]));
+        // A reprocess with another mapping version names new signals.
+        let reprocessed = message_id(
+            &context(header, None, 2, RowIds::Row),
+            7,
+            b"a@example.com,Ann",
+        );
+        assert_eq!(reprocessed, format!("{id}:0123456789abcdef"));
+    }
+
+    #[test]
+    fn jobs_named_by_the_file_keep_their_names() {
+        let job = context(b"email,name", Some("f00d"), 1, RowIds::File);
+        assert_eq!(message_id(&job, 7, b"a@example.com,Ann"), "import:f00d:7");
+        let job = context(b"email,name", Some("f00d"), 2, RowIds::File);
+        assert_eq!(
+            message_id(&job, 7, b"a@example.com,Ann"),
+            "import:f00d:7:0123456789abcdef"
+        );
+        // A stored job without the option is one of those.
+        assert_eq!(super::super::options_of("{}").row_ids, RowIds::File);
+        assert_eq!(
+            super::super::options_of(r#"{"row_ids":"row"}"#).row_ids,
+            RowIds::Row
+        );
     }
 }

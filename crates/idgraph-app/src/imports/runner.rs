@@ -26,6 +26,8 @@ use crate::{AppError, settings};
 /// How long a runner's claim on a job lasts without a recorded chunk, for stores shared by
 /// several processes.
 const LEASE: SignedDuration = SignedDuration::from_secs(60);
+/// How often a runner ahead of the upload looks for newly landed rows.
+const LANDING_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl<S: Store> Importer<S> {
     /// Runs a job in the background unless this process already does.
@@ -91,25 +93,25 @@ impl<S: Store> Importer<S> {
         let plan = mapping.plan(&header);
         let mut settings = settings::load(&self.store, tenant).await?;
         apply_preset(&mut settings, mapping.preset);
-        let default_reason = super::options_of(&job.options)
+        let options = super::options_of(&job.options);
+        let default_reason = options
             .reason
             .as_deref()
             .map(str::parse)
             .transpose()?
             .unwrap_or(idgraph_core::compliance::SuppressionReason::Dnc);
-        Ok(JobContext {
+        Ok(JobContext::new(
             job,
             plan,
             settings,
             default_reason,
-            limits: idgraph_import::Limits::default(),
-        })
+            options.row_ids,
+        ))
     }
 
     async fn process(&self, tenant: &TenantId, context: Arc<JobContext>) -> Result<(), AppError> {
         let job_id = context.job.job_id.clone();
         let mut processed = context.job.processed;
-        let landed = context.job.landed;
         // PARSE of the next chunks overlaps RESOLVE..RECORD of this one: one parsed chunk waits
         // while the reader parses the one after (PARSE is the faster stage; more would only
         // hold more rows in memory).
@@ -122,10 +124,42 @@ impl<S: Store> Importer<S> {
                 Arc::clone(&context),
                 Arc::clone(&self.event_ids),
             );
-            let chunk_rows = self.chunk_rows;
+            let (chunk_rows, stopping) = (self.chunk_rows, Arc::clone(&self.stopping));
             tokio::spawn(async move {
                 let mut after = context.job.processed;
-                while after < context.job.landed {
+                let mut landed = context.job.landed;
+                let mut landing = context.job.status == ImportStatus::Landing;
+                loop {
+                    // While the file lands, only whole chunks: a job is cut into the same
+                    // chunks however its rows arrive.
+                    let ready = if landing {
+                        landed >= after + u64::from(chunk_rows)
+                    } else {
+                        landed > after
+                    };
+                    if !ready {
+                        if !landing || stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        tokio::time::sleep(LANDING_POLL).await;
+                        match store.get_import(&tenant, &context.job.job_id).await {
+                            Ok(job) => {
+                                landed = job.landed;
+                                match job.status {
+                                    ImportStatus::Landing => {}
+                                    ImportStatus::Processing => landing = false,
+                                    // Failed (the upload broke off) or finished elsewhere.
+                                    ImportStatus::Completed | ImportStatus::Failed => return,
+                                }
+                            }
+                            Err(e) => {
+                                let _ =
+                                    parsed_tx.send(Err(AppError::from_store("import")(e))).await;
+                                return;
+                            }
+                        }
+                        continue;
+                    }
                     let rows = match store
                         .landed_rows(&tenant, &context.job.job_id, after, chunk_rows)
                         .await
@@ -161,15 +195,16 @@ impl<S: Store> Importer<S> {
         };
         let mut timings = Timings::default();
         let result = async {
-            while processed < landed {
+            loop {
                 if self.stopping() {
                     return Err(AppError::internal("the server is shutting down"));
                 }
                 let started = std::time::Instant::now();
-                let prepared = parsed_rx
-                    .recv()
-                    .await
-                    .ok_or_else(|| AppError::internal("the row reader stopped"))??;
+                // The reader stops after the last landed row, or when the job failed.
+                let Some(prepared) = parsed_rx.recv().await else {
+                    break;
+                };
+                let prepared = prepared?;
                 timings.waiting_for_rows += started.elapsed();
                 let to = prepared.last().map_or(processed, Prepared::row);
                 let (outcomes, counts, erase_landed) = match context.job.mode {
@@ -209,15 +244,27 @@ impl<S: Store> Importer<S> {
                     Err(e) => return Err(AppError::from_store("import")(e)),
                 }
             }
+            if self.stopping() {
+                return Err(AppError::internal("the server is shutting down"));
+            }
             Ok(true)
         }
         .await;
         reader.abort();
         if result? {
-            self.store
+            match self
+                .store
                 .complete_import(tenant, &job_id, &self.runner, Timestamp::now())
                 .await
-                .map_err(AppError::from_store("import"))?;
+            {
+                Ok(()) => {}
+                Err(StoreError::Conflict(why)) => {
+                    // The upload broke off (the job failed), or another runner took over.
+                    tracing::info!(job = %job_id, %why, "import not completed by this runner");
+                    return Ok(());
+                }
+                Err(e) => return Err(AppError::from_store("import")(e)),
+            }
             let job = self
                 .store
                 .get_import(tenant, &job_id)

@@ -125,34 +125,16 @@ pub async fn import_jobs_progress_by_compare_and_set<S: Store>(store: &S) {
         store.unfinished_imports(t).await.expect("unfinished").len(),
         1
     );
-    store
-        .finish_import_landing(
-            t,
-            "job-1",
-            "abc123",
-            999,
-            vec!["w1".into(), "w2".into()],
-            ts(3),
-        )
-        .await
-        .expect("finish");
-    assert!(is_conflict(
-        store.land_import_rows(t, "job-1", rows(6, 6), ts(4)).await
-    ));
-    let landed = store.get_import(t, "job-1").await.expect("get");
-    assert_eq!(
-        (landed.status, landed.landed, landed.file_bytes),
-        (ImportStatus::Processing, 5, 999)
-    );
-    assert_eq!(landed.file_sha256.as_deref(), Some("abc123"));
-    assert_eq!(landed.warnings, ["w1", "w2"]);
-
-    // A job is held by one runner; a stale holder can be replaced.
+    // A job is held by one runner; a stale holder can be replaced. A landing job is processed
+    // while its rows arrive, up to the rows landed.
     let held = store
         .claim_import(t, "job-1", "runner-a", ts(10), ts(0))
         .await
         .expect("claim");
-    assert_eq!(held.map(|j| j.runner), Some(Some("runner-a".to_owned())));
+    assert_eq!(
+        held.map(|j| (j.status, j.runner)),
+        Some((ImportStatus::Landing, Some("runner-a".to_owned())))
+    );
     assert_eq!(
         store
             .claim_import(t, "job-1", "runner-b", ts(11), ts(5))
@@ -183,9 +165,6 @@ pub async fn import_jobs_progress_by_compare_and_set<S: Store>(store: &S) {
             .record_import_chunk(t, "job-1", chunk("runner-b", 0, 3, 2))
             .await
     ));
-    assert!(is_conflict(
-        store.complete_import(t, "job-1", "runner-b", ts(20)).await
-    ));
     // Past the landed rows is refused.
     assert!(is_conflict(
         store
@@ -196,6 +175,35 @@ pub async fn import_jobs_progress_by_compare_and_set<S: Store>(store: &S) {
         .record_import_chunk(t, "job-1", chunk("runner-b", 3, 5, 1))
         .await
         .expect("record");
+    // Every landed row is processed, but more may come until the landing finishes.
+    assert!(is_conflict(
+        store.complete_import(t, "job-1", "runner-b", ts(20)).await
+    ));
+    store
+        .finish_import_landing(
+            t,
+            "job-1",
+            "abc123",
+            999,
+            vec!["w1".into(), "w2".into()],
+            ts(3),
+        )
+        .await
+        .expect("finish");
+    assert!(is_conflict(
+        store.land_import_rows(t, "job-1", rows(6, 6), ts(4)).await
+    ));
+    let landed = store.get_import(t, "job-1").await.expect("get");
+    assert_eq!(
+        (landed.status, landed.landed, landed.file_bytes),
+        (ImportStatus::Processing, 5, 999)
+    );
+    assert_eq!(landed.runner.as_deref(), Some("runner-b"));
+    assert_eq!(landed.file_sha256.as_deref(), Some("abc123"));
+    assert_eq!(landed.warnings, ["w1", "w2"]);
+    assert!(is_conflict(
+        store.complete_import(t, "job-1", "runner-a", ts(21)).await
+    ));
     store
         .complete_import(t, "job-1", "runner-b", ts(21))
         .await
