@@ -33,8 +33,9 @@ pub const WAL_CHECKPOINT_BYTES: i64 = 40 * 1024 * 1024;
 
 /// WAL length from which the writer restarts the log itself when the checkpointer is idle.
 /// The log stays within twice this plus one group commit (and a reader's snapshot held past the
-/// busy timeout).
-pub const WAL_RESTART_BYTES: i64 = 2 * WAL_CHECKPOINT_BYTES;
+/// busy timeout). Each restart copies what the checkpointer has not yet, on the writer; 160 MB
+/// instead of 80 made imports ~4% faster and `/v1/batch`'s p99 ~10–20% lower (decision 0019).
+pub const WAL_RESTART_BYTES: i64 = 4 * WAL_CHECKPOINT_BYTES;
 
 /// A pass that copies fewer frames than this ends the checkpointer's chase.
 const CAUGHT_UP_FRAMES: i64 = 256;
