@@ -1299,16 +1299,19 @@ async fn an_upload_cut_off_by_a_crash_is_failed_and_uploading_again_finishes_it(
     let uninterrupted = until_finished(&reference, created["id"].as_str().unwrap()).await;
     reference.stop();
     // The rows the failed job resolved are duplicates the second time; what each did is
-    // counted once, by one job or the other.
+    // counted once, by one job or the other. A chunk the crash caught between its resolution
+    // and its record is in the graph but in neither job's counts: its rows are duplicates of
+    // the failed job too.
     let resolved = |job: &Value| {
         let c = &job["counts"];
         c["parsed"].as_u64().unwrap() - c["rejected"].as_u64().unwrap()
     };
     assert!(resolved(&failed) > 0, "{failed}");
-    assert_eq!(
-        again["counts"]["duplicates"].as_u64().unwrap(),
-        resolved(&failed),
-        "{again}"
+    let duplicates = again["counts"]["duplicates"].as_u64().unwrap();
+    let chunk = u64::from(idgraph_app::imports::CHUNK_ROWS);
+    assert!(
+        duplicates >= resolved(&failed) && duplicates <= resolved(&failed) + chunk,
+        "{duplicates} duplicates after {failed}"
     );
     for count in [
         "persons_created",
@@ -1316,11 +1319,17 @@ async fn an_upload_cut_off_by_a_crash_is_failed_and_uploading_again_finishes_it(
         "identifiers_attached",
         "conflicts",
     ] {
-        assert_eq!(
-            failed["counts"][count].as_u64().unwrap() + again["counts"][count].as_u64().unwrap(),
-            uninterrupted["counts"][count].as_u64().unwrap(),
-            "{count}: {failed} + {again} vs {uninterrupted}"
-        );
+        let both =
+            failed["counts"][count].as_u64().unwrap() + again["counts"][count].as_u64().unwrap();
+        let once = uninterrupted["counts"][count].as_u64().unwrap();
+        if duplicates == resolved(&failed) {
+            assert_eq!(both, once, "{count}: {failed} + {again} vs {uninterrupted}");
+        } else {
+            assert!(
+                both <= once,
+                "{count}: {failed} + {again} vs {uninterrupted}"
+            );
+        }
     }
     assert!(
         partition(dir.path()) == partition(clean_dir.path()),
