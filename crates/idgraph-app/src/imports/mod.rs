@@ -54,9 +54,9 @@ pub struct Importer<S> {
     event_ids: Arc<EventIds>,
     runner: String,
     /// Jobs this process runs PARSE..RECORD for.
-    running: Arc<Mutex<HashSet<(TenantId, String)>>>,
+    running: JobSet,
     /// Jobs whose file this process is receiving.
-    landing: Arc<Mutex<HashSet<(TenantId, String)>>>,
+    landing: JobSet,
     stopping: Arc<AtomicBool>,
     chunk_rows: u32,
 }
@@ -67,8 +67,8 @@ impl<S: Store> Importer<S> {
             store,
             event_ids,
             runner: new_id(),
-            running: Arc::new(Mutex::new(HashSet::new())),
-            landing: Arc::new(Mutex::new(HashSet::new())),
+            running: JobSet::default(),
+            landing: JobSet::default(),
             stopping: Arc::new(AtomicBool::new(false)),
             chunk_rows: CHUNK_ROWS,
         }
@@ -79,34 +79,16 @@ impl<S: Store> Importer<S> {
     }
 
     fn start_running(&self, tenant: &TenantId, job_id: &str) -> bool {
-        if self.stopping() {
-            return false;
-        }
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.insert((tenant.clone(), job_id.to_owned()))
+        !self.stopping() && self.running.insert(tenant, job_id)
     }
 
     fn stop_running(&self, tenant: &TenantId, job_id: &str) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.remove(&(tenant.clone(), job_id.to_owned()));
-    }
-
-    fn set_landing(&self, tenant: &TenantId, job_id: &str, landing: bool) {
-        let mut set = self.landing.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (tenant.clone(), job_id.to_owned());
-        if landing {
-            set.insert(key);
-        } else {
-            set.remove(&key);
-        }
+        self.running.remove(tenant, job_id);
     }
 
     /// Whether this process runs the job or receives its file.
     fn is_running(&self, tenant: &TenantId, job_id: &str) -> bool {
-        let key = (tenant.clone(), job_id.to_owned());
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let landing = self.landing.lock().unwrap_or_else(|p| p.into_inner());
-        running.contains(&key) || landing.contains(&key)
+        self.running.contains(tenant, job_id) || self.landing.contains(tenant, job_id)
     }
 
     fn stopping(&self) -> bool {
@@ -119,16 +101,7 @@ impl<S: Store> Importer<S> {
         self.stopping.store(true, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + grace;
         loop {
-            let idle = self
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-                && self
-                    .landing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_empty();
+            let idle = self.running.is_empty() && self.landing.is_empty();
             if idle || tokio::time::Instant::now() >= deadline {
                 return;
             }
@@ -147,6 +120,33 @@ impl<S: Store> Importer<S> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+/// Jobs of this process, by tenant and id.
+#[derive(Debug, Clone, Default)]
+struct JobSet(Arc<Mutex<HashSet<(TenantId, String)>>>);
+
+impl JobSet {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashSet<(TenantId, String)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// False if the job was there already.
+    fn insert(&self, tenant: &TenantId, job_id: &str) -> bool {
+        self.jobs().insert((tenant.clone(), job_id.to_owned()))
+    }
+
+    fn remove(&self, tenant: &TenantId, job_id: &str) {
+        self.jobs().remove(&(tenant.clone(), job_id.to_owned()));
+    }
+
+    fn contains(&self, tenant: &TenantId, job_id: &str) -> bool {
+        self.jobs().contains(&(tenant.clone(), job_id.to_owned()))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs().is_empty()
     }
 }
 
@@ -513,12 +513,7 @@ impl<S: Store> Landing<S> {
         let Some(job) = self.job.take() else {
             return Err(file_error(&FileError::Empty));
         };
-        let sha: String = self
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha = prepare::hex(&self.hasher.finalize());
         let store = self.importer.store();
         let mut warnings = job.warnings.clone();
         if self.next_row == 1 {
@@ -535,7 +530,7 @@ impl<S: Store> Landing<S> {
             )
             .await
             .map_err(AppError::from_store("import"))?;
-        self.importer.set_landing(&self.tenant, &job.job_id, false);
+        self.importer.landing.remove(&self.tenant, &job.job_id);
         // Unless the runner is still at work (it stopped on an error, say).
         self.importer.spawn(self.tenant.clone(), job.job_id.clone());
         tracing::info!(job = %job.job_id, tenant = %self.tenant, rows = self.next_row - 1,
@@ -563,7 +558,7 @@ impl<S: Store> Landing<S> {
             {
                 tracing::error!(job = %job.job_id, error = %e, "marking an interrupted upload failed did not work");
             }
-            self.importer.set_landing(&self.tenant, &job.job_id, false);
+            self.importer.landing.remove(&self.tenant, &job.job_id);
         }
     }
 
@@ -581,7 +576,7 @@ impl<S: Store> Landing<S> {
                     Timestamp::now(),
                 )
                 .await;
-            self.importer.set_landing(&self.tenant, &job.job_id, false);
+            self.importer.landing.remove(&self.tenant, &job.job_id);
         }
         app_error
     }
@@ -680,7 +675,7 @@ impl<S: Store> Landing<S> {
             .await
             .map_err(AppError::from_store("import"))?;
         // Marked while landing, so the sweep leaves it alone.
-        self.importer.set_landing(&self.tenant, &job.job_id, true);
+        self.importer.landing.insert(&self.tenant, &job.job_id);
         // Rows are processed while the rest of the file lands (decision 0020).
         self.importer.spawn(self.tenant.clone(), job.job_id.clone());
         self.job = Some(job);

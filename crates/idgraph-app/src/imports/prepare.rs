@@ -25,7 +25,7 @@ pub(crate) struct JobContext {
     pub(crate) settings: IdentitySettings,
     pub(crate) default_reason: SuppressionReason,
     pub(crate) limits: Limits,
-    pub(crate) row_ids: RowIds,
+    row_ids: RowIds,
     /// SHA-256 with the job's header already fed in; a row's digest continues from it.
     row_hasher: Sha256,
     /// The start of the header's digest, which every row id of the job begins with: a job's
@@ -34,16 +34,13 @@ pub(crate) struct JobContext {
     header_key: String,
 }
 
-/// A row's name in the ids of what it becomes.
-enum RowName<'a> {
-    /// The file's SHA-256 and the row number.
-    File { sha: &'a str, row: u64 },
-    /// The header's key, the row number, and a digest of (header, row number, row bytes).
-    Row {
-        header: &'a str,
-        row: u64,
-        digest: String,
-    },
+/// A row's name in the ids of what it becomes: `key`, the row number, and (row ids) a digest
+/// of the header, the row number and the row's bytes.
+struct RowName<'a> {
+    /// The file's SHA-256 (file ids) or the header's key (row ids).
+    key: &'a str,
+    row: u64,
+    digest: Option<String>,
 }
 
 impl JobContext {
@@ -78,19 +75,20 @@ impl JobContext {
 
     fn name(&self, row: u64, bytes: &[u8]) -> RowName<'_> {
         match self.row_ids {
-            RowIds::File => RowName::File {
-                sha: self.job.file_sha256.as_deref().unwrap_or("unknown"),
+            RowIds::File => RowName {
+                key: self.job.file_sha256.as_deref().unwrap_or("unknown"),
                 row,
+                digest: None,
             },
             RowIds::Row => {
                 let mut hasher = self.row_hasher.clone();
                 hasher.update(row.to_be_bytes());
                 hasher.update(bytes);
                 // Only rows with the same header and number can collide: 64 bits are plenty.
-                RowName::Row {
-                    header: &self.header_key,
+                RowName {
+                    key: &self.header_key,
                     row,
-                    digest: hex(&hasher.finalize()[..8]),
+                    digest: Some(hex(&hasher.finalize()[..8])),
                 }
             }
         }
@@ -106,40 +104,30 @@ impl JobContext {
     /// The message id of a row's signal: importing the same file again (as any job, into the
     /// same workspace) makes it a duplicate.
     fn message_id(&self, name: &RowName<'_>) -> String {
-        let base = match name {
-            RowName::File { sha, row } => format!("import:{sha}:{row}"),
-            RowName::Row {
-                header,
-                row,
-                digest,
-            } => format!("import:{header}:{row}:{digest}"),
-        };
-        match self.mapping_suffix(16) {
-            None => base,
-            Some(suffix) => format!("{base}:{suffix}"),
-        }
+        let row = name.row.to_string();
+        let parts: Vec<&str> = ["import", name.key, &row]
+            .into_iter()
+            .chain(name.digest.as_deref())
+            .chain(self.mapping_suffix(16))
+            .collect();
+        parts.join(":")
     }
 
     /// Suppression entry ids follow the same rule as message ids.
     fn entry_id(&self, name: &RowName<'_>, index: usize) -> String {
-        let base = match name {
-            RowName::File { sha, row } => {
-                format!("import-{}-{row}-{index}", &sha[..sha.len().min(24)])
-            }
-            RowName::Row {
-                header,
-                row,
-                digest,
-            } => format!("import-{header}-{row}-{digest}-{index}"),
-        };
-        match self.mapping_suffix(12) {
-            None => base,
-            Some(suffix) => format!("{base}-{suffix}"),
-        }
+        let (row, index) = (name.row.to_string(), index.to_string());
+        let key = &name.key[..name.key.len().min(24)];
+        let parts: Vec<&str> = ["import", key, &row]
+            .into_iter()
+            .chain(name.digest.as_deref())
+            .chain([index.as_str()])
+            .chain(self.mapping_suffix(12))
+            .collect();
+        parts.join("-")
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -290,11 +278,12 @@ pub(crate) fn prepare(
         "mapping_version": job.mapping.version,
         "fields": promoted,
     });
-    let context_json = match &name {
-        RowName::File { sha, .. } => json!({
-            "idgraph": {"import": {"job": job.job_id, "file_sha256": sha, "row": row}}
+    // A job with row ids runs before its file's SHA-256 is known; the job has it.
+    let context_json = match context.row_ids {
+        RowIds::File => json!({
+            "idgraph": {"import": {"job": job.job_id, "file_sha256": name.key, "row": row}}
         }),
-        RowName::Row { .. } => json!({"idgraph": {"import": {"job": job.job_id, "row": row}}}),
+        RowIds::Row => json!({"idgraph": {"import": {"job": job.job_id, "row": row}}}),
     };
     let event = EventRow {
         event_id: event_ids.next(),
@@ -424,6 +413,11 @@ mod tests {
             b"a@example.com,Ann",
         );
         assert_eq!(reprocessed, format!("{id}:0123456789abcdef"));
+        let named = job.name(7, b"a@example.com,Ann");
+        assert_eq!(
+            job.entry_id(&named, 2),
+            format!("import-{}-7-{}-2", parts[1], parts[3])
+        );
     }
 
     #[test]
@@ -434,6 +428,10 @@ mod tests {
         assert_eq!(
             message_id(&job, 7, b"a@example.com,Ann"),
             "import:f00d:7:0123456789abcdef"
+        );
+        assert_eq!(
+            job.entry_id(&job.name(7, b"a@example.com,Ann"), 1),
+            "import-f00d-7-1-0123456789ab"
         );
         // A stored job without the option is one of those.
         assert_eq!(super::super::options_of("{}").row_ids, RowIds::File);

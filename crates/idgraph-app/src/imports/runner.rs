@@ -141,20 +141,11 @@ impl<S: Store> Importer<S> {
                         if !landing || stopping.load(std::sync::atomic::Ordering::Relaxed) {
                             return;
                         }
-                        tokio::time::sleep(LANDING_POLL).await;
-                        match store.get_import(&tenant, &context.job.job_id).await {
-                            Ok(job) => {
-                                landed = job.landed;
-                                match job.status {
-                                    ImportStatus::Landing => {}
-                                    ImportStatus::Processing => landing = false,
-                                    // Failed (the upload broke off) or finished elsewhere.
-                                    ImportStatus::Completed | ImportStatus::Failed => return,
-                                }
-                            }
+                        match landing_progress(&store, &tenant, &context.job.job_id).await {
+                            Ok(Some(progress)) => (landed, landing) = progress,
+                            Ok(None) => return,
                             Err(e) => {
-                                let _ =
-                                    parsed_tx.send(Err(AppError::from_store("import")(e))).await;
+                                let _ = parsed_tx.send(Err(e)).await;
                                 return;
                             }
                         }
@@ -663,6 +654,25 @@ impl<S: Store> Importer<S> {
         }
         Ok(resumed)
     }
+}
+
+/// A landing job's rows landed and whether it still lands, looked up after a pause; `None`
+/// once it failed (the upload broke off) or was finished elsewhere.
+async fn landing_progress<S: Store>(
+    store: &S,
+    tenant: &TenantId,
+    job_id: &str,
+) -> Result<Option<(u64, bool)>, AppError> {
+    tokio::time::sleep(LANDING_POLL).await;
+    let job = store
+        .get_import(tenant, job_id)
+        .await
+        .map_err(AppError::from_store("import"))?;
+    Ok(match job.status {
+        ImportStatus::Landing => Some((job.landed, true)),
+        ImportStatus::Processing => Some((job.landed, false)),
+        ImportStatus::Completed | ImportStatus::Failed => None,
+    })
 }
 
 /// Where a processing run spent its time, for the completion log line.
