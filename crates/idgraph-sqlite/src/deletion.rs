@@ -269,11 +269,18 @@ pub(crate) fn purge(
             "DELETE FROM events WHERE tenant_id = ?1 AND person_id = ?2",
             params![tenant, person],
         )?;
-        purged.trait_values += exec(
+        let observations: i64 = tx
+            .prepare_cached(
+                "SELECT COALESCE(SUM(observed), 0) FROM trait_sets WHERE tenant_id = ?1 AND person_id = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![tenant, person], |r| r.get(0)))
+            .map_err(map_error)?;
+        exec(
             tx,
-            "DELETE FROM trait_values WHERE tenant_id = ?1 AND person_id = ?2",
+            "DELETE FROM trait_sets WHERE tenant_id = ?1 AND person_id = ?2",
             params![tenant, person],
         )?;
+        purged.trait_values += u64::try_from(observations).unwrap_or(0);
         exec(
             tx,
             "DELETE FROM workspace_contacts WHERE tenant_id = ?1 AND person_id = ?2",

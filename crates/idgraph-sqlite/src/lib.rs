@@ -82,6 +82,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "identity_values",
         sql: include_str!("../migrations/0010_identity_values.sql"),
     },
+    Migration {
+        version: 11,
+        name: "trait_sets",
+        sql: include_str!("../migrations/0011_trait_sets.sql"),
+    },
 ];
 
 /// The database file inside a data dir.

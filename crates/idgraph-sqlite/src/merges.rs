@@ -199,18 +199,19 @@ pub(crate) fn unmerge(
         }
         Ok(held)
     };
-    let mut later: Vec<(i64, String, String)> = Vec::new();
+    // (seq, event, identifiers, person, workspace): a signal's trait set is found by the last two.
+    let mut later: Vec<(i64, String, String, String, String)> = Vec::new();
     {
         let mut statement = tx
             .prepare_cached(
-                "SELECT seq, event_id, identifiers FROM events
+                "SELECT seq, event_id, identifiers, person_id, workspace FROM events
                  WHERE tenant_id = ?1 AND person_id = ?2 AND ingested_at > ?3",
             )
             .map_err(map_error)?;
         for person in &remaining {
             let rows = statement
                 .query_map(params![tenant, person, merge_at], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .map_err(map_error)?;
             for row in rows {
@@ -219,7 +220,7 @@ pub(crate) fn unmerge(
         }
     }
     later.sort();
-    let later_ids: HashSet<&str> = later.iter().map(|(_, id, _)| id.as_str()).collect();
+    let later_ids: HashSet<&str> = later.iter().map(|(_, id, ..)| id.as_str()).collect();
     let mut absorbed_side: HashSet<(String, String)> = nodes_of(&mut side.iter())?
         .into_iter()
         .map(|(node, _)| node)
@@ -237,7 +238,7 @@ pub(crate) fn unmerge(
         }
     }
     let (mut events_moved, mut identifiers_moved) = (0u64, 0u64);
-    for (_, event_id, encoded) in &later {
+    for (_, event_id, encoded, person, workspace) in &later {
         // Nodes are compared in their stored (lookup) form.
         let carried: Vec<(String, String)> = vault
             .open_identifiers(tenant, encoded.clone())?
@@ -262,9 +263,10 @@ pub(crate) fn unmerge(
         .and_then(|mut s| s.execute(params![tenant, event_id, absorbed]))
         .map_err(map_error)?;
         tx.prepare_cached(
-            "UPDATE trait_values SET person_id = ?3 WHERE tenant_id = ?1 AND signal_id = ?2",
+            "UPDATE trait_sets SET person_id = ?5
+             WHERE tenant_id = ?1 AND person_id = ?2 AND workspace = ?3 AND signal_id = ?4",
         )
-        .and_then(|mut s| s.execute(params![tenant, event_id, absorbed]))
+        .and_then(|mut s| s.execute(params![tenant, person, workspace, event_id, absorbed]))
         .map_err(map_error)?;
         for (kind, value) in attached {
             tx.prepare_cached(

@@ -417,13 +417,13 @@ impl Store for SqliteStore {
     ) -> StoreResult<PersonProfile> {
         let (tenant_id, person_id) = (tenant_id.clone(), person_id.to_owned());
         let tenant = tenant_id.clone();
-        let mut profile = self
+        let (mut profile, traits) = self
             .read(move |conn| reads::profile(conn, tenant.as_str(), &person_id))
             .await?;
         let vault = self.vault();
         profile.identifiers =
             vault.open_nodes(tenant_id.as_str(), std::mem::take(&mut profile.identifiers))?;
-        vault.open_traits(tenant_id.as_str(), &mut profile.traits)?;
+        profile.traits = reads::open_trait_sets(&vault, tenant_id.as_str(), traits)?;
         Ok(profile)
     }
 

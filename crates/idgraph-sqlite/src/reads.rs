@@ -2,7 +2,6 @@
 
 use idgraph_core::identity::{Identifier, IdentifierKind};
 use idgraph_core::tenancy::WorkspaceName;
-use idgraph_core::traits::{Provenance, SourceClass};
 use idgraph_store::{
     ConflictRow, EventRow, LoggedSignal, MergeRow, Page, PageRequest, PersonProfile, PersonRow,
     StoreError, StoreResult, TenantStats, TimelineEvent, TraitValueRow, WorkspaceContactRow,
@@ -11,6 +10,7 @@ use idgraph_store::{
 use jiff::Timestamp;
 use rusqlite::{Connection, Row, params};
 
+use idgraph_store::trait_set::{self, SetForm};
 use idgraph_store::vault::{Vault, column};
 
 use crate::codec::{self, NODE_READ_COLUMNS, in_row, map_error};
@@ -72,11 +72,12 @@ pub(crate) fn lookup(
     Ok(owners.into_iter().next())
 }
 
+/// A person's profile, its traits still in their stored sets (see [`open_trait_sets`]).
 pub(crate) fn profile(
     conn: &Connection,
     tenant: &str,
     person_id: &str,
-) -> StoreResult<PersonProfile> {
+) -> StoreResult<(PersonProfile, Vec<StoredTraitSet>)> {
     let person = person(conn, tenant, person_id)?;
     let merged_from: Vec<String> = conn
         .prepare_cached("SELECT person_id FROM persons WHERE tenant_id = ?1 AND merged_into = ?2 ORDER BY person_id")
@@ -90,23 +91,17 @@ pub(crate) fn profile(
         .map_err(map_error)?;
     let traits = conn
         .prepare_cached(&format!(
-            "SELECT person_id, workspace, name, value, source_class, confidence, observed_at, set_once, signal_id
-             FROM trait_values WHERE tenant_id = ?1 AND person_id IN ({GROUP}) ORDER BY signal_id, name"
+            "SELECT person_id, workspace, signal_id, form, observations
+             FROM trait_sets WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
         ))
         .and_then(|mut s| {
             s.query_map(params![tenant, person_id], |r| {
-                let class: String = r.get(4)?;
-                let class: SourceClass = class.parse().map_err(|_| {
-                    rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, "unknown source class".into())
-                })?;
-                Ok(TraitValueRow {
+                Ok(StoredTraitSet {
                     person_id: r.get(0)?,
                     workspace: workspace(r, 1)?,
-                    name: r.get(2)?,
-                    value: r.get(3)?,
-                    provenance: Provenance { class, confidence: r.get(5)?, observed_at: time(r, 6)? },
-                    set_once: r.get(7)?,
-                    signal_id: r.get(8)?,
+                    signal_id: r.get(2)?,
+                    form: r.get(3)?,
+                    observations: r.get(4)?,
                 })
             })?
             .collect()
@@ -128,13 +123,51 @@ pub(crate) fn profile(
             .collect()
         })
         .map_err(map_error)?;
-    Ok(PersonProfile {
-        person,
-        merged_from,
-        identifiers,
+    Ok((
+        PersonProfile {
+            person,
+            merged_from,
+            identifiers,
+            traits: Vec::new(),
+            workspaces,
+        },
         traits,
-        workspaces,
-    })
+    ))
+}
+
+/// A trait set of a person's group as stored: opening it takes the vault, which reads leave to
+/// the caller.
+pub(crate) struct StoredTraitSet {
+    person_id: String,
+    workspace: WorkspaceName,
+    signal_id: String,
+    form: i64,
+    observations: String,
+}
+
+/// Every observation of `sets`, in signal then name order.
+pub(crate) fn open_trait_sets(
+    vault: &Vault,
+    tenant: &str,
+    sets: Vec<StoredTraitSet>,
+) -> StoreResult<Vec<TraitValueRow>> {
+    let mut traits = Vec::new();
+    for set in sets {
+        let form = SetForm::from_code(set.form)?;
+        for observed in trait_set::open(vault, tenant, form, set.observations)? {
+            traits.push(TraitValueRow {
+                person_id: set.person_id.clone(),
+                workspace: set.workspace.clone(),
+                name: observed.name,
+                value: observed.value,
+                provenance: observed.provenance,
+                set_once: observed.set_once,
+                signal_id: set.signal_id.clone(),
+            });
+        }
+    }
+    traits.sort_by(|a, b| (&a.signal_id, &a.name).cmp(&(&b.signal_id, &b.name)));
+    Ok(traits)
 }
 
 pub(crate) fn timeline(

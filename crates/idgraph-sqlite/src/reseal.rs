@@ -2,6 +2,7 @@
 //! on a store that holds plain values. One bounded batch per call, one transaction.
 
 use idgraph_core::privacy::TOMBSTONE_PREFIX;
+use idgraph_store::trait_set::{self, SetForm};
 use idgraph_store::vault::{
     EMPTY_JSON_SQL, MERGE_RECORD_COLUMNS, SealedTextColumn, Vault, WEBHOOK_PAYLOADS, column,
 };
@@ -82,26 +83,37 @@ pub(crate) fn batch(
         return Ok(done);
     }
 
-    let traits: Vec<(String, String, String, String, String)> = tx
+    // Sets under another key, and sets moved from the one-row-per-value layout (whose array is
+    // plain whatever the key of its values): both are rewritten whole under the current key.
+    let sets: Vec<(String, String, String, i64, String)> = tx
         .prepare_cached(
-            "SELECT person_id, workspace, name, signal_id, value FROM trait_values
-             WHERE tenant_id = ?1 AND substr(value, 1, ?2) <> ?3 LIMIT ?4",
+            "SELECT person_id, workspace, signal_id, form, observations FROM trait_sets
+             WHERE tenant_id = ?1 AND (form <> ?5 OR substr(observations, 1, ?2) <> ?3) LIMIT ?4",
         )
         .and_then(|mut s| {
-            s.query_map(params![tenant, prefix_len, prefix, left], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
+            s.query_map(
+                params![tenant, prefix_len, prefix, left, SetForm::Whole.code()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?
             .collect()
         })
         .map_err(map_error)?;
-    for (person, workspace, name, signal, value) in traits {
-        let plain = vault.open(tenant, column::TRAIT, value)?;
-        let sealed = vault.seal(tenant, column::TRAIT, &plain)?;
+    for (person, workspace, signal, form, stored) in sets {
+        let sealed = trait_set::reseal(vault, tenant, SetForm::from_code(form)?, stored)?;
         tx.prepare_cached(
-            "UPDATE trait_values SET value = ?6
-             WHERE tenant_id = ?1 AND person_id = ?2 AND workspace = ?3 AND name = ?4 AND signal_id = ?5",
+            "UPDATE trait_sets SET form = ?5, observations = ?6
+             WHERE tenant_id = ?1 AND person_id = ?2 AND workspace = ?3 AND signal_id = ?4",
         )
-        .and_then(|mut s| s.execute(params![tenant, person, workspace, name, signal, sealed]))
+        .and_then(|mut s| {
+            s.execute(params![
+                tenant,
+                person,
+                workspace,
+                signal,
+                SetForm::Whole.code(),
+                sealed
+            ])
+        })
         .map_err(map_error)?;
         done += 1;
         left -= 1;

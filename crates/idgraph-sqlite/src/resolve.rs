@@ -9,6 +9,7 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_core::resolve::{GraphView, PersonId, PersonView, Resolution, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
+use idgraph_store::trait_set::{self, SetForm};
 use idgraph_store::vault::{SealedSignal, Vault, column};
 use idgraph_store::{
     IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, StoreError, StoreResult,
@@ -566,30 +567,24 @@ impl Recorder<'_, '_> {
         ])
     })
     .map_err(map_error)?;
-        {
-            let mut traits = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO trait_values
-                 (tenant_id, person_id, workspace, name, value, source_class, confidence, observed_at, set_once, signal_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        if let Some(observations) = &sealed.traits {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO trait_sets
+                 (tenant_id, person_id, workspace, signal_id, form, observed, observations)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
+            .and_then(|mut s| {
+                s.execute(params![
+                    tenant,
+                    person,
+                    event.workspace.as_str(),
+                    signal_id,
+                    SetForm::Whole.code(),
+                    i64::try_from(trait_set::kept(&signal.traits)).unwrap_or(i64::MAX),
+                    observations
+                ])
+            })
             .map_err(map_error)?;
-            for (observed, value) in signal.traits.iter().zip(&sealed.traits) {
-                traits
-                    .execute(params![
-                        tenant,
-                        person,
-                        event.workspace.as_str(),
-                        observed.name,
-                        value,
-                        observed.provenance.class.as_str(),
-                        observed.provenance.confidence,
-                        micros(observed.provenance.observed_at),
-                        observed.set_once,
-                        signal_id
-                    ])
-                    .map_err(map_error)?;
-            }
         }
         tx.prepare_cached(&format!(
         "INSERT INTO workspace_contacts (tenant_id, person_id, workspace, first_seen, last_seen)

@@ -390,3 +390,217 @@ async fn sealed_nodes_of_a_schema_9_store_open_after_the_migration() {
         .unwrap();
     assert_eq!(values, rows.len() as i64);
 }
+
+/// A store made before trait_sets (schema 10) holds a row per trait observation, each value
+/// sealed by itself: the migration gathers each signal's rows into one set, a profile reads the
+/// same traits from it, and a re-seal rewrites each moved set whole under the current key.
+#[tokio::test]
+async fn trait_values_of_a_schema_10_store_read_back_from_their_sets() {
+    use idgraph_core::identity::IdentitySettings;
+    use idgraph_core::tenancy::{TenantId, WorkspaceName};
+    use idgraph_core::traits::{Provenance, SourceClass};
+    use idgraph_store::trait_set::{self, SetForm};
+    use idgraph_store::vault::{Vault, column};
+    use idgraph_store::{EventRow, IngestOutcome, SignalRecord, Tenant, TraitObservation};
+
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::random().unwrap();
+    let at = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+    let settings = IdentitySettings::default();
+    let observe = |name: &str, value: &str, s: i64| TraitObservation {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        provenance: Provenance {
+            class: SourceClass::Import,
+            confidence: 0.5 + s as f64 / 10.0,
+            observed_at: at(s),
+        },
+        set_once: s % 2 == 0,
+    };
+    let signal =
+        |n: i64, workspace: &str, email: &str, traits: Vec<TraitObservation>| SignalRecord {
+            event: EventRow {
+                event_id: format!("sig{n}"),
+                workspace: WorkspaceName::parse(workspace).unwrap(),
+                kind: "identify".into(),
+                name: None,
+                occurred_at: at(n),
+                ingested_at: at(n),
+                schema_version: 1,
+                message_id: format!("m{n}"),
+                properties: "{}".into(),
+                context: "{}".into(),
+            },
+            identifiers: vec![settings.normalize("email", email).unwrap()],
+            traits,
+            source: "test".into(),
+        };
+    let tenants = [
+        TenantId::parse("upgrade-a").unwrap(),
+        TenantId::parse("upgrade-b").unwrap(),
+    ];
+    // Written without a key, so that the sets can be taken apart again below.
+    let mut people = Vec::new();
+    {
+        let store = SqliteStore::open(&options(&dir)).unwrap();
+        for (t, tenant) in tenants.iter().enumerate() {
+            store
+                .create_tenant(&Tenant {
+                    id: tenant.clone(),
+                    name: "Upgrade".into(),
+                    created_at: at(0),
+                })
+                .await
+                .unwrap();
+            let signals = vec![
+                signal(
+                    1,
+                    "default",
+                    "ann@example.com",
+                    vec![
+                        observe("first_name", "\"Ann\"", 1),
+                        observe("city", &format!("\"Lyon {t}\""), 2),
+                        observe("first_name", "\"Anne\"", 3),
+                    ],
+                ),
+                signal(
+                    2,
+                    "default",
+                    "ann@example.com",
+                    vec![observe("plan", "{\"tier\":\"pro\"}", 4)],
+                ),
+                signal(
+                    3,
+                    "shop",
+                    "ann@example.com",
+                    vec![observe("plan", "\"free\"", 5)],
+                ),
+                signal(
+                    4,
+                    "default",
+                    "bob@example.com",
+                    vec![observe("zip", "\"69001\"", 6)],
+                ),
+                signal(5, "default", "bob@example.com", Vec::new()),
+            ];
+            for outcome in store.ingest(tenant, &settings, signals).await.unwrap() {
+                let IngestOutcome::Recorded { person_id, .. } = outcome else {
+                    panic!("recorded: {outcome:?}");
+                };
+                if !people.contains(&(tenant.clone(), person_id.clone())) {
+                    people.push((tenant.clone(), person_id));
+                }
+            }
+        }
+        store.close().await;
+    }
+    assert_eq!(people.len(), 4);
+    let profiles = |store: &SqliteStore| {
+        let people = people.clone();
+        let store = store.clone();
+        async move {
+            let mut traits = Vec::new();
+            for (tenant, person) in &people {
+                traits.push(store.person_profile(tenant, person).await.unwrap().traits);
+            }
+            traits
+        }
+    };
+    let expected = {
+        let store = SqliteStore::open(&options(&dir)).unwrap();
+        let traits = profiles(&store).await;
+        store.close().await;
+        traits
+    };
+    assert_eq!(
+        expected.iter().map(Vec::len).collect::<Vec<_>>(),
+        [4, 1, 4, 1],
+        "the second first_name is not kept: {expected:?}"
+    );
+
+    // Back to the schema-10 layout: a row per observation, each value sealed by itself.
+    {
+        let conn = raw(&dir);
+        conn.execute_batch(
+            "CREATE TABLE trait_values (
+                tenant_id TEXT NOT NULL, person_id TEXT NOT NULL, workspace TEXT NOT NULL,
+                name TEXT NOT NULL, value TEXT NOT NULL, source_class TEXT NOT NULL,
+                confidence REAL NOT NULL, observed_at INTEGER NOT NULL, set_once INTEGER NOT NULL,
+                signal_id TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, person_id, workspace, name, signal_id)
+            ) WITHOUT ROWID",
+        )
+        .unwrap();
+        let sets: Vec<(String, String, String, String, String)> = conn
+            .prepare(
+                "SELECT tenant_id, person_id, workspace, signal_id, observations FROM trait_sets",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(sets.len(), 8, "a set per signal that observed traits");
+        for (tenant, person, workspace, signal, plain) in sets {
+            for o in trait_set::decode(&plain).unwrap() {
+                conn.execute(
+                    "INSERT INTO trait_values VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    rusqlite::params![
+                        tenant,
+                        person,
+                        workspace,
+                        o.name,
+                        vault.seal(&tenant, column::TRAIT, &o.value).unwrap(),
+                        o.provenance.class.as_str(),
+                        o.provenance.confidence,
+                        o.provenance.observed_at.as_microsecond(),
+                        o.set_once,
+                        signal
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        conn.execute_batch(
+            "DROP TABLE trait_sets; DELETE FROM idgraph_migrations WHERE name = 'trait_sets';",
+        )
+        .unwrap();
+    }
+
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    store.vault_slot().set(vault.clone());
+    assert_eq!(profiles(&store).await, expected, "read from the moved sets");
+    for tenant in &tenants {
+        while store.reseal(tenant, 3).await.unwrap() > 0 {}
+    }
+    assert_eq!(
+        profiles(&store).await,
+        expected,
+        "read from the re-sealed sets"
+    );
+    store.close().await;
+    let conn = raw(&dir);
+    let forms: Vec<(i64, i64, bool)> = conn
+        .prepare("SELECT form, observed, observations LIKE '[%' FROM trait_sets ORDER BY tenant_id, signal_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let whole = SetForm::Whole.code();
+    assert_eq!(
+        forms,
+        [2, 1, 1, 1, 2, 1, 1, 1].map(|n| (whole, n, false)),
+        "every set sealed whole, counting its observations"
+    );
+    let old_table: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'trait_values'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_table, 0);
+}

@@ -13,6 +13,7 @@ mod model;
 mod resolution;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod trait_set;
 pub mod vault;
 mod webhooks;
 mod xchacha;

@@ -39,7 +39,10 @@ const INDEX_BYTES: usize = 16;
 /// column does not open.
 pub mod column {
     pub const IDENTIFIER: &str = "identity_nodes.value";
+    /// A trait value sealed by itself: PostgreSQL's rows, and the values inside a set the
+    /// embedded store moved from that layout.
     pub const TRAIT: &str = "trait_values.value";
+    pub const TRAIT_SET: &str = "trait_sets.observations";
     pub const EVENT_PROPERTIES: &str = "events.properties";
     pub const EVENT_CONTEXT: &str = "events.context";
     pub const EVENT_IDENTIFIERS: &str = "events.identifiers";
@@ -667,8 +670,8 @@ pub struct SealedSignal {
     pub identifiers: String,
     /// The blind index and sealed value of each of the signal's identifiers, in its order.
     pub nodes: Vec<(String, Option<String>)>,
-    /// Each trait observation's value, sealed, in the signal's order.
-    pub traits: Vec<String>,
+    /// The signal's trait observations as one sealed set (`None`: it observed none).
+    pub traits: Option<String>,
     /// The key it was sealed with: a writer that finds another key current (a rotation was
     /// promoted meanwhile) seals again, or the row would land under the retired key after the
     /// rotation's last pass.
@@ -706,11 +709,7 @@ impl Vault {
                 .iter()
                 .map(|i| self.identifier(tenant, i.kind().as_str(), i.value()))
                 .collect::<StoreResult<_>>()?,
-            traits: signal
-                .traits
-                .iter()
-                .map(|t| self.seal(tenant, column::TRAIT, &t.value))
-                .collect::<StoreResult<_>>()?,
+            traits: crate::trait_set::seal(self, tenant, &signal.traits)?,
             key: self.current_key(),
         })
     }
