@@ -18,5 +18,5 @@ pub mod stream;
 
 pub use extract::{Extraction, PARSER_VERSION, RowRejection, parse_row};
 pub use mapping::{Family, Mapping, MappingDoc, MappingError, Plan, Preset, Target};
-pub use records::{Defect, Limits, RawRecord, Splitter, split_fields};
+pub use records::{Defect, Limits, RawRecord, Span, Splitter, split_fields, split_spans};
 pub use stream::{CsvReader, CsvStream, FileError, Header};

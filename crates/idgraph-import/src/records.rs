@@ -430,60 +430,70 @@ fn line_end(bytes: &[u8], at_end: bool) -> Option<(usize, usize)> {
 /// Splits one record into fields, unquoting quoted ones. Field contents are bytes: decoding is
 /// the caller's decision.
 pub fn split_fields(record: &[u8], delimiter: u8) -> Vec<Cow<'_, [u8]>> {
-    let mut fields = Vec::new();
+    split_spans(record, delimiter, 0)
+        .into_iter()
+        .map(|span| match span {
+            Span::Range(range) => Cow::Borrowed(&record[range]),
+            Span::Unquoted(bytes) => Cow::Owned(bytes),
+        })
+        .collect()
+}
+
+/// Where one field of a record is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Span {
+    /// These bytes of the record (inside the quotes of a quoted field).
+    Range(std::ops::Range<usize>),
+    /// A quoted field with a doubled quote, or text after its closing quote: its bytes unquoted.
+    Unquoted(Vec<u8>),
+}
+
+/// The fields of one record as [`Span`]s, which a caller that decoded the whole record can
+/// take as slices of its text. `expected`: how many fields to make room for.
+pub fn split_spans(record: &[u8], delimiter: u8, expected: usize) -> Vec<Span> {
+    let next = |from: usize, byte: u8| {
+        memchr::memchr(byte, &record[from.min(record.len())..]).map(|offset| from + offset)
+    };
+    let mut fields = Vec::with_capacity(expected);
     let mut i = 0;
     loop {
+        let end;
         if record.get(i) == Some(&b'"') {
             // Quoted: up to the closing quote, `""` as a quote; anything after the closing quote
             // up to the delimiter is kept literally.
-            let mut value = Vec::new();
-            let mut j = i + 1;
-            loop {
-                match record[j.min(record.len())..]
-                    .iter()
-                    .position(|b| *b == b'"')
-                {
-                    None => {
-                        value.extend_from_slice(&record[j.min(record.len())..]);
-                        j = record.len();
-                        break;
+            let start = i + 1;
+            let mut unquoted: Option<Vec<u8>> = None;
+            let mut j = start;
+            let close = loop {
+                match next(j, b'"') {
+                    None => break record.len(),
+                    Some(quote) if record.get(quote + 1) == Some(&b'"') => {
+                        let value = unquoted.get_or_insert_with(Vec::new);
+                        value.extend_from_slice(&record[j..=quote]);
+                        j = quote + 2;
                     }
-                    Some(offset) => {
-                        value.extend_from_slice(&record[j..j + offset]);
-                        j += offset;
-                        if record.get(j + 1) == Some(&b'"') {
-                            value.push(b'"');
-                            j += 2;
-                        } else {
-                            j += 1;
-                            break;
-                        }
-                    }
+                    Some(quote) => break quote,
                 }
-            }
-            let end = record[j.min(record.len())..]
-                .iter()
-                .position(|b| *b == delimiter)
-                .map_or(record.len(), |offset| j + offset);
-            if j < end {
-                value.extend_from_slice(&record[j..end]);
-            }
-            fields.push(Cow::Owned(value));
-            if end >= record.len() {
-                break;
-            }
-            i = end + 1;
+            };
+            let after = (close + 1).min(record.len());
+            end = next(after, delimiter).unwrap_or(record.len());
+            fields.push(match unquoted {
+                None if after == end => Span::Range(start.min(close)..close),
+                mut unquoted => {
+                    let value = unquoted.get_or_insert_with(Vec::new);
+                    value.extend_from_slice(&record[j.min(close)..close]);
+                    value.extend_from_slice(&record[after..end]);
+                    Span::Unquoted(unquoted.unwrap_or_default())
+                }
+            });
         } else {
-            let end = record[i.min(record.len())..]
-                .iter()
-                .position(|b| *b == delimiter)
-                .map_or(record.len(), |offset| i + offset);
-            fields.push(Cow::Borrowed(&record[i.min(record.len())..end]));
-            if end >= record.len() {
-                break;
-            }
-            i = end + 1;
+            end = next(i, delimiter).unwrap_or(record.len());
+            fields.push(Span::Range(i.min(end)..end));
         }
+        if end >= record.len() {
+            break;
+        }
+        i = end + 1;
     }
     fields
 }
@@ -629,7 +639,61 @@ mod tests {
         assert_eq!(count_fields(b"a;b;\"c;d\"", b';'), 3);
     }
 
+    /// The quoting rules byte by byte: the reference the splitter is checked against.
+    fn reference_split(record: &[u8], delimiter: u8) -> Vec<Vec<u8>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum At {
+            Start,
+            Plain,
+            Quoted,
+            QuoteInQuoted,
+            AfterQuotes,
+        }
+        let (mut fields, mut field, mut at) = (Vec::new(), Vec::new(), At::Start);
+        for &byte in record {
+            at = match (at, byte) {
+                (At::Start, b'"') => At::Quoted,
+                (At::Quoted, b'"') => At::QuoteInQuoted,
+                (At::Quoted, _) => {
+                    field.push(byte);
+                    At::Quoted
+                }
+                (At::QuoteInQuoted, b'"') => {
+                    field.push(b'"');
+                    At::Quoted
+                }
+                (_, b) if b == delimiter => {
+                    fields.push(std::mem::take(&mut field));
+                    At::Start
+                }
+                (At::QuoteInQuoted | At::AfterQuotes, _) => {
+                    field.push(byte);
+                    At::AfterQuotes
+                }
+                (At::Start | At::Plain, _) => {
+                    field.push(byte);
+                    At::Plain
+                }
+            };
+        }
+        fields.push(field);
+        fields
+    }
+
     proptest::proptest! {
+        /// Any bytes (quotes anywhere, unbalanced, doubled, text after a closing quote) split
+        /// as the byte-by-byte rules say, and as many fields as `count_fields` counts.
+        #[test]
+        fn splitting_follows_the_quoting_rules(
+            record in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b';', b'"', b' ', 0xC3, 0xA9, 0xFF]), 0..60),
+        ) {
+            let fields: Vec<Vec<u8>> =
+                split_fields(&record, b';').into_iter().map(Cow::into_owned).collect();
+            proptest::prop_assert_eq!(&fields, &reference_split(&record, b';'));
+            proptest::prop_assert_eq!(fields.len(), count_fields(&record, b';'));
+        }
+
         /// Written out with quotes, any table of fields splits back into the same records and
         /// fields, whatever pieces the bytes arrive in.
         #[test]
