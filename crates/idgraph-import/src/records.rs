@@ -316,6 +316,17 @@ impl Splitter {
         let scan = &mut self.scan;
         let mut i = scan.at;
         while i < record.len() {
+            if scan.state == State::Unquoted {
+                // Inside an unquoted field only a delimiter or a line break changes anything
+                // (a quote there is a character): jump to the next one.
+                match memchr::memchr3(delimiter, b'\n', b'\r', &record[i..]) {
+                    Some(offset) => i += offset,
+                    None => {
+                        i = record.len();
+                        break;
+                    }
+                }
+            }
             let byte = record[i];
             match scan.state {
                 State::Quoted => {
