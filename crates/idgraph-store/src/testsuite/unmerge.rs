@@ -19,7 +19,13 @@ fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
     SignalRecord {
         event: EventRow {
             event_id: format!("u{n:05}"),
-            workspace: WorkspaceName::default_workspace(),
+            // A third of the signals in another workspace: what an unmerge moves is found by
+            // workspace too.
+            workspace: if n % 3 == 1 {
+                WorkspaceName::parse("other").expect("valid")
+            } else {
+                WorkspaceName::default_workspace()
+            },
             kind: "identify".into(),
             name: None,
             occurred_at: at,
@@ -30,18 +36,20 @@ fn signal(n: usize, identifiers: Vec<Identifier>) -> SignalRecord {
             context: "{}".into(),
         },
         identifiers,
-        // Each signal observes a trait naming its own event: a person's trait history must
-        // follow its events through the merge and the unmerge.
-        traits: vec![TraitObservation {
-            name: "seen".into(),
-            value: format!("\"u{n:05}\""),
-            provenance: Provenance {
-                class: SourceClass::User,
-                confidence: 1.0,
-                observed_at: at,
-            },
-            set_once: false,
-        }],
+        // Each signal observes two traits naming its own event: a person's trait history must
+        // follow its events through the merge and the unmerge, both observations together.
+        traits: ["seen", "also"]
+            .map(|name| TraitObservation {
+                name: name.into(),
+                value: format!("\"u{n:05}\""),
+                provenance: Provenance {
+                    class: SourceClass::User,
+                    confidence: 1.0,
+                    observed_at: at,
+                },
+                set_once: false,
+            })
+            .into(),
         source: "conformance".into(),
     }
 }
@@ -118,13 +126,17 @@ async fn state<S: Store>(
     let mut traits = BTreeMap::new();
     for person in partition.keys() {
         let profile = store.person_profile(tenant, person).await.expect("profile");
-        let seen: BTreeSet<String> = profile
-            .traits
-            .into_iter()
-            .filter(|t| t.name == "seen")
-            .map(|t| t.value.trim_matches('"').to_owned())
-            .filter(|id| id != skip_event)
-            .collect();
+        let named = |name: &str| -> BTreeSet<String> {
+            profile
+                .traits
+                .iter()
+                .filter(|t| t.name == name)
+                .map(|t| t.value.trim_matches('"').to_owned())
+                .filter(|id| id != skip_event)
+                .collect()
+        };
+        let seen = named("seen");
+        assert_eq!(named("also"), seen, "a signal's observations stay together");
         traits.insert(person.clone(), seen);
     }
     (partition, events, traits)
