@@ -6,12 +6,14 @@ use idgraph_core::compliance::{SuppressionAction, SuppressionReason, Suppression
 use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_core::tenancy::WorkspaceName;
+use idgraph_core::traits::{Provenance, SourceClass};
 use jiff::SignedDuration;
 
 use super::{ts, with_tenants};
 use crate::{
     ComplianceWrites, DeletionRequest, EventRow, IdempotencyBegin, IdempotencyRequest,
     IngestOutcome, PageRequest, SignalRecord, Store, StoreError, StoredResponse, SuppressionRow,
+    TraitObservation,
 };
 
 fn signal(n: i64, identifiers: &[&Identifier]) -> SignalRecord {
@@ -29,7 +31,23 @@ fn signal(n: i64, identifiers: &[&Identifier]) -> SignalRecord {
             context: "{}".into(),
         },
         identifiers: identifiers.iter().map(|i| (*i).clone()).collect(),
-        traits: Vec::new(),
+        // Two traits, one observed twice: a purge counts the two it kept.
+        traits: [
+            ("name", "\"Ann\""),
+            ("plan", "\"pro\""),
+            ("name", "\"Anne\""),
+        ]
+        .map(|(name, value)| TraitObservation {
+            name: name.into(),
+            value: value.into(),
+            provenance: Provenance {
+                class: SourceClass::User,
+                confidence: 1.0,
+                observed_at: ts(n),
+            },
+            set_once: false,
+        })
+        .into(),
         source: "conformance".into(),
     }
 }
@@ -243,7 +261,11 @@ pub async fn deleting_a_person_hides_it_tombstones_it_and_purges_it<S: Store>(st
         .purge_deleted(tenant, ts(10) + SignedDuration::from_hours(25))
         .await
         .unwrap();
-    assert_eq!((purged.persons, purged.events), (2, 3), "{purged:?}");
+    assert_eq!(
+        (purged.persons, purged.events, purged.trait_values),
+        (2, 3, 6),
+        "{purged:?}"
+    );
     let again = store
         .purge_deleted(tenant, ts(10) + SignedDuration::from_hours(26))
         .await
