@@ -234,6 +234,28 @@ fn person_deleted(
     crate::webhooks::enqueue(tx, vault, tenant, &subscribers, &[event])
 }
 
+/// The landed rows (job, row) the persons due for purging at `now` came from, which the purge
+/// empties in the landed-rows file before it runs (decision 0022).
+pub(crate) fn landed_rows_of_due(
+    conn: &Connection,
+    tenant: &str,
+    now: Timestamp,
+) -> StoreResult<Vec<(String, u64)>> {
+    conn.prepare_cached(
+        "SELECT job_id, row_no FROM import_outcomes
+         WHERE tenant_id = ?1 AND person_id IN
+             (SELECT person_id FROM deleted_persons
+              WHERE tenant_id = ?1 AND purged_at IS NULL AND purge_after <= ?2)",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![tenant, micros(now)], |r| {
+            Ok((r.get(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+        })?
+        .collect()
+    })
+    .map_err(map_error)
+}
+
 pub(crate) fn purge(
     tx: &Transaction<'_>,
     tenant: &str,
@@ -249,15 +271,6 @@ pub(crate) fn purge(
         .map_err(map_error)?;
     let mut purged = PurgeOutcome::default();
     for person in &due {
-        // The verbatim file rows the person came from: emptied, and marked so a reprocess
-        // rejects them instead of reading nothing.
-        purged.import_rows += exec(
-            tx,
-            "UPDATE import_rows SET bytes = X'', defect = 'erased: the person was deleted'
-             WHERE tenant_id = ?1 AND (job_id, row_no) IN
-             (SELECT job_id, row_no FROM import_outcomes WHERE tenant_id = ?1 AND person_id = ?2)",
-            params![tenant, person],
-        )?;
         exec(
             tx,
             "UPDATE import_outcomes SET outcome = 'erased', person_id = NULL,

@@ -180,40 +180,20 @@ fn conflict(message: impl Into<String>) -> StoreError {
     StoreError::Conflict(message.into())
 }
 
-pub(crate) fn land(
+/// Writes landed rows into the landed-rows file (its own transaction, on its own writer). A row
+/// already there (written before a crash that lost the main file's count of it) is replaced.
+pub(crate) fn land_rows(
     tx: &Transaction<'_>,
     tenant: &str,
     job_id: &str,
     rows: &[LandedRow],
-    at: Timestamp,
 ) -> StoreResult<()> {
-    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+    let Some(first) = rows.first() else {
         return Ok(());
     };
-    let moved = tx
-        .prepare_cached(
-            "UPDATE import_jobs SET landed = ?4, updated_at = ?5
-             WHERE tenant_id = ?1 AND job_id = ?2 AND status = 'landing' AND landed = ?3",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                tenant,
-                job_id,
-                first.row as i64 - 1,
-                last.row as i64,
-                micros(at)
-            ])
-        })
-        .map_err(map_error)?;
-    if moved == 0 {
-        return Err(conflict(format!(
-            "import {job_id} is not landing at row {}",
-            first.row
-        )));
-    }
     let mut insert = tx
         .prepare_cached(
-            "INSERT INTO import_rows (tenant_id, job_id, row_no, bytes, defect)
+            "INSERT OR REPLACE INTO import_rows (tenant_id, job_id, row_no, bytes, defect)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(map_error)?;
@@ -232,6 +212,61 @@ pub(crate) fn land(
             .map_err(map_error)?;
     }
     Ok(())
+}
+
+/// Counts rows written by [`land_rows`] as landed: only rows up to a job's count are ever read.
+pub(crate) fn count_landed(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    job_id: &str,
+    first: u64,
+    last: u64,
+    at: Timestamp,
+) -> StoreResult<()> {
+    let moved = tx
+        .prepare_cached(
+            "UPDATE import_jobs SET landed = ?4, updated_at = ?5
+             WHERE tenant_id = ?1 AND job_id = ?2 AND status = 'landing' AND landed = ?3",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                tenant,
+                job_id,
+                first as i64 - 1,
+                last as i64,
+                micros(at)
+            ])
+        })
+        .map_err(map_error)?;
+    if moved == 0 {
+        return Err(conflict(format!(
+            "import {job_id} is not landing at row {first}"
+        )));
+    }
+    Ok(())
+}
+
+/// Empties landed rows (their person was deleted, or they carried a deleted person's
+/// identifier), marked so that a reprocess rejects them instead of reading nothing.
+pub(crate) fn erase_rows(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    rows: &[(String, u64)],
+    why: &str,
+) -> StoreResult<u64> {
+    let mut erase = tx
+        .prepare_cached(
+            "UPDATE import_rows SET bytes = X'', defect = ?4
+             WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
+        )
+        .map_err(map_error)?;
+    let mut erased = 0;
+    for (job_id, row) in rows {
+        erased += erase
+            .execute(params![tenant, job_id, *row as i64, why])
+            .map_err(map_error)? as u64;
+    }
+    Ok(erased)
 }
 
 pub(crate) fn finish_landing(
@@ -324,9 +359,13 @@ pub(crate) fn landed_rows(
     after: u64,
     limit: u32,
 ) -> StoreResult<Vec<LandedRow>> {
+    // Bounded by the job's count: the landed-rows file may hold rows a crash kept from being
+    // counted, which are landed again.
     conn.prepare_cached(
-        "SELECT row_no, bytes, defect FROM import_rows
-         WHERE tenant_id = ?1 AND job_id = ?2 AND row_no > ?3 ORDER BY row_no LIMIT ?4",
+        "SELECT row_no, bytes, defect FROM landed.import_rows
+         WHERE tenant_id = ?1 AND job_id = ?2 AND row_no > ?3
+           AND row_no <= (SELECT landed FROM import_jobs WHERE tenant_id = ?1 AND job_id = ?2)
+         ORDER BY row_no LIMIT ?4",
     )
     .and_then(|mut s| {
         s.query_map(
@@ -413,14 +452,6 @@ pub(crate) fn record(
                 outcome.reason
             ])
             .map_err(map_error)?;
-    }
-    for row in &chunk.erase_landed {
-        tx.prepare_cached(
-            "UPDATE import_rows SET bytes = X'', defect = 'erased: carried a deleted person''s identifier'
-             WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
-        )
-        .and_then(|mut s| s.execute(params![tenant, job_id, *row as i64]))
-        .map_err(map_error)?;
     }
     Ok(())
 }

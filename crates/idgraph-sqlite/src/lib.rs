@@ -87,10 +87,25 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trait_sets",
         sql: include_str!("../migrations/0011_trait_sets.sql"),
     },
+    Migration {
+        version: 12,
+        name: "landed_rows_file",
+        sql: include_str!("../migrations/0012_landed_rows_file.sql"),
+    },
 ];
+
+/// Migrations of the landed-rows file (decision 0022), numbered on their own.
+pub const LANDED_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "import_rows",
+    sql: include_str!("../migrations/landed/0001_import_rows.sql"),
+}];
 
 /// The database file inside a data dir.
 pub const DATABASE_FILE: &str = "idgraph.db";
+/// The file of an import's landed rows, beside it, with a writer thread of its own (decision
+/// 0022).
+pub const LANDED_FILE: &str = "landed.db";
 const LOCK_FILE: &str = "idgraph.lock";
 /// Read connections kept open between reads. A read finding none idle opens one (the schema
 /// parsed, every statement prepared again) and closes it after: with 4 kept, eight concurrent
@@ -229,8 +244,11 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Option<std::sync::mpsc::Sender<Box<dyn WriteJob>>>>,
+    landed_path: PathBuf,
+    writer: Mutex<Option<JobSender>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    landed_writer: Mutex<Option<JobSender>>,
+    landed_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     // Held until close: a second process on the same data dir is refused meanwhile.
     lock: Mutex<Option<File>>,
@@ -256,7 +274,9 @@ impl SqliteStore {
                 conn.pragma_update(None, "temp_store", "FILE")
             })
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
-        migrate(&mut conn)?;
+        migrate(&mut conn, MIGRATIONS)?;
+        let landed_path = dir.join(LANDED_FILE);
+        open_landed(&landed_path, &conn, options.durability)?;
         install_planner_statistics(&conn)
             .map_err(|e| StoreError::Unusable(format!("cannot write planner statistics: {e}")))?;
         // The planner reads its statistics when a connection loads the schema: start afresh.
@@ -268,16 +288,34 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
         let checkpoints = checkpoint::Checkpoints::start(&mut conn, &path, options.durability)?;
 
-        let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
-        let writer_thread = std::thread::Builder::new()
-            .name("idgraph-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, checkpoints, receiver))
-            .map_err(|e| StoreError::Other(format!("cannot start the writer thread: {e}")))?;
+        let (sender, writer_thread) = start_writer(conn, checkpoints, "idgraph-sqlite-writer")?;
+        let mut landed = Connection::open(&landed_path).map_err(|e| {
+            StoreError::Unusable(format!(
+                "cannot open database {}: {e}",
+                landed_path.display()
+            ))
+        })?;
+        configure(&landed, options.durability)
+            .and_then(|()| {
+                // Rows are appended and read back by readers, never looked up by this writer:
+                // the main writer's large cache would only hold landed rows in memory.
+                landed.pragma_update(None, "cache_size", LANDED_WRITER_CACHE_KIB)
+            })
+            .map_err(|e| {
+                StoreError::Unusable(format!("cannot use {}: {e}", landed_path.display()))
+            })?;
+        let landed_checkpoints =
+            checkpoint::Checkpoints::start(&mut landed, &landed_path, options.durability)?;
+        let (landed_sender, landed_thread) =
+            start_writer(landed, landed_checkpoints, "idgraph-sqlite-land")?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                landed_path,
                 writer: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(writer_thread)),
+                landed_writer: Mutex::new(Some(landed_sender)),
+                landed_thread: Mutex::new(Some(landed_thread)),
                 readers: Mutex::new(Vec::new()),
                 lock: Mutex::new(Some(lock)),
                 vault: idgraph_store::vault::VaultSlot::default(),
@@ -356,14 +394,26 @@ impl SqliteStore {
     }
 
     fn submit(&self, job: Box<dyn WriteJob>) -> StoreResult<()> {
-        let sender = self
-            .inner
-            .writer
-            .lock()
-            .map_err(poisoned)?
-            .clone()
-            .ok_or_else(closed)?;
-        sender.send(job).map_err(|_| closed())
+        submit_to(&self.inner.writer, job)
+    }
+
+    /// Like [`write_retriable`](Self::write_retriable), on the landed-rows file's writer: a
+    /// transaction of that file only, committed independently of the main one.
+    pub(crate) async fn write_landed<R, F>(&self, job: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let boxed: Box<dyn WriteJob> = Box::new(RetriableJob {
+            job,
+            reply,
+            attempted: None,
+        });
+        submit_to(&self.inner.landed_writer, boxed)?;
+        answer
+            .await
+            .map_err(|_| StoreError::Other("the landed-rows writer thread stopped".into()))?
     }
 
     /// Runs `job` on a read-only connection on a blocking thread.
@@ -380,7 +430,7 @@ impl SqliteStore {
             let pooled = inner.readers.lock().map_err(poisoned)?.pop();
             let conn = match pooled {
                 Some(conn) => conn,
-                None => open_reader(&inner.path)?,
+                None => open_reader(&inner.path, &inner.landed_path)?,
             };
             let result = job(&conn);
             let mut readers = inner.readers.lock().map_err(poisoned)?;
@@ -395,22 +445,26 @@ impl SqliteStore {
 
     async fn shutdown(&self) {
         let sender = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        let landed_sender = self
+            .inner
+            .landed_writer
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take());
         // Readers first: SQLite removes the WAL only when the last connection closes, and the
         // writer closes last after its checkpoint.
         if let Ok(mut readers) = self.inner.readers.lock() {
             readers.clear();
         }
         drop(sender);
-        let thread = self
-            .inner
-            .writer_thread
-            .lock()
-            .ok()
-            .and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
-                tracing::error!("the SQLite writer thread did not stop cleanly");
+        drop(landed_sender);
+        for slot in [&self.inner.writer_thread, &self.inner.landed_thread] {
+            let thread = slot.lock().ok().and_then(|mut t| t.take());
+            if let Some(thread) = thread {
+                let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+                if !matches!(joined, Ok(Ok(()))) {
+                    tracing::error!("an SQLite writer thread did not stop cleanly");
+                }
             }
         }
         // Closing the file releases the lock; the data dir is free for the next process.
@@ -554,14 +608,24 @@ fn install_planner_statistics(conn: &Connection) -> rusqlite::Result<()> {
 /// Page cache of the writer connection, in KiB (negative: SQLite's unit for "KiB, not pages").
 const WRITER_CACHE_KIB: i64 = -128 * 1024;
 
+/// Page cache of the landed-rows writer, in KiB (negative, as above).
+const LANDED_WRITER_CACHE_KIB: i64 = -2 * 1024;
+
 /// Page size of a new store. Larger pages won on small stores (imports 20% faster with 32 KiB)
 /// and lost on grown ones: every random index insert dirties a whole page, and at 3M events
 /// `/v1/batch` ran at 10,400 events/s with 32 KiB against 14,300 with 4 KiB (decision 0017).
 const PAGE_SIZE: i64 = 4 * 1024;
 
-fn open_reader(path: &Path) -> StoreResult<Connection> {
+fn open_reader(path: &Path, landed_path: &Path) -> StoreResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(map_error)?;
+    // Landed rows are read as `landed.import_rows`, with their job from the main file in the
+    // same statement.
+    conn.execute(
+        "ATTACH DATABASE ?1 AS landed",
+        [landed_path.to_string_lossy()],
+    )
+    .map_err(map_error)?;
     conn.pragma_update(None, "busy_timeout", 5000)
         .map_err(map_error)?;
     conn.set_db_config(
@@ -573,7 +637,76 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> StoreResult<()> {
+/// Where write jobs are sent, to one writer thread.
+type JobSender = std::sync::mpsc::Sender<Box<dyn WriteJob>>;
+
+fn start_writer(
+    conn: Connection,
+    checkpoints: checkpoint::Checkpoints,
+    name: &str,
+) -> StoreResult<(JobSender, JoinHandle<()>)> {
+    let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || writer_loop(conn, checkpoints, receiver))
+        .map_err(|e| StoreError::Other(format!("cannot start the writer thread {name}: {e}")))?;
+    Ok((sender, thread))
+}
+
+fn submit_to(writer: &Mutex<Option<JobSender>>, job: Box<dyn WriteJob>) -> StoreResult<()> {
+    let sender = writer
+        .lock()
+        .map_err(poisoned)?
+        .clone()
+        .ok_or_else(closed)?;
+    sender.send(job).map_err(|_| closed())
+}
+
+/// Creates or migrates the landed-rows file and moves into it the rows a store kept in its
+/// main file before decision 0022 (migration 12 set them aside as `import_rows_moving`). Copied
+/// first and dropped after, so a crash in between copies again (the copy ignores rows already
+/// there) rather than losing any.
+fn open_landed(landed_path: &Path, main: &Connection, durability: Durability) -> StoreResult<()> {
+    let unusable = |e: rusqlite::Error| {
+        StoreError::Unusable(format!("cannot use {}: {e}", landed_path.display()))
+    };
+    let mut landed = Connection::open(landed_path).map_err(unusable)?;
+    configure(&landed, durability).map_err(unusable)?;
+    migrate(&mut landed, LANDED_MIGRATIONS)?;
+    let moving: i64 = main
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'import_rows_moving'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unusable)?;
+    if moving == 0 {
+        return Ok(());
+    }
+    let main_path = main.path().unwrap_or_default().to_owned();
+    landed
+        .execute("ATTACH DATABASE ?1 AS graph", [&main_path])
+        .map_err(unusable)?;
+    let moved = landed
+        .execute(
+            "INSERT OR IGNORE INTO main.import_rows (tenant_id, job_id, row_no, bytes, defect)
+             SELECT tenant_id, job_id, row_no, bytes, defect FROM graph.import_rows_moving",
+            [],
+        )
+        .map_err(unusable)?;
+    landed
+        .execute("DETACH DATABASE graph", [])
+        .map_err(unusable)?;
+    drop(landed);
+    main.execute_batch("DROP TABLE import_rows_moving")
+        .map_err(unusable)?;
+    if moved > 0 {
+        tracing::info!(rows = moved, "moved landed import rows to their own file");
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, migrations: &[Migration]) -> StoreResult<()> {
     let unusable = |e: rusqlite::Error| StoreError::Unusable(format!("cannot migrate: {e}"));
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS idgraph_migrations (
@@ -602,7 +735,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         .map_err(unusable)?
     };
     let pending =
-        plan_migrations(MIGRATIONS, &applied).map_err(|e| StoreError::Unusable(e.to_string()))?;
+        plan_migrations(migrations, &applied).map_err(|e| StoreError::Unusable(e.to_string()))?;
     for migration in pending {
         tracing::info!(
             version = migration.version,

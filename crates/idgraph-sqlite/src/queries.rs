@@ -75,9 +75,20 @@ impl Store for SqliteStore {
     }
 
     async fn reseal(&self, tenant_id: &TenantId, limit: u32) -> StoreResult<u64> {
-        let (tenant_id, vault) = (tenant_id.clone(), self.vault());
-        self.write(move |tx| crate::reseal::batch(tx, &vault, tenant_id.as_str(), limit))
-            .await
+        let (tenant, vault) = (tenant_id.clone(), self.vault());
+        let done = self
+            .write(move |tx| crate::reseal::batch(tx, &vault, tenant.as_str(), limit))
+            .await?;
+        let left = u64::from(limit).saturating_sub(done);
+        if left == 0 {
+            return Ok(done);
+        }
+        // What the batch left of its budget goes to the landed-rows file (decision 0022).
+        let (tenant, vault) = (tenant_id.clone(), self.vault());
+        let landed = self
+            .write_landed(move |tx| crate::reseal::landed_batch(tx, &vault, tenant.as_str(), left))
+            .await?;
+        Ok(done + landed)
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
@@ -793,11 +804,24 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let (tenant, job_id) = (tenant_id.clone(), job_id.to_owned());
+        let (Some(first), Some(last)) = (rows.first().map(|r| r.row), rows.last().map(|r| r.row))
+        else {
+            return Ok(());
+        };
         let mut rows = rows;
         self.vault().seal_landed(tenant.as_str(), &mut rows)?;
+        // The rows on the landed-rows file's writer, then their count on the main one: a count
+        // never names a row that is not there (decision 0022).
+        let (landing_tenant, landing_job) = (tenant.clone(), job_id.clone());
+        self.write_landed(move |tx| {
+            imports::land_rows(tx, landing_tenant.as_str(), &landing_job, &rows)
+        })
+        .await?;
         // Retriable, like every job that writes only its transaction's rows: no savepoint.
-        self.write_retriable(move |tx| imports::land(tx, tenant.as_str(), &job_id, &rows, at))
-            .await
+        self.write_retriable(move |tx| {
+            imports::count_landed(tx, tenant.as_str(), &job_id, first, last, at)
+        })
+        .await
     }
 
     async fn finish_import_landing(
@@ -878,6 +902,25 @@ impl Store for SqliteStore {
         let mut chunk = chunk;
         self.vault()
             .seal_outcomes(tenant.as_str(), &mut chunk.outcomes)?;
+        if !chunk.erase_landed.is_empty() {
+            // Erased before the chunk is recorded: a crash in between runs the chunk again over
+            // rows already erased, never leaves a deleted person's row readable.
+            let rows: Vec<(String, u64)> = chunk
+                .erase_landed
+                .iter()
+                .map(|row| (job_id.clone(), *row))
+                .collect();
+            let tenant = tenant.clone();
+            self.write_landed(move |tx| {
+                imports::erase_rows(
+                    tx,
+                    tenant.as_str(),
+                    &rows,
+                    "erased: carried a deleted person's identifier",
+                )
+            })
+            .await?;
+        }
         self.write_retriable(move |tx| imports::record(tx, tenant.as_str(), &job_id, &chunk))
             .await
     }
@@ -982,9 +1025,24 @@ impl Store for SqliteStore {
         tenant_id: &TenantId,
         now: Timestamp,
     ) -> StoreResult<PurgeOutcome> {
+        // The rows the persons due came from are erased in the landed-rows file first: a crash
+        // before the purge commits leaves them erased and the purge to run again.
+        let tenant = tenant_id.clone();
+        let rows = self
+            .read(move |conn| deletion::landed_rows_of_due(conn, tenant.as_str(), now))
+            .await?;
+        let tenant = tenant_id.clone();
+        let erased = self
+            .write_landed(move |tx| {
+                imports::erase_rows(tx, tenant.as_str(), &rows, "erased: the person was deleted")
+            })
+            .await?;
         let tenant_id = tenant_id.clone();
-        self.write(move |tx| deletion::purge(tx, tenant_id.as_str(), now))
-            .await
+        let mut purged = self
+            .write(move |tx| deletion::purge(tx, tenant_id.as_str(), now))
+            .await?;
+        purged.import_rows = erased;
+        Ok(purged)
     }
 
     async fn stored_suppression_entries(

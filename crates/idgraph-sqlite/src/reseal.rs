@@ -230,36 +230,7 @@ fn imports(
     left: &mut i64,
 ) -> StoreResult<u64> {
     let prefix_len = i64::try_from(prefix.len()).unwrap_or(i64::MAX);
-    // Bytes columns are sealed as bytes, after a prefix of their own.
-    let bytes_prefix = vault.current_bytes_prefix().unwrap_or_default();
-    let bytes_len = i64::try_from(bytes_prefix.len()).unwrap_or(i64::MAX);
     let mut done = 0u64;
-    let rows: Vec<(String, i64, Vec<u8>)> = tx
-        .prepare_cached(
-            "SELECT job_id, row_no, bytes FROM import_rows
-             WHERE tenant_id = ?1 AND length(bytes) > 0 AND substr(bytes, 1, ?2) <> ?3 LIMIT ?4",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![tenant, bytes_len, bytes_prefix, *left], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect()
-        })
-        .map_err(map_error)?;
-    for (job_id, row_no, stored) in rows {
-        let plain = vault.open_bytes(tenant, column::IMPORT_ROW, stored)?;
-        let sealed = vault.seal_bytes(tenant, column::IMPORT_ROW, &plain)?;
-        tx.prepare_cached(
-            "UPDATE import_rows SET bytes = ?4 WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
-        )
-        .and_then(|mut s| s.execute(params![tenant, job_id, row_no, sealed]))
-        .map_err(map_error)?;
-        done += 1;
-        *left -= 1;
-    }
-    if *left <= 0 {
-        return Ok(done);
-    }
     let outcomes: Vec<(String, i64, String)> = tx
         .prepare_cached(
             "SELECT job_id, row_no, reason FROM import_outcomes
@@ -472,6 +443,51 @@ fn compliance(
         .map_err(map_error)?;
         done += 1;
         *left -= 1;
+    }
+    Ok(done)
+}
+
+/// One bounded batch of the landed-rows file (decision 0022), on its own writer: the landed
+/// rows not under the current key. Bytes columns are sealed as bytes, after a prefix of their
+/// own.
+pub(crate) fn landed_batch(
+    tx: &Transaction<'_>,
+    vault: &Vault,
+    tenant: &str,
+    limit: u64,
+) -> StoreResult<u64> {
+    let Some(bytes_prefix) = vault.current_bytes_prefix() else {
+        return Ok(0);
+    };
+    let bytes_len = i64::try_from(bytes_prefix.len()).unwrap_or(i64::MAX);
+    let rows: Vec<(String, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT job_id, row_no, bytes FROM import_rows
+             WHERE tenant_id = ?1 AND length(bytes) > 0 AND substr(bytes, 1, ?2) <> ?3 LIMIT ?4",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    tenant,
+                    bytes_len,
+                    bytes_prefix,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .collect()
+        })
+        .map_err(map_error)?;
+    let mut done = 0u64;
+    for (job_id, row_no, stored) in rows {
+        let plain = vault.open_bytes(tenant, column::IMPORT_ROW, stored)?;
+        let sealed = vault.seal_bytes(tenant, column::IMPORT_ROW, &plain)?;
+        tx.prepare_cached(
+            "UPDATE import_rows SET bytes = ?4 WHERE tenant_id = ?1 AND job_id = ?2 AND row_no = ?3",
+        )
+        .and_then(|mut s| s.execute(params![tenant, job_id, row_no, sealed]))
+        .map_err(map_error)?;
+        done += 1;
     }
     Ok(done)
 }

@@ -1,7 +1,9 @@
 //! Schema invariants of the embedded store: tenant_id leads every key and index, migrations are
 //! recorded once, and a database from a newer idgraph is refused untouched.
 
-use idgraph_sqlite::{DATABASE_FILE, Durability, MIGRATIONS, SqliteOptions, SqliteStore};
+use idgraph_sqlite::{
+    DATABASE_FILE, Durability, LANDED_FILE, MIGRATIONS, SqliteOptions, SqliteStore,
+};
 use idgraph_store::{Store, StoreError};
 
 fn options(dir: &tempfile::TempDir) -> SqliteOptions {
@@ -24,26 +26,33 @@ fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
 async fn tenant_id_leads_every_key_and_index() {
     let dir = tempfile::tempdir().unwrap();
     create_and_close(&dir).await;
-    let conn = raw(&dir);
+    for file in [DATABASE_FILE, LANDED_FILE] {
+        tenant_id_leads_every_key_and_index_of(
+            &rusqlite::Connection::open(dir.path().join(file)).expect("open raw"),
+        );
+    }
+}
+
+fn tenant_id_leads_every_key_and_index_of(conn: &rusqlite::Connection) {
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'idgraph_migrations'")
-        .unwrap()
+        .expect("schema query")
         .query_map([], |r| r.get(0))
-        .unwrap()
+        .expect("schema query")
         .collect::<Result<_, _>>()
-        .unwrap();
-    assert!(tables.len() >= 4, "{tables:?}");
+        .expect("schema query");
+    assert!(!tables.is_empty(), "{tables:?}");
     for table in &tables {
         // pragma table_info: (cid, name, type, notnull, default, pk); pk = position in the key.
         let key: Vec<(String, i64)> = conn
             .prepare(&format!(
                 "SELECT name, pk FROM pragma_table_info('{table}') WHERE pk > 0 ORDER BY pk"
             ))
-            .unwrap()
+            .expect("schema query")
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
+            .expect("schema query")
             .collect::<Result<_, _>>()
-            .unwrap();
+            .expect("schema query");
         assert_eq!(
             key.first().map(|k| k.0.as_str()),
             Some("tenant_id"),
@@ -51,11 +60,11 @@ async fn tenant_id_leads_every_key_and_index() {
         );
         let indexes: Vec<String> = conn
             .prepare(&format!("SELECT name FROM pragma_index_list('{table}')"))
-            .unwrap()
+            .expect("schema query")
             .query_map([], |r| r.get(0))
-            .unwrap()
+            .expect("schema query")
             .collect::<Result<_, _>>()
-            .unwrap();
+            .expect("schema query");
         for index in indexes {
             let first: String = conn
                 .query_row(
@@ -63,7 +72,7 @@ async fn tenant_id_leads_every_key_and_index() {
                     [],
                     |r| r.get(0),
                 )
-                .unwrap();
+                .expect("schema query");
             assert_eq!(first, "tenant_id", "index {index} on {table}");
         }
     }
@@ -84,8 +93,9 @@ async fn migrations_are_recorded_once_and_reopening_is_a_no_op() {
         Ok(MIGRATIONS.last().unwrap().version)
     );
     store.close().await;
-    // A clean close folds the WAL back: the data dir is one database file.
+    // A clean close folds the WALs back: the data dir is its two database files.
     assert!(!dir.path().join("idgraph.db-wal").exists());
+    assert!(!dir.path().join("landed.db-wal").exists());
 }
 
 #[tokio::test]
@@ -603,4 +613,101 @@ async fn trait_values_of_a_schema_10_store_read_back_from_their_sets() {
         )
         .unwrap();
     assert_eq!(old_table, 0);
+}
+
+/// A store made before the landed-rows file (schema 11) keeps landed rows in its main file:
+/// opening it moves them, readable as before, and leaves none behind.
+#[tokio::test]
+async fn landed_rows_of_a_schema_11_store_move_to_their_own_file() {
+    use idgraph_core::tenancy::TenantId;
+    use idgraph_core::tenancy::WorkspaceName;
+    use idgraph_store::{
+        ImportCounts, ImportJob, ImportMode, ImportStatus, JobMapping, LandedRow, Tenant,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantId::parse("upgrade").unwrap();
+    let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let rows: Vec<LandedRow> = (1..=3)
+        .map(|row| LandedRow {
+            row,
+            bytes: format!("ann,row {row}").into_bytes(),
+            defect: (row == 2).then(|| "ragged".to_owned()),
+        })
+        .collect();
+    {
+        let store = SqliteStore::open(&options(&dir)).unwrap();
+        store
+            .create_tenant(&Tenant {
+                id: tenant.clone(),
+                name: "Upgrade".into(),
+                created_at: at,
+            })
+            .await
+            .unwrap();
+        let job = ImportJob {
+            job_id: "job-1".into(),
+            workspace: WorkspaceName::default_workspace(),
+            mode: ImportMode::Universe,
+            status: ImportStatus::Landing,
+            mapping: JobMapping {
+                name: "auto".into(),
+                version: 1,
+                document: r#"{"name":"auto"}"#.into(),
+                digest: "d1".into(),
+            },
+            options: "{}".into(),
+            header: b"email,name".to_vec(),
+            delimiter: b',',
+            file_sha256: None,
+            file_bytes: 0,
+            landed: 0,
+            processed: 0,
+            counts: ImportCounts::default(),
+            warnings: Vec::new(),
+            error: None,
+            runner: None,
+            heartbeat: None,
+            created_at: at,
+            updated_at: at,
+            finished_at: None,
+        };
+        store.create_import(&tenant, &job).await.unwrap();
+        store
+            .land_import_rows(&tenant, "job-1", rows.clone(), at)
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    // Back to the schema-11 layout: the rows in the main file, no landed-rows file.
+    {
+        let conn = raw(&dir);
+        conn.execute_batch(&format!(
+            "CREATE TABLE import_rows (
+                tenant_id TEXT NOT NULL, job_id TEXT NOT NULL, row_no INTEGER NOT NULL,
+                bytes BLOB NOT NULL, defect TEXT, PRIMARY KEY (tenant_id, job_id, row_no));
+             ATTACH DATABASE '{}' AS landed;
+             INSERT INTO import_rows SELECT * FROM landed.import_rows;
+             DETACH DATABASE landed;
+             DELETE FROM idgraph_migrations WHERE name = 'landed_rows_file';",
+            dir.path().join(LANDED_FILE).display()
+        ))
+        .unwrap();
+    }
+    std::fs::remove_file(dir.path().join(LANDED_FILE)).unwrap();
+
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    assert_eq!(
+        store.landed_rows(&tenant, "job-1", 0, 10).await.unwrap(),
+        rows
+    );
+    store.close().await;
+    let left: i64 = raw(&dir)
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE 'import_rows%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "the main file keeps no landed rows");
 }
