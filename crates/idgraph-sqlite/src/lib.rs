@@ -379,18 +379,7 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let boxed: Box<dyn WriteJob> = Box::new(RetriableJob {
-            job,
-            reply,
-            attempted: None,
-        });
-        self.submit(boxed)?;
-        Ok(async move {
-            answer
-                .await
-                .map_err(|_| StoreError::Other("the writer thread stopped".into()))?
-        })
+        queue_retriable_to(&self.inner.writer, job)
     }
 
     fn submit(&self, job: Box<dyn WriteJob>) -> StoreResult<()> {
@@ -404,16 +393,7 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let boxed: Box<dyn WriteJob> = Box::new(RetriableJob {
-            job,
-            reply,
-            attempted: None,
-        });
-        submit_to(&self.inner.landed_writer, boxed)?;
-        answer
-            .await
-            .map_err(|_| StoreError::Other("the landed-rows writer thread stopped".into()))?
+        queue_retriable_to(&self.inner.landed_writer, job)?.await
     }
 
     /// Runs `job` on a read-only connection on a blocking thread.
@@ -651,6 +631,28 @@ fn start_writer(
         .spawn(move || writer_loop(conn, checkpoints, receiver))
         .map_err(|e| StoreError::Other(format!("cannot start the writer thread {name}: {e}")))?;
     Ok((sender, thread))
+}
+
+fn queue_retriable_to<R, F>(
+    writer: &Mutex<Option<JobSender>>,
+    job: F,
+) -> StoreResult<impl Future<Output = StoreResult<R>> + use<R, F>>
+where
+    R: Send + 'static,
+    F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let boxed: Box<dyn WriteJob> = Box::new(RetriableJob {
+        job,
+        reply,
+        attempted: None,
+    });
+    submit_to(writer, boxed)?;
+    Ok(async move {
+        answer
+            .await
+            .map_err(|_| StoreError::Other("the writer thread stopped".into()))?
+    })
 }
 
 fn submit_to(writer: &Mutex<Option<JobSender>>, job: Box<dyn WriteJob>) -> StoreResult<()> {

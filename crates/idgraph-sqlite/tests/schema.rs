@@ -18,6 +18,23 @@ async fn create_and_close(dir: &tempfile::TempDir) {
     store.close().await;
 }
 
+/// A store in `dir` with `tenant` created.
+async fn open_with_tenant(
+    dir: &tempfile::TempDir,
+    tenant: &idgraph_core::tenancy::TenantId,
+) -> SqliteStore {
+    let store = SqliteStore::open(&options(dir)).expect("open");
+    store
+        .create_tenant(&idgraph_store::Tenant {
+            id: tenant.clone(),
+            name: "Upgrade".into(),
+            created_at: jiff::Timestamp::from_second(1_800_000_000).expect("in range"),
+        })
+        .await
+        .expect("tenant");
+    store
+}
+
 fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("open raw")
 }
@@ -332,8 +349,8 @@ async fn sealed_identifier_values_move_to_their_own_table() {
 async fn sealed_nodes_of_a_schema_9_store_open_after_the_migration() {
     use idgraph_core::identity::IdentifierKind;
     use idgraph_core::tenancy::TenantId;
+    use idgraph_store::IdentityNodeRow;
     use idgraph_store::vault::Vault;
-    use idgraph_store::{IdentityNodeRow, Tenant};
 
     let dir = tempfile::tempdir().unwrap();
     let vault = Vault::random().unwrap();
@@ -357,16 +374,8 @@ async fn sealed_nodes_of_a_schema_9_store_open_after_the_migration() {
         node("external_id", "u-2", "p2"),
     ];
     {
-        let store = SqliteStore::open(&options(&dir)).unwrap();
+        let store = open_with_tenant(&dir, &tenant).await;
         store.vault_slot().set(vault.clone());
-        store
-            .create_tenant(&Tenant {
-                id: tenant.clone(),
-                name: "Upgrade".into(),
-                created_at: at,
-            })
-            .await
-            .unwrap();
         store
             .insert_identity_nodes(&tenant, rows.clone())
             .await
@@ -620,10 +629,7 @@ async fn trait_values_of_a_schema_10_store_read_back_from_their_sets() {
 #[tokio::test]
 async fn landed_rows_of_a_schema_11_store_move_to_their_own_file() {
     use idgraph_core::tenancy::TenantId;
-    use idgraph_core::tenancy::WorkspaceName;
-    use idgraph_store::{
-        ImportCounts, ImportJob, ImportMode, ImportStatus, JobMapping, LandedRow, Tenant,
-    };
+    use idgraph_store::LandedRow;
 
     let dir = tempfile::tempdir().unwrap();
     let tenant = TenantId::parse("upgrade").unwrap();
@@ -636,43 +642,11 @@ async fn landed_rows_of_a_schema_11_store_move_to_their_own_file() {
         })
         .collect();
     {
-        let store = SqliteStore::open(&options(&dir)).unwrap();
+        let store = open_with_tenant(&dir, &tenant).await;
         store
-            .create_tenant(&Tenant {
-                id: tenant.clone(),
-                name: "Upgrade".into(),
-                created_at: at,
-            })
+            .create_import(&tenant, &idgraph_store::testsuite::new_job("job-1"))
             .await
             .unwrap();
-        let job = ImportJob {
-            job_id: "job-1".into(),
-            workspace: WorkspaceName::default_workspace(),
-            mode: ImportMode::Universe,
-            status: ImportStatus::Landing,
-            mapping: JobMapping {
-                name: "auto".into(),
-                version: 1,
-                document: r#"{"name":"auto"}"#.into(),
-                digest: "d1".into(),
-            },
-            options: "{}".into(),
-            header: b"email,name".to_vec(),
-            delimiter: b',',
-            file_sha256: None,
-            file_bytes: 0,
-            landed: 0,
-            processed: 0,
-            counts: ImportCounts::default(),
-            warnings: Vec::new(),
-            error: None,
-            runner: None,
-            heartbeat: None,
-            created_at: at,
-            updated_at: at,
-            finished_at: None,
-        };
-        store.create_import(&tenant, &job).await.unwrap();
         store
             .land_import_rows(&tenant, "job-1", rows.clone(), at)
             .await

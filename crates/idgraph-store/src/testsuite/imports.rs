@@ -13,7 +13,8 @@ use crate::{
     SuppressionRow,
 };
 
-pub(super) fn new_job(job_id: &str) -> ImportJob {
+/// A job of the `auto` mapping, `landing`, created at second 0.
+pub fn new_job(job_id: &str) -> ImportJob {
     ImportJob {
         job_id: job_id.to_owned(),
         workspace: WorkspaceName::default_workspace(),

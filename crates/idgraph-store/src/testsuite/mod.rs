@@ -36,7 +36,7 @@ pub use compliance::{
 };
 pub use imports::{
     import_jobs_list_newest_first_and_stay_in_their_tenant,
-    import_jobs_progress_by_compare_and_set, signal_effects_are_read_back_by_message_id,
+    import_jobs_progress_by_compare_and_set, new_job, signal_effects_are_read_back_by_message_id,
     stored_suppression_entries_are_found_by_id,
 };
 pub use resolution::{
