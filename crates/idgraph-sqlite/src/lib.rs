@@ -763,6 +763,13 @@ fn in_savepoint<R>(
     tx: &rusqlite::Transaction<'_>,
     job: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<R>,
 ) -> StoreResult<R> {
+    // After some errors (a full disk, an I/O error) SQLite rolls the whole transaction back.
+    // A savepoint then would begin a transaction of its own and RELEASE commit it: the job's
+    // writes kept while the failed group tells it they were not. The rest of the group is
+    // refused instead.
+    if tx.is_autocommit() {
+        return Err(rolled_back());
+    }
     tx.execute_batch("SAVEPOINT job").map_err(map_error)?;
     match job(tx) {
         Ok(value) => {
@@ -770,13 +777,22 @@ fn in_savepoint<R>(
             Ok(value)
         }
         Err(error) => {
-            // Undo this job only; the other jobs of the group keep their changes.
-            if let Err(rollback) = tx.execute_batch("ROLLBACK TO job; RELEASE job") {
+            // Undo this job only; the other jobs of the group keep their changes (unless
+            // SQLite has rolled back everything already).
+            if !tx.is_autocommit()
+                && let Err(rollback) = tx.execute_batch("ROLLBACK TO job; RELEASE job")
+            {
                 tracing::error!(error = %rollback, "rolling back a failed write job failed");
             }
             Err(error)
         }
     }
+}
+
+fn rolled_back() -> StoreError {
+    StoreError::Other(
+        "SQLite rolled this write's transaction back after an error in it; nothing was kept".into(),
+    )
 }
 
 fn writer_loop(
@@ -823,7 +839,10 @@ fn run_group(conn: &mut Connection, group: &mut Vec<Box<dyn WriteJob>>) {
             return commit(tx, after, once);
         }
         tracing::debug!("a write failed in a group; running the group again job by job");
-        if let Err(e) = tx.rollback() {
+        // Dropped without a word when SQLite has already rolled it back.
+        if !tx.is_autocommit()
+            && let Err(e) = tx.rollback()
+        {
             tracing::error!(error = %e, "rolling back a failed group of writes failed");
         }
     }
@@ -842,7 +861,11 @@ fn commit(
     once: Vec<Box<dyn WriteJob>>,
 ) {
     after.extend(once.into_iter().map(|job| job.run(&tx)));
-    let committed = tx.commit().map_err(map_error);
+    let committed = if tx.is_autocommit() {
+        Err(rolled_back())
+    } else {
+        tx.commit().map_err(map_error)
+    };
     if let Err(error) = &committed {
         tracing::error!(%error, "commit failed; the group's writes are lost and reported");
     }
@@ -932,6 +955,65 @@ mod tests {
 
     fn answer(mut reply: Reply) -> StoreResult<()> {
         reply.try_recv().expect("the job was answered")
+    }
+
+    /// A full disk (here: the file's page limit) makes SQLite roll the whole transaction back.
+    /// The jobs after it in the group must not run outside a transaction, where a savepoint
+    /// would begin and commit one of its own while the job is told the group failed.
+    #[test]
+    fn after_sqlite_rolls_the_transaction_back_no_job_of_the_group_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = connection(dir.path());
+        conn.execute_batch("PRAGMA max_page_count = 8")
+            .expect("page limit");
+        let (fill, fill_reply) = {
+            let (reply, answer) = oneshot::channel();
+            let job = move |tx: &rusqlite::Transaction<'_>| {
+                tx.execute("INSERT INTO t (v) VALUES (?1)", ["x".repeat(200_000)])
+                    .map(|_| ())
+                    .map_err(map_error)
+            };
+            let job: Box<dyn WriteJob> = Box::new(TypedJob { job, reply });
+            (job, answer)
+        };
+        let (after, after_reply) = once("after");
+        run_group(&mut conn, &mut vec![once("before").0, fill, after]);
+        assert!(answer(fill_reply).is_err());
+        assert!(answer(after_reply).is_err(), "its group was not committed");
+        assert!(conn.is_autocommit());
+        assert_eq!(
+            rows(&conn),
+            Vec::<String>::new(),
+            "nothing of the group was kept"
+        );
+
+        // The same among retriable jobs, which the group runs again job by job.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (fill, fill_reply) = {
+            let (reply, answer) = oneshot::channel();
+            let job = move |tx: &rusqlite::Transaction<'_>| {
+                tx.execute("INSERT INTO t (v) VALUES (?1)", ["y".repeat(200_000)])
+                    .map(|_| ())
+                    .map_err(map_error)
+            };
+            let job: Box<dyn WriteJob> = Box::new(RetriableJob {
+                job,
+                reply,
+                attempted: None,
+            });
+            (job, answer)
+        };
+        let (first, first_reply) = retriable("first", false, runs.clone());
+        let (last, last_reply) = retriable("last", false, runs.clone());
+        run_group(&mut conn, &mut vec![first, fill, last]);
+        for reply in [first_reply, fill_reply, last_reply] {
+            assert!(answer(reply).is_err());
+        }
+        assert_eq!(
+            rows(&conn),
+            Vec::<String>::new(),
+            "nothing of the retriable group was kept"
+        );
     }
 
     #[test]
