@@ -813,7 +813,8 @@ fn writer_loop(
         checkpoints.after_commit(&conn);
     }
     checkpoints.stop(&mut conn);
-    // All senders are gone: fold the WAL back into the main file so the data dir is one file.
+    // All senders are gone: fold the WAL back into its database file, so a closed data dir is
+    // its database files alone.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %e, "WAL checkpoint at close failed; it will be redone at next open");
     }
