@@ -282,18 +282,20 @@ pub(crate) fn purge(
             "DELETE FROM events WHERE tenant_id = ?1 AND person_id = ?2",
             params![tenant, person],
         )?;
-        let observations: i64 = tx
+        // Reported as observations, which each set counts.
+        let observations: Vec<i64> = tx
             .prepare_cached(
-                "SELECT COALESCE(SUM(observed), 0) FROM trait_sets WHERE tenant_id = ?1 AND person_id = ?2",
+                "DELETE FROM trait_sets WHERE tenant_id = ?1 AND person_id = ?2 RETURNING observed",
             )
-            .and_then(|mut s| s.query_row(params![tenant, person], |r| r.get(0)))
+            .and_then(|mut s| {
+                s.query_map(params![tenant, person], |r| r.get(0))?
+                    .collect()
+            })
             .map_err(map_error)?;
-        exec(
-            tx,
-            "DELETE FROM trait_sets WHERE tenant_id = ?1 AND person_id = ?2",
-            params![tenant, person],
-        )?;
-        purged.trait_values += u64::try_from(observations).unwrap_or(0);
+        purged.trait_values += observations
+            .into_iter()
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .sum::<u64>();
         exec(
             tx,
             "DELETE FROM workspace_contacts WHERE tenant_id = ?1 AND person_id = ?2",

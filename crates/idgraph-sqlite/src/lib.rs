@@ -276,7 +276,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
         migrate(&mut conn, MIGRATIONS)?;
         let landed_path = dir.join(LANDED_FILE);
-        open_landed(&landed_path, &conn, options.durability)?;
+        let mut landed = open_landed(&landed_path, &path, &conn, options.durability)?;
         install_planner_statistics(&conn)
             .map_err(|e| StoreError::Unusable(format!("cannot write planner statistics: {e}")))?;
         // The planner reads its statistics when a connection loads the schema: start afresh.
@@ -289,21 +289,6 @@ impl SqliteStore {
         let checkpoints = checkpoint::Checkpoints::start(&mut conn, &path, options.durability)?;
 
         let (sender, writer_thread) = start_writer(conn, checkpoints, "idgraph-sqlite-writer")?;
-        let mut landed = Connection::open(&landed_path).map_err(|e| {
-            StoreError::Unusable(format!(
-                "cannot open database {}: {e}",
-                landed_path.display()
-            ))
-        })?;
-        configure(&landed, options.durability)
-            .and_then(|()| {
-                // Rows are appended and read back by readers, never looked up by this writer:
-                // the main writer's large cache would only hold landed rows in memory.
-                landed.pragma_update(None, "cache_size", LANDED_WRITER_CACHE_KIB)
-            })
-            .map_err(|e| {
-                StoreError::Unusable(format!("cannot use {}: {e}", landed_path.display()))
-            })?;
         let landed_checkpoints =
             checkpoint::Checkpoints::start(&mut landed, &landed_path, options.durability)?;
         let (landed_sender, landed_thread) =
@@ -664,16 +649,27 @@ fn submit_to(writer: &Mutex<Option<JobSender>>, job: Box<dyn WriteJob>) -> Store
     sender.send(job).map_err(|_| closed())
 }
 
-/// Creates or migrates the landed-rows file and moves into it the rows a store kept in its
-/// main file before decision 0022 (migration 12 set them aside as `import_rows_moving`). Copied
-/// first and dropped after, so a crash in between copies again (the copy ignores rows already
-/// there) rather than losing any.
-fn open_landed(landed_path: &Path, main: &Connection, durability: Durability) -> StoreResult<()> {
+/// Opens, creates or migrates the landed-rows file for its writer, and moves into it the rows a
+/// store kept in its main file (`main_path`) before decision 0022 (migration 12 set them aside
+/// as `import_rows_moving`). Copied first and dropped after, so a crash in between copies again
+/// (the copy ignores rows already there) rather than losing any.
+fn open_landed(
+    landed_path: &Path,
+    main_path: &Path,
+    main: &Connection,
+    durability: Durability,
+) -> StoreResult<Connection> {
     let unusable = |e: rusqlite::Error| {
         StoreError::Unusable(format!("cannot use {}: {e}", landed_path.display()))
     };
     let mut landed = Connection::open(landed_path).map_err(unusable)?;
-    configure(&landed, durability).map_err(unusable)?;
+    configure(&landed, durability)
+        .and_then(|()| {
+            // Rows are appended and read back by readers, never looked up by this writer: the
+            // main writer's large cache would only hold landed rows in memory.
+            landed.pragma_update(None, "cache_size", LANDED_WRITER_CACHE_KIB)
+        })
+        .map_err(unusable)?;
     migrate(&mut landed, LANDED_MIGRATIONS)?;
     let moving: i64 = main
         .query_row(
@@ -683,11 +679,10 @@ fn open_landed(landed_path: &Path, main: &Connection, durability: Durability) ->
         )
         .map_err(unusable)?;
     if moving == 0 {
-        return Ok(());
+        return Ok(landed);
     }
-    let main_path = main.path().unwrap_or_default().to_owned();
     landed
-        .execute("ATTACH DATABASE ?1 AS graph", [&main_path])
+        .execute("ATTACH DATABASE ?1 AS graph", [main_path.to_string_lossy()])
         .map_err(unusable)?;
     let moved = landed
         .execute(
@@ -699,13 +694,12 @@ fn open_landed(landed_path: &Path, main: &Connection, durability: Durability) ->
     landed
         .execute("DETACH DATABASE graph", [])
         .map_err(unusable)?;
-    drop(landed);
     main.execute_batch("DROP TABLE import_rows_moving")
         .map_err(unusable)?;
     if moved > 0 {
         tracing::info!(rows = moved, "moved landed import rows to their own file");
     }
-    Ok(())
+    Ok(landed)
 }
 
 fn migrate(conn: &mut Connection, migrations: &[Migration]) -> StoreResult<()> {

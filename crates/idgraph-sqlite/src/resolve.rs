@@ -9,7 +9,7 @@ use idgraph_core::identity::{Identifier, IdentifierKind, IdentitySettings};
 use idgraph_core::privacy::ErasedIdentifiers;
 use idgraph_core::resolve::{GraphView, PersonId, PersonView, Resolution, Signal, resolve};
 use idgraph_core::tenancy::TenantId;
-use idgraph_store::trait_set::{self, SetForm};
+use idgraph_store::trait_set::SetForm;
 use idgraph_store::vault::{SealedSignal, Vault, column};
 use idgraph_store::{
     IngestOutcome, LAST_SEEN_RESOLUTION_SECONDS, SignalRecord, StoreError, StoreResult,
@@ -567,7 +567,7 @@ impl Recorder<'_, '_> {
         ])
     })
     .map_err(map_error)?;
-        if let Some(observations) = &sealed.traits {
+        if let Some(set) = &sealed.traits {
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO trait_sets
                  (tenant_id, person_id, workspace, signal_id, form, observed, observations)
@@ -580,8 +580,8 @@ impl Recorder<'_, '_> {
                     event.workspace.as_str(),
                     signal_id,
                     SetForm::Whole.code(),
-                    i64::try_from(trait_set::kept(&signal.traits)).unwrap_or(i64::MAX),
-                    observations
+                    i64::try_from(set.observed).unwrap_or(i64::MAX),
+                    set.stored
                 ])
             })
             .map_err(map_error)?;

@@ -41,22 +41,11 @@ impl SetForm {
     }
 }
 
-/// One observation read back from a set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Observed {
-    pub name: String,
-    /// JSON text.
-    pub value: String,
-    pub provenance: Provenance,
-    pub set_once: bool,
-}
-
 type Element<'a> = (&'a str, &'a str, &'a str, f64, i64, bool);
-type OwnedElement = (String, String, String, f64, i64, bool);
 
-/// The plain array of `observations`. A name observed twice by one signal keeps its first
-/// observation, as the one-row-per-observation layout did by its key.
-pub fn encode(observations: &[TraitObservation]) -> String {
+/// The plain array of `observations` and how many it holds. A name observed twice by one
+/// signal keeps its first observation, as the one-row-per-observation layout did by its key.
+pub fn encode(observations: &[TraitObservation]) -> (String, usize) {
     let mut elements: Vec<Element<'_>> = Vec::with_capacity(observations.len());
     for observed in observations {
         if elements.iter().any(|e| e.0 == observed.name) {
@@ -73,21 +62,11 @@ pub fn encode(observations: &[TraitObservation]) -> String {
     }
     // Serializing strings, numbers and booleans cannot fail; an infinite confidence would be
     // written as null, which is why the reader takes it as 0 (as the comparison does NaN).
-    serde_json::to_string(&elements).unwrap_or_else(|_| "[]".to_owned())
+    let plain = serde_json::to_string(&elements).unwrap_or_else(|_| "[]".to_owned());
+    (plain, elements.len())
 }
 
-/// How many observations `encode` keeps of `observations`.
-pub fn kept(observations: &[TraitObservation]) -> usize {
-    let mut names: Vec<&str> = Vec::with_capacity(observations.len());
-    for observed in observations {
-        if !names.contains(&observed.name.as_str()) {
-            names.push(&observed.name);
-        }
-    }
-    names.len()
-}
-
-pub fn decode(plain: &str) -> StoreResult<Vec<Observed>> {
+pub fn decode(plain: &str) -> StoreResult<Vec<TraitObservation>> {
     let bad = |why: String| StoreError::Other(format!("a stored trait set is unreadable: {why}"));
     let elements: Vec<(String, String, String, Option<f64>, i64, bool)> =
         serde_json::from_str(plain).map_err(|e| bad(e.to_string()))?;
@@ -99,7 +78,7 @@ pub fn decode(plain: &str) -> StoreResult<Vec<Observed>> {
                 .map_err(|_| bad(format!("unknown source class {class:?}")))?;
             let observed_at =
                 Timestamp::from_microsecond(observed_at).map_err(|e| bad(e.to_string()))?;
-            Ok(Observed {
+            Ok(TraitObservation {
                 name,
                 value,
                 provenance: Provenance {
@@ -113,18 +92,27 @@ pub fn decode(plain: &str) -> StoreResult<Vec<Observed>> {
         .collect()
 }
 
-/// The stored (sealed) form of a signal's observations, or `None` when it observed none.
+/// A signal's observations as the store writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSet {
+    /// The array, sealed (plain where the store has no key).
+    pub stored: String,
+    /// How many observations it holds (a deletion reports them).
+    pub observed: usize,
+}
+
+/// The stored form of a signal's observations, or `None` when it observed none.
 pub fn seal(
     vault: &Vault,
     tenant: &str,
     observations: &[TraitObservation],
-) -> StoreResult<Option<String>> {
+) -> StoreResult<Option<SealedSet>> {
     if observations.is_empty() {
         return Ok(None);
     }
-    vault
-        .seal(tenant, column::TRAIT_SET, &encode(observations))
-        .map(Some)
+    let (plain, observed) = encode(observations);
+    let stored = vault.seal(tenant, column::TRAIT_SET, &plain)?;
+    Ok(Some(SealedSet { stored, observed }))
 }
 
 /// The observations of a stored set, values opened.
@@ -133,7 +121,7 @@ pub fn open(
     tenant: &str,
     form: SetForm,
     stored: String,
-) -> StoreResult<Vec<Observed>> {
+) -> StoreResult<Vec<TraitObservation>> {
     match form {
         SetForm::Whole => decode(&vault.open(tenant, column::TRAIT_SET, stored)?),
         SetForm::EachValue => {
@@ -148,22 +136,7 @@ pub fn open(
 
 /// A stored set under the current key, in the whole form.
 pub fn reseal(vault: &Vault, tenant: &str, form: SetForm, stored: String) -> StoreResult<String> {
-    let observed = open(vault, tenant, form, stored)?;
-    let elements: Vec<OwnedElement> = observed
-        .into_iter()
-        .map(|o| {
-            (
-                o.name,
-                o.value,
-                o.provenance.class.as_str().to_owned(),
-                o.provenance.confidence,
-                o.provenance.observed_at.as_microsecond(),
-                o.set_once,
-            )
-        })
-        .collect();
-    let plain = serde_json::to_string(&elements)
-        .map_err(|e| StoreError::Other(format!("cannot encode a trait set: {e}")))?;
+    let (plain, _) = encode(&open(vault, tenant, form, stored)?);
     vault.seal(tenant, column::TRAIT_SET, &plain)
 }
 
@@ -184,15 +157,6 @@ mod tests {
         }
     }
 
-    fn observed(o: &TraitObservation) -> Observed {
-        Observed {
-            name: o.name.clone(),
-            value: o.value.clone(),
-            provenance: o.provenance.clone(),
-            set_once: o.set_once,
-        }
-    }
-
     #[test]
     fn a_set_reads_back_what_was_observed_and_keeps_the_first_of_a_name() {
         let observations = vec![
@@ -201,15 +165,13 @@ mod tests {
             observation("first_name", "\"Anne\"", 8, false),
             observation("score", "0.1", -5, false),
         ];
-        let expected: Vec<Observed> = [0, 1, 3]
-            .iter()
-            .map(|&i| observed(&observations[i]))
-            .collect();
-        assert_eq!(kept(&observations), 3);
+        let expected: Vec<TraitObservation> =
+            [0, 1, 3].iter().map(|&i| observations[i].clone()).collect();
         for vault in [Vault::plaintext(), Vault::random().expect("vault")] {
-            let stored = seal(&vault, "t", &observations)
+            let SealedSet { stored, observed } = seal(&vault, "t", &observations)
                 .expect("seal")
                 .expect("some");
+            assert_eq!(observed, 3);
             assert_eq!(vault.seals(), !stored.starts_with('['), "{stored}");
             assert_eq!(
                 open(&vault, "t", SetForm::Whole, stored.clone()).expect("open"),
@@ -231,7 +193,7 @@ mod tests {
             observation("zip", "\"69001\"", 4, true),
         ];
         // The migration's layout: the array plain, each value sealed as a trait value.
-        let elements: Vec<OwnedElement> = observations
+        let elements: Vec<(String, String, String, f64, i64, bool)> = observations
             .iter()
             .map(|o| {
                 (
@@ -245,7 +207,7 @@ mod tests {
             })
             .collect();
         let moved = serde_json::to_string(&elements).expect("json");
-        let expected: Vec<Observed> = observations.iter().map(observed).collect();
+        let expected = observations.to_vec();
         assert_eq!(
             open(&vault, "t", SetForm::EachValue, moved.clone()).expect("open"),
             expected

@@ -671,7 +671,7 @@ pub struct SealedSignal {
     /// The blind index and sealed value of each of the signal's identifiers, in its order.
     pub nodes: Vec<(String, Option<String>)>,
     /// The signal's trait observations as one sealed set (`None`: it observed none).
-    pub traits: Option<String>,
+    pub traits: Option<crate::trait_set::SealedSet>,
     /// The key it was sealed with: a writer that finds another key current (a rotation was
     /// promoted meanwhile) seals again, or the row would land under the retired key after the
     /// rotation's last pass.
