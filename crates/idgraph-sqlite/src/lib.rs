@@ -910,14 +910,15 @@ mod tests {
 
     /// A job that inserts `value` (and fails after the insert when `fail`), counting its runs.
     fn retriable(
-        value: &'static str,
+        value: impl Into<String>,
         fail: bool,
         runs: Arc<AtomicUsize>,
     ) -> (Box<dyn WriteJob>, Reply) {
+        let value = value.into();
         let (reply, answer) = oneshot::channel();
         let job = move |tx: &rusqlite::Transaction<'_>| {
             runs.fetch_add(1, Ordering::SeqCst);
-            tx.execute("INSERT INTO t (v) VALUES (?1)", [value])
+            tx.execute("INSERT INTO t (v) VALUES (?1)", [&value])
                 .map_err(map_error)?;
             if fail {
                 return Err(StoreError::Other(format!("{value} fails")));
@@ -932,7 +933,8 @@ mod tests {
         (job, answer)
     }
 
-    fn once(value: &'static str) -> (Box<dyn WriteJob>, Reply) {
+    fn once(value: impl Into<String>) -> (Box<dyn WriteJob>, Reply) {
+        let value = value.into();
         let (reply, answer) = oneshot::channel();
         let job = move |tx: &rusqlite::Transaction<'_>| {
             tx.execute("INSERT INTO t (v) VALUES (?1)", [value])
@@ -961,16 +963,8 @@ mod tests {
         let mut conn = connection(dir.path());
         conn.execute_batch("PRAGMA max_page_count = 8")
             .expect("page limit");
-        let (fill, fill_reply) = {
-            let (reply, answer) = oneshot::channel();
-            let job = move |tx: &rusqlite::Transaction<'_>| {
-                tx.execute("INSERT INTO t (v) VALUES (?1)", ["x".repeat(200_000)])
-                    .map(|_| ())
-                    .map_err(map_error)
-            };
-            let job: Box<dyn WriteJob> = Box::new(TypedJob { job, reply });
-            (job, answer)
-        };
+        // More than the file's page limit holds.
+        let (fill, fill_reply) = once("x".repeat(200_000));
         let (after, after_reply) = once("after");
         run_group(&mut conn, &mut vec![once("before").0, fill, after]);
         assert!(answer(fill_reply).is_err());
@@ -984,20 +978,7 @@ mod tests {
 
         // The same among retriable jobs, which the group runs again job by job.
         let runs = Arc::new(AtomicUsize::new(0));
-        let (fill, fill_reply) = {
-            let (reply, answer) = oneshot::channel();
-            let job = move |tx: &rusqlite::Transaction<'_>| {
-                tx.execute("INSERT INTO t (v) VALUES (?1)", ["y".repeat(200_000)])
-                    .map(|_| ())
-                    .map_err(map_error)
-            };
-            let job: Box<dyn WriteJob> = Box::new(RetriableJob {
-                job,
-                reply,
-                attempted: None,
-            });
-            (job, answer)
-        };
+        let (fill, fill_reply) = retriable("y".repeat(200_000), false, runs.clone());
         let (first, first_reply) = retriable("first", false, runs.clone());
         let (last, last_reply) = retriable("last", false, runs.clone());
         run_group(&mut conn, &mut vec![first, fill, last]);
