@@ -159,6 +159,12 @@ trait WriteJob: Send {
     fn finish(self: Box<Self>) -> AfterCommit {
         Box::new(|_| {})
     }
+    /// Whether the job's answer waits for its commit to reach the disk (with
+    /// `Durability::Full`). A group of jobs that need not wait commits without an fsync; the
+    /// next commit that waits makes it durable too (decision 0023).
+    fn durable(&self) -> bool {
+        true
+    }
 }
 
 type AfterCommit = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -192,6 +198,7 @@ struct RetriableJob<F, R> {
     job: F,
     reply: oneshot::Sender<StoreResult<R>>,
     attempted: Option<R>,
+    durable: bool,
 }
 
 impl<F, R> WriteJob for RetriableJob<F, R>
@@ -213,6 +220,10 @@ where
 
     fn retriable(&self) -> bool {
         true
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     fn attempt(&mut self, tx: &rusqlite::Transaction<'_>) -> StoreResult<()> {
@@ -288,11 +299,20 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
         let checkpoints = checkpoint::Checkpoints::start(&mut conn, &path, options.durability)?;
 
-        let (sender, writer_thread) = start_writer(conn, checkpoints, "idgraph-sqlite-writer")?;
+        let (sender, writer_thread) = start_writer(
+            conn,
+            checkpoints,
+            options.durability,
+            "idgraph-sqlite-writer",
+        )?;
         let landed_checkpoints =
             checkpoint::Checkpoints::start(&mut landed, &landed_path, options.durability)?;
-        let (landed_sender, landed_thread) =
-            start_writer(landed, landed_checkpoints, "idgraph-sqlite-land")?;
+        let (landed_sender, landed_thread) = start_writer(
+            landed,
+            landed_checkpoints,
+            options.durability,
+            "idgraph-sqlite-land",
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -351,20 +371,33 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
     {
-        self.queue_retriable(job)?.await
+        self.queue_retriable(job, true)?.await
     }
 
     /// Queues a retriable job now and answers its outcome later, so the caller can go on
-    /// working (sealing the rest of a batch) while the writer runs it.
+    /// working (sealing the rest of a batch) while the writer runs it. `durable: false` as in
+    /// [`write_resumable`](Self::write_resumable).
     pub(crate) fn queue_retriable<R, F>(
         &self,
         job: F,
+        durable: bool,
     ) -> StoreResult<impl Future<Output = StoreResult<R>> + use<R, F>>
     where
         R: Send + 'static,
         F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
     {
-        queue_retriable_to(&self.inner.writer, job)
+        queue_retriable_to(&self.inner.writer, job, durable)
+    }
+
+    /// Like [`write_retriable`](Self::write_retriable), for work whose loss to a power cut is
+    /// redone from progress recorded elsewhere (an import's chunks): answered once committed,
+    /// without waiting for the disk when nothing else in its group does (decision 0023).
+    pub(crate) async fn write_resumable<R, F>(&self, job: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
+    {
+        queue_retriable_to(&self.inner.writer, job, false)?.await
     }
 
     fn submit(&self, job: Box<dyn WriteJob>) -> StoreResult<()> {
@@ -378,7 +411,7 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
     {
-        queue_retriable_to(&self.inner.landed_writer, job)?.await
+        queue_retriable_to(&self.inner.landed_writer, job, true)?.await
     }
 
     /// Runs `job` on a read-only connection on a blocking thread.
@@ -608,12 +641,13 @@ type JobSender = std::sync::mpsc::Sender<Box<dyn WriteJob>>;
 fn start_writer(
     conn: Connection,
     checkpoints: checkpoint::Checkpoints,
+    durability: Durability,
     name: &str,
 ) -> StoreResult<(JobSender, JoinHandle<()>)> {
     let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn WriteJob>>();
     let thread = std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || writer_loop(conn, checkpoints, receiver))
+        .spawn(move || writer_loop(conn, checkpoints, durability, receiver))
         .map_err(|e| StoreError::Other(format!("cannot start the writer thread {name}: {e}")))?;
     Ok((sender, thread))
 }
@@ -621,6 +655,7 @@ fn start_writer(
 fn queue_retriable_to<R, F>(
     writer: &Mutex<Option<JobSender>>,
     job: F,
+    durable: bool,
 ) -> StoreResult<impl Future<Output = StoreResult<R>> + use<R, F>>
 where
     R: Send + 'static,
@@ -631,6 +666,7 @@ where
         job,
         reply,
         attempted: None,
+        durable,
     });
     submit_to(writer, boxed)?;
     Ok(async move {
@@ -792,9 +828,11 @@ fn rolled_back() -> StoreError {
 fn writer_loop(
     mut conn: Connection,
     checkpoints: checkpoint::Checkpoints,
+    durability: Durability,
     jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>,
 ) {
     let mut group: Vec<Box<dyn WriteJob>> = Vec::with_capacity(GROUP_COMMIT_JOBS);
+    let mut syncing = durability;
     while let Ok(first) = jobs.recv() {
         group.push(first);
         while group.len() < GROUP_COMMIT_JOBS {
@@ -803,7 +841,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        run_group(&mut conn, &mut group);
+        run_group_synced(&mut conn, &mut group, durability, &mut syncing);
         checkpoints.after_commit(&conn);
     }
     checkpoints.stop(&mut conn);
@@ -815,6 +853,32 @@ fn writer_loop(
     if let Err((_, e)) = conn.close() {
         tracing::error!(error = %e, "closing the SQLite database failed");
     }
+}
+
+/// [`run_group`], committed as durably as its jobs ask: a group none of whose jobs waits for
+/// the disk commits without an fsync of the WAL (`synchronous=NORMAL`); the next fsync of the
+/// WAL, at a commit that waits or at a checkpoint, covers its frames as well (decision 0023).
+/// `syncing` is the connection's setting, kept between groups.
+fn run_group_synced(
+    conn: &mut Connection,
+    group: &mut Vec<Box<dyn WriteJob>>,
+    durability: Durability,
+    syncing: &mut Durability,
+) {
+    let wanted = if group.iter().any(|job| job.durable()) {
+        durability
+    } else {
+        Durability::Normal
+    };
+    if wanted != *syncing {
+        match conn.pragma_update(None, "synchronous", wanted.pragma()) {
+            Ok(()) => *syncing = wanted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot change synchronous; the group commits as the one before it");
+            }
+        }
+    }
+    run_group(conn, group);
 }
 
 /// Runs a group of jobs in one transaction and tells each the outcome of the commit.
@@ -929,8 +993,50 @@ mod tests {
             job,
             reply,
             attempted: None,
+            durable: true,
         });
         (job, answer)
+    }
+
+    /// A retriable job that answers the connection's `synchronous` as it runs.
+    fn synchronous(durable: bool) -> (Box<dyn WriteJob>, oneshot::Receiver<StoreResult<i64>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = |tx: &rusqlite::Transaction<'_>| {
+            tx.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))
+                .map_err(map_error)
+        };
+        let job: Box<dyn WriteJob> = Box::new(RetriableJob {
+            job,
+            reply,
+            attempted: None,
+            durable,
+        });
+        (job, answer)
+    }
+
+    #[test]
+    fn a_group_of_resumable_jobs_alone_commits_without_waiting_for_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = connection(dir.path());
+        configure(&conn, Durability::Full).expect("configure");
+        let mut syncing = Durability::Full;
+        // (jobs' durability, the `synchronous` they run under: 1 NORMAL, 2 FULL)
+        for (jobs, expected) in [
+            (vec![false, false], 1),
+            (vec![false, true, false], 2),
+            (vec![false], 1),
+            (vec![true], 2),
+        ] {
+            let (mut group, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(synchronous).unzip();
+            run_group_synced(&mut conn, &mut group, Durability::Full, &mut syncing);
+            for mut reply in replies {
+                assert_eq!(reply.try_recv().expect("answered").expect("ran"), expected);
+            }
+        }
+        // A store opened for NORMAL never waits for the disk.
+        let (job, mut reply) = synchronous(true);
+        run_group_synced(&mut conn, &mut vec![job], Durability::Normal, &mut syncing);
+        assert_eq!(reply.try_recv().expect("answered").expect("ran"), 1);
     }
 
     fn once(value: impl Into<String>) -> (Box<dyn WriteJob>, Reply) {

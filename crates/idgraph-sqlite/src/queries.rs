@@ -361,43 +361,18 @@ impl Store for SqliteStore {
         settings: &IdentitySettings,
         signals: Vec<SignalRecord>,
     ) -> StoreResult<Vec<IngestOutcome>> {
-        let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
-        let vault = self.vault();
-        let seal = |signal: &SignalRecord| vault.seal_signal(tenant_id.as_str(), signal);
-        let first = signals
-            .iter()
-            .take(SEALED_BEFORE_QUEUEING)
-            .map(seal)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let (more, rest) = if signals.len() > first.len() {
-            let (more, rest) = std::sync::mpsc::channel();
-            (Some(more), Some(rest))
-        } else {
-            (None, None)
-        };
-        let mut feed = resolve::SealedFeed::new(first, rest);
-        let store = self.clone();
-        let signals = Arc::new(signals);
-        let sealing = Arc::clone(&signals);
-        let tenant = tenant_id.clone();
-        // Retriable: ingesting writes nothing but its transaction's rows.
-        let answer = self.queue_retriable(move |tx| {
-            // The vault as it is when the writer runs: a rotation's re-seal passes run on this
-            // thread too, so what is written now is under the key they move rows to.
-            let vault = store.vault();
-            resolve::ingest(tx, &vault, &tenant, &settings, &signals, &mut feed)
-        })?;
-        if let Some(more) = more {
-            // The writer resolves the first signals while these are sealed.
-            for signal in &sealing[SEALED_BEFORE_QUEUEING..] {
-                let sealed = seal(signal);
-                let failed = sealed.is_err();
-                if more.send(sealed).is_err() || failed {
-                    break;
-                }
-            }
-        }
-        answer.await
+        self.ingest_signals(tenant_id, settings, signals, true)
+            .await
+    }
+
+    async fn ingest_import_chunk(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        signals: Vec<SignalRecord>,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        self.ingest_signals(tenant_id, settings, signals, false)
+            .await
     }
 
     async fn lookup_person(
@@ -818,7 +793,9 @@ impl Store for SqliteStore {
         })
         .await?;
         // Retriable, like every job that writes only its transaction's rows: no savepoint.
-        self.write_retriable(move |tx| {
+        // Resumable: a count a power cut takes back leaves a job that never finished landing,
+        // which is failed on restart; `finish_import_landing` waits for the disk.
+        self.write_resumable(move |tx| {
             imports::count_landed(tx, tenant.as_str(), &job_id, first, last, at)
         })
         .await
@@ -921,7 +898,9 @@ impl Store for SqliteStore {
             })
             .await?;
         }
-        self.write_retriable(move |tx| imports::record(tx, tenant.as_str(), &job_id, &chunk))
+        // Resumable: a chunk whose record a power cut takes back is resolved again as
+        // duplicates, and `complete_import` commits durably after the last one.
+        self.write_resumable(move |tx| imports::record(tx, tenant.as_str(), &job_id, &chunk))
             .await
     }
 
@@ -1178,6 +1157,59 @@ impl Store for SqliteStore {
         let tenant = tenant_id.clone();
         self.write(move |tx| webhooks::prune(tx, tenant.as_str(), finished_before, limit))
             .await
+    }
+}
+
+impl SqliteStore {
+    /// `ingest` and `ingest_import_chunk`: the second's commit need not reach the disk before
+    /// it answers (decision 0023).
+    async fn ingest_signals(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        signals: Vec<SignalRecord>,
+        durable: bool,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        let (tenant_id, settings) = (tenant_id.clone(), settings.clone());
+        let vault = self.vault();
+        let seal = |signal: &SignalRecord| vault.seal_signal(tenant_id.as_str(), signal);
+        let first = signals
+            .iter()
+            .take(SEALED_BEFORE_QUEUEING)
+            .map(seal)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (more, rest) = if signals.len() > first.len() {
+            let (more, rest) = std::sync::mpsc::channel();
+            (Some(more), Some(rest))
+        } else {
+            (None, None)
+        };
+        let mut feed = resolve::SealedFeed::new(first, rest);
+        let store = self.clone();
+        let signals = Arc::new(signals);
+        let sealing = Arc::clone(&signals);
+        let tenant = tenant_id.clone();
+        // Retriable: ingesting writes nothing but its transaction's rows.
+        let answer = self.queue_retriable(
+            move |tx| {
+                // The vault as it is when the writer runs: a rotation's re-seal passes run on
+                // this thread too, so what is written now is under the key they move rows to.
+                let vault = store.vault();
+                resolve::ingest(tx, &vault, &tenant, &settings, &signals, &mut feed)
+            },
+            durable,
+        )?;
+        if let Some(more) = more {
+            // The writer resolves the first signals while these are sealed.
+            for signal in &sealing[SEALED_BEFORE_QUEUEING..] {
+                let sealed = seal(signal);
+                let failed = sealed.is_err();
+                if more.send(sealed).is_err() || failed {
+                    break;
+                }
+            }
+        }
+        answer.await
     }
 }
 

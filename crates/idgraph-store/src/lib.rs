@@ -196,6 +196,20 @@ pub trait Store: Clone + Send + Sync + 'static {
         signals: Vec<SignalRecord>,
     ) -> impl Future<Output = StoreResult<Vec<IngestOutcome>>> + Send;
 
+    /// [`ingest`](Self::ingest) for a chunk of an import job. The answer may come before the
+    /// commit reaches the disk: a power cut can take the chunk back whole (never part of it),
+    /// and the job, resumed after its last recorded chunk, resolves it again (decision 0023).
+    /// Every commit of the store that does wait for the disk, such as `complete_import`'s,
+    /// makes the chunks before it durable too.
+    fn ingest_import_chunk(
+        &self,
+        tenant_id: &TenantId,
+        settings: &IdentitySettings,
+        signals: Vec<SignalRecord>,
+    ) -> impl Future<Output = StoreResult<Vec<IngestOutcome>>> + Send {
+        self.ingest(tenant_id, settings, signals)
+    }
+
     /// Merges `absorbed`'s group into `survivor`'s group, under the same limits as any merge:
     /// `Conflict` (naming the limit) when the union would break one, or when both are already
     /// one person; `NotFound` for an unknown person. Serialized with resolution.
@@ -425,6 +439,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Appends landed rows, numbered on from the job's `landed`, in one transaction. `Conflict`
     /// unless the job is landing and the first row is `landed + 1`, so a repeated batch is
     /// refused rather than stored twice.
+    /// The answer may come before the commit reaches the disk, as with `ingest_import_chunk`:
+    /// `finish_import_landing` is durable, with every batch before it.
     fn land_import_rows(
         &self,
         tenant_id: &TenantId,
@@ -479,6 +495,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// refreshes the heartbeat, in one transaction, if `chunk.runner` holds the job (landing or
     /// processing) at `chunk.from` with `chunk.mapping_version` and `chunk.to` has landed;
     /// otherwise `Conflict` and nothing changes.
+    /// Like `ingest_import_chunk`, the answer may come before the commit reaches the disk.
     fn record_import_chunk(
         &self,
         tenant_id: &TenantId,
@@ -487,7 +504,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Marks a processing job held by `runner` completed once every landed row is processed,
-    /// and releases it; `Conflict` otherwise.
+    /// and releases it; `Conflict` otherwise. Durable when it answers, with every chunk recorded before it.
     fn complete_import(
         &self,
         tenant_id: &TenantId,

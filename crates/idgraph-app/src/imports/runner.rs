@@ -186,47 +186,66 @@ impl<S: Store> Importer<S> {
         };
         let mut timings = Timings::default();
         let result = async {
+            // RECORD of a chunk overlaps RESOLVE of the next, so the writer has the next
+            // chunk's signals (sealed on this side) queued while it records. The next chunk
+            // may be stored before this one is recorded; a crash between the two resolves
+            // both again as duplicates, which read back what they did.
+            let job_id = &job_id;
+            let mut resolved_to = processed;
+            let mut finished: Option<RecordedChunk> = None;
             loop {
                 if self.stopping() {
+                    if let Some(chunk) = finished.take() {
+                        // Best effort: what is not recorded is redone when the job resumes.
+                        let _ = self.store.record_import_chunk(tenant, job_id, chunk).await;
+                    }
                     return Err(AppError::internal("the server is shutting down"));
                 }
-                let started = std::time::Instant::now();
-                // The reader stops after the last landed row, or when the job failed.
-                let Some(prepared) = parsed_rx.recv().await else {
-                    break;
+                let to_record = finished.take();
+                let record = async {
+                    let Some(chunk) = to_record else {
+                        return Ok(None);
+                    };
+                    let started = std::time::Instant::now();
+                    let to = chunk.to;
+                    let recorded = self.store.record_import_chunk(tenant, job_id, chunk).await;
+                    recorded.map(|()| Some((to, started.elapsed())))
                 };
-                let prepared = prepared?;
-                timings.waiting_for_rows += started.elapsed();
-                let to = prepared.last().map_or(processed, Prepared::row);
-                let (outcomes, counts, erase_landed) = match context.job.mode {
-                    ImportMode::Universe => {
-                        self.resolve(tenant, &context, prepared, false, &mut timings)
-                            .await?
-                    }
-                    ImportMode::Enrichment => {
-                        self.resolve(tenant, &context, prepared, true, &mut timings)
-                            .await?
-                    }
-                    ImportMode::Suppression => {
-                        let (outcomes, counts) = self.suppress(tenant, &context, prepared).await?;
-                        (outcomes, counts, Vec::new())
-                    }
+                let next = async {
+                    let started = std::time::Instant::now();
+                    // The reader stops after the last landed row, or when the job failed.
+                    let Some(prepared) = parsed_rx.recv().await else {
+                        return Ok(None);
+                    };
+                    let prepared = prepared?;
+                    let waited = started.elapsed();
+                    let to = prepared.last().map_or(resolved_to, Prepared::row);
+                    let mut resolving = Timings::default();
+                    let resolved = match context.job.mode {
+                        ImportMode::Universe => {
+                            self.resolve(tenant, &context, prepared, false, &mut resolving)
+                                .await?
+                        }
+                        ImportMode::Enrichment => {
+                            self.resolve(tenant, &context, prepared, true, &mut resolving)
+                                .await?
+                        }
+                        ImportMode::Suppression => {
+                            let (outcomes, counts) =
+                                self.suppress(tenant, &context, prepared).await?;
+                            (outcomes, counts, Vec::new())
+                        }
+                    };
+                    resolving.waiting_for_rows = waited;
+                    Ok::<_, AppError>(Some((to, resolved, resolving)))
                 };
-                let started = std::time::Instant::now();
-                let chunk = RecordedChunk {
-                    runner: self.runner.clone(),
-                    mapping_version: context.job.mapping.version,
-                    from: processed,
-                    to,
-                    outcomes,
-                    counts,
-                    at: Timestamp::now(),
-                    erase_landed,
-                };
-                let recorded = self.store.record_import_chunk(tenant, &job_id, chunk).await;
-                timings.recording += started.elapsed();
+                let (recorded, next) = tokio::join!(record, next);
                 match recorded {
-                    Ok(()) => processed = to,
+                    Ok(None) => {}
+                    Ok(Some((to, took))) => {
+                        processed = to;
+                        timings.recording += took;
+                    }
                     Err(StoreError::Conflict(why)) => {
                         // Another runner took over, or the job was reprocessed: its work now.
                         tracing::info!(job = %job_id, %why, "import handed over");
@@ -234,6 +253,21 @@ impl<S: Store> Importer<S> {
                     }
                     Err(e) => return Err(AppError::from_store("import")(e)),
                 }
+                let Some((to, (outcomes, counts, erase_landed), took)) = next? else {
+                    break;
+                };
+                timings.add(&took);
+                finished = Some(RecordedChunk {
+                    runner: self.runner.clone(),
+                    mapping_version: context.job.mapping.version,
+                    from: resolved_to,
+                    to,
+                    outcomes,
+                    counts,
+                    at: Timestamp::now(),
+                    erase_landed,
+                });
+                resolved_to = to;
             }
             if self.stopping() {
                 return Err(AppError::internal("the server is shutting down"));
@@ -346,7 +380,7 @@ impl<S: Store> Importer<S> {
             let started = std::time::Instant::now();
             let ingested = self
                 .store
-                .ingest(tenant, &context.settings, signals)
+                .ingest_import_chunk(tenant, &context.settings, signals)
                 .await
                 .map_err(AppError::from_store("signal"))?;
             timings.resolving += started.elapsed();
@@ -682,6 +716,15 @@ struct Timings {
     resolving: std::time::Duration,
     reading_back: std::time::Duration,
     recording: std::time::Duration,
+}
+
+impl Timings {
+    fn add(&mut self, other: &Timings) {
+        self.waiting_for_rows += other.waiting_for_rows;
+        self.resolving += other.resolving;
+        self.reading_back += other.reading_back;
+        self.recording += other.recording;
+    }
 }
 
 /// The leads preset: phone numbers link people without merging them.
