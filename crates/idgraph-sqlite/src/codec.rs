@@ -27,6 +27,21 @@ pub(crate) fn in_row(error: StoreError) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(error))
 }
 
+/// A column that holds text in some rows and bytes in others (a trait set's first and compact
+/// forms), as bytes.
+pub(crate) fn text_or_bytes(row: &Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
+    match row.get_ref(index)? {
+        rusqlite::types::ValueRef::Text(bytes) | rusqlite::types::ValueRef::Blob(bytes) => {
+            Ok(bytes.to_vec())
+        }
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            index,
+            other.data_type(),
+            "neither text nor bytes".into(),
+        )),
+    }
+}
+
 pub(crate) fn micros(ts: Timestamp) -> i64 {
     ts.as_microsecond()
 }

@@ -101,7 +101,7 @@ pub(crate) fn profile(
                     workspace: workspace(r, 1)?,
                     signal_id: r.get(2)?,
                     form: r.get(3)?,
-                    observations: r.get(4)?,
+                    observations: crate::codec::text_or_bytes(r, 4)?,
                 })
             })?
             .collect()
@@ -142,7 +142,8 @@ pub(crate) struct StoredTraitSet {
     workspace: WorkspaceName,
     signal_id: String,
     form: i64,
-    observations: String,
+    /// Text in the first form, bytes in the compact one.
+    observations: Vec<u8>,
 }
 
 /// Every observation of `sets`, in signal then name order.

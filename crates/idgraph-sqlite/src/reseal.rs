@@ -83,17 +83,34 @@ pub(crate) fn batch(
         return Ok(done);
     }
 
-    // Sets under another key, and sets moved from the one-row-per-value layout (whose array is
-    // plain whatever the key of its values): both are rewritten whole under the current key.
-    let sets: Vec<(String, String, String, i64, String)> = tx
+    // Sets under another key, and sets of the first form (text; moved from the
+    // one-row-per-value layout, whose array is plain whatever the key of its values, or sealed
+    // whole): all are rewritten compact under the current key.
+    let set_prefix = vault.current_bytes_prefix().unwrap_or_default();
+    let set_prefix_len = i64::try_from(set_prefix.len()).unwrap_or(i64::MAX);
+    let sets: Vec<(String, String, String, i64, Vec<u8>)> = tx
         .prepare_cached(
             "SELECT person_id, workspace, signal_id, form, observations FROM trait_sets
              WHERE tenant_id = ?1 AND (form <> ?5 OR substr(observations, 1, ?2) <> ?3) LIMIT ?4",
         )
         .and_then(|mut s| {
             s.query_map(
-                params![tenant, prefix_len, prefix, left, SetForm::Whole.code()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                params![
+                    tenant,
+                    set_prefix_len,
+                    set_prefix,
+                    left,
+                    SetForm::Compact.code()
+                ],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        crate::codec::text_or_bytes(r, 4)?,
+                    ))
+                },
             )?
             .collect()
         })
@@ -110,7 +127,7 @@ pub(crate) fn batch(
                 person,
                 workspace,
                 signal,
-                SetForm::Whole.code(),
+                SetForm::Compact.code(),
                 sealed
             ])
         })

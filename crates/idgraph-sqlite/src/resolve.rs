@@ -579,7 +579,7 @@ impl Recorder<'_, '_> {
                     person,
                     event.workspace.as_str(),
                     signal_id,
-                    SetForm::Whole.code(),
+                    SetForm::Compact.code(),
                     i64::try_from(set.observed).unwrap_or(i64::MAX),
                     set.stored
                 ])

@@ -550,7 +550,7 @@ async fn trait_values_of_a_schema_10_store_read_back_from_their_sets() {
             ) WITHOUT ROWID",
         )
         .unwrap();
-        let sets: Vec<(String, String, String, String, String)> = conn
+        let sets: Vec<(String, String, String, String, Vec<u8>)> = conn
             .prepare(
                 "SELECT tenant_id, person_id, workspace, signal_id, observations FROM trait_sets",
             )
@@ -563,7 +563,7 @@ async fn trait_values_of_a_schema_10_store_read_back_from_their_sets() {
             .unwrap();
         assert_eq!(sets.len(), 8, "a set per signal that observed traits");
         for (tenant, person, workspace, signal, plain) in sets {
-            for o in trait_set::decode(&plain).unwrap() {
+            for o in trait_set::decode_compact(&plain).unwrap() {
                 conn.execute(
                     "INSERT INTO trait_values VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     rusqlite::params![
@@ -602,17 +602,17 @@ async fn trait_values_of_a_schema_10_store_read_back_from_their_sets() {
     store.close().await;
     let conn = raw(&dir);
     let forms: Vec<(i64, i64, bool)> = conn
-        .prepare("SELECT form, observed, observations LIKE '[%' FROM trait_sets ORDER BY tenant_id, signal_id")
+        .prepare("SELECT form, observed, instr(observations, '[') = 1 FROM trait_sets ORDER BY tenant_id, signal_id")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let whole = SetForm::Whole.code();
+    let compact = SetForm::Compact.code();
     assert_eq!(
         forms,
-        [2, 1, 1, 1, 2, 1, 1, 1].map(|n| (whole, n, false)),
-        "every set sealed whole, counting its observations"
+        [2, 1, 1, 1, 2, 1, 1, 1].map(|n| (compact, n, false)),
+        "every set sealed compact, counting its observations"
     );
     let old_table: i64 = conn
         .query_row(
