@@ -132,8 +132,9 @@ impl<S: Store> Importer<S> {
                 loop {
                     // While the file lands, only whole chunks: a job is cut into the same
                     // chunks however its rows arrive.
+                    let chunk = chunk_size(after, chunk_rows);
                     let ready = if landing {
-                        landed >= after + u64::from(chunk_rows)
+                        landed >= after + u64::from(chunk)
                     } else {
                         landed > after
                     };
@@ -152,7 +153,7 @@ impl<S: Store> Importer<S> {
                         continue;
                     }
                     let rows = match store
-                        .landed_rows(&tenant, &context.job.job_id, after, chunk_rows)
+                        .landed_rows(&tenant, &context.job.job_id, after, chunk)
                         .await
                     {
                         Ok(rows) if rows.is_empty() => {
@@ -727,6 +728,21 @@ impl Timings {
     }
 }
 
+/// The rows of the chunk after row `after`: the first chunks of a job are smaller, doubling from
+/// [`FIRST_CHUNK_ROWS`] up to `chunk_rows`, so that the writer starts resolving while the rest of
+/// the file lands instead of waiting for a whole chunk of it. A function of `after` alone, so a
+/// job is cut the same way however its rows arrive and wherever it resumes.
+fn chunk_size(after: u64, chunk_rows: u32) -> u32 {
+    let first = FIRST_CHUNK_ROWS.min(chunk_rows);
+    u32::try_from(after)
+        .unwrap_or(u32::MAX)
+        .clamp(first, chunk_rows)
+}
+
+/// The first chunk of a job: a 400-column row is ~3 KB, so 500 rows land in a few
+/// milliseconds' worth of the upload.
+pub(super) const FIRST_CHUNK_ROWS: u32 = 500;
+
 /// The leads preset: phone numbers link people without merging them.
 pub(crate) fn apply_preset(
     settings: &mut IdentitySettings,
@@ -743,4 +759,23 @@ pub(crate) fn apply_preset(
 
 fn join(notes: Vec<String>) -> Option<String> {
     (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_first_chunks_double_up_to_the_chunk_size() {
+        let mut after = 0u64;
+        let mut sizes = Vec::new();
+        while after < 20_000 {
+            let size = super::chunk_size(after, 5_000);
+            sizes.push(size);
+            after += u64::from(size);
+        }
+        assert_eq!(sizes, [500, 500, 1_000, 2_000, 4_000, 5_000, 5_000, 5_000]);
+        // A smaller configured chunk is never exceeded.
+        assert_eq!(super::chunk_size(0, 100), 100);
+        assert_eq!(super::chunk_size(10_000, 100), 100);
+        assert_eq!(super::chunk_size(u64::MAX, 5_000), 5_000);
+    }
 }
