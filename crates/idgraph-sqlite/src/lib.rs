@@ -287,7 +287,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unusable(format!("cannot use {}: {e}", path.display())))?;
         migrate(&mut conn, MIGRATIONS)?;
         let landed_path = dir.join(LANDED_FILE);
-        let mut landed = open_landed(&landed_path, &path, &conn, options.durability)?;
+        let landed = open_landed(&landed_path, &path, &conn, options.durability)?;
         install_planner_statistics(&conn)
             .map_err(|e| StoreError::Unusable(format!("cannot write planner statistics: {e}")))?;
         // The planner reads its statistics when a connection loads the schema: start afresh.
@@ -301,18 +301,13 @@ impl SqliteStore {
 
         let (sender, writer_thread) = start_writer(
             conn,
-            checkpoints,
+            Some(checkpoints),
             options.durability,
             "idgraph-sqlite-writer",
         )?;
-        let landed_checkpoints =
-            checkpoint::Checkpoints::start(&mut landed, &landed_path, options.durability)?;
-        let (landed_sender, landed_thread) = start_writer(
-            landed,
-            landed_checkpoints,
-            options.durability,
-            "idgraph-sqlite-land",
-        )?;
+        // The landed file has no WAL to checkpoint (`open_landed`).
+        let (landed_sender, landed_thread) =
+            start_writer(landed, None, options.durability, "idgraph-sqlite-land")?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -640,7 +635,7 @@ type JobSender = std::sync::mpsc::Sender<Box<dyn WriteJob>>;
 
 fn start_writer(
     conn: Connection,
-    checkpoints: checkpoint::Checkpoints,
+    checkpoints: Option<checkpoint::Checkpoints>,
     durability: Durability,
     name: &str,
 ) -> StoreResult<(JobSender, JoinHandle<()>)> {
@@ -705,7 +700,27 @@ fn open_landed(
             // main writer's large cache would only hold landed rows in memory.
             landed.pragma_update(None, "cache_size", LANDED_WRITER_CACHE_KIB)
         })
-        .map_err(unusable)?;
+        .and_then(|()| {
+            // A rollback journal, not a WAL: landing appends rows on pages past the end of the
+            // file, which a rollback journal need not copy, so each landed byte is written once
+            // (a WAL writes it twice, and a checkpointer reads it back in between); readers
+            // wait out a commit, which only the runner's reads of landed rows notice
+            // (decision 0025). Converts a file left in WAL mode by an earlier version.
+            landed.pragma_update_and_check(None, "journal_mode", "TRUNCATE", |r| {
+                r.get::<_, String>(0)
+            })
+        })
+        .map_err(unusable)
+        .and_then(|mode| {
+            if mode.eq_ignore_ascii_case("truncate") {
+                Ok(())
+            } else {
+                Err(StoreError::Unusable(format!(
+                    "{} stayed in journal mode {mode}",
+                    landed_path.display()
+                )))
+            }
+        })?;
     migrate(&mut landed, LANDED_MIGRATIONS)?;
     let moving: i64 = main
         .query_row(
@@ -827,7 +842,7 @@ fn rolled_back() -> StoreError {
 
 fn writer_loop(
     mut conn: Connection,
-    checkpoints: checkpoint::Checkpoints,
+    checkpoints: Option<checkpoint::Checkpoints>,
     durability: Durability,
     jobs: std::sync::mpsc::Receiver<Box<dyn WriteJob>>,
 ) {
@@ -842,13 +857,17 @@ fn writer_loop(
             }
         }
         run_group_synced(&mut conn, &mut group, durability, &mut syncing);
-        checkpoints.after_commit(&conn);
+        if let Some(checkpoints) = &checkpoints {
+            checkpoints.after_commit(&conn);
+        }
     }
-    checkpoints.stop(&mut conn);
-    // All senders are gone: fold the WAL back into its database file, so a closed data dir is
-    // its database files alone.
-    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-        tracing::warn!(error = %e, "WAL checkpoint at close failed; it will be redone at next open");
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.stop(&mut conn);
+        // All senders are gone: fold the WAL back into its database file, so a closed data
+        // dir is its database files alone.
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "WAL checkpoint at close failed; it will be redone at next open");
+        }
     }
     if let Err((_, e)) = conn.close() {
         tracing::error!(error = %e, "closing the SQLite database failed");

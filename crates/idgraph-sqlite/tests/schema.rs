@@ -685,3 +685,63 @@ async fn landed_rows_of_a_schema_11_store_move_to_their_own_file() {
         .unwrap();
     assert_eq!(left, 0, "the main file keeps no landed rows");
 }
+
+/// The landed-rows file keeps a rollback journal, not a WAL (decision 0025): a file an earlier
+/// version left in WAL mode is converted when the store opens, with its rows, and landing
+/// more leaves no WAL beside it while the store is open.
+#[tokio::test]
+async fn the_landed_rows_file_is_written_without_a_wal() {
+    use idgraph_core::tenancy::TenantId;
+    use idgraph_store::LandedRow;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantId::parse("landing").unwrap();
+    let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let rows = |from: u64, to: u64| -> Vec<LandedRow> {
+        (from..=to)
+            .map(|row| LandedRow {
+                row,
+                bytes: format!("ann,row {row}").into_bytes(),
+                defect: None,
+            })
+            .collect()
+    };
+    {
+        let store = open_with_tenant(&dir, &tenant).await;
+        store
+            .create_import(&tenant, &idgraph_store::testsuite::new_job("job-1"))
+            .await
+            .unwrap();
+        store
+            .land_import_rows(&tenant, "job-1", rows(1, 3), at)
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let landed = dir.path().join(LANDED_FILE);
+    let wal = dir.path().join(format!("{LANDED_FILE}-wal"));
+    let mode = |conn: &rusqlite::Connection| -> String {
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    };
+    {
+        // As an earlier version left it: in WAL mode, which is kept in the file.
+        let conn = rusqlite::Connection::open(&landed).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        assert_eq!(mode(&conn), "wal");
+    }
+
+    let store = SqliteStore::open(&options(&dir)).unwrap();
+    store
+        .land_import_rows(&tenant, "job-1", rows(4, 6), at)
+        .await
+        .unwrap();
+    assert!(!wal.exists(), "no WAL beside the landed-rows file");
+    assert_eq!(
+        store.landed_rows(&tenant, "job-1", 0, 10).await.unwrap(),
+        rows(1, 6)
+    );
+    store.close().await;
+    let conn = rusqlite::Connection::open(&landed).unwrap();
+    assert_ne!(mode(&conn), "wal", "converted for good");
+}

@@ -599,9 +599,7 @@ impl<S: Store> Landing<S> {
             // The first chunk lands alone, so the runner can start on it (`chunk_size`).
             let first = self.batch.first().is_some_and(|r| r.row == 1)
                 && self.batch.len() >= runner::FIRST_CHUNK_ROWS as usize;
-            if first
-                || self.batch.len() >= LAND_BATCH_ROWS
-                || self.batch_bytes >= LAND_BATCH_BYTES
+            if first || self.batch.len() >= LAND_BATCH_ROWS || self.batch_bytes >= LAND_BATCH_BYTES
             {
                 self.flush().await?;
             }
