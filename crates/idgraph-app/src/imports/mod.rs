@@ -17,7 +17,7 @@
 mod prepare;
 mod runner;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,6 +59,8 @@ pub struct Importer<S> {
     landing: JobSet,
     stopping: Arc<AtomicBool>,
     chunk_rows: u32,
+    /// Rows landed by this process, handed to its runner of the same job as they land.
+    taps: Taps,
 }
 
 impl<S: Store> Importer<S> {
@@ -71,6 +73,7 @@ impl<S: Store> Importer<S> {
             landing: JobSet::default(),
             stopping: Arc::new(AtomicBool::new(false)),
             chunk_rows: CHUNK_ROWS,
+            taps: Taps::default(),
         }
     }
 
@@ -147,6 +150,51 @@ impl JobSet {
 
     fn is_empty(&self) -> bool {
         self.jobs().is_empty()
+    }
+}
+
+/// Landed rows on their way from a job's upload to its runner in the same process, so the
+/// runner need not read back and open what was just sealed and written. Only a copy: the rows
+/// are landed first, and a runner that finds the next rows missing here (it started after
+/// them, fell behind, or runs in another process) reads them from the store. Each tap holds
+/// at most [`TAP_BATCHES`] landing batches.
+#[derive(Debug, Clone, Default)]
+struct Taps(Arc<Mutex<TapMap>>);
+
+/// A tap's sending end, by tenant and job.
+type TapMap = HashMap<(TenantId, String), tokio::sync::mpsc::Sender<Vec<LandedRow>>>;
+
+/// Landing batches a tap holds for a runner that has not taken them yet (each up to
+/// `LAND_WRITE_BYTES`); more are dropped, and read from the store.
+const TAP_BATCHES: usize = 2;
+
+impl Taps {
+    fn taps(&self) -> std::sync::MutexGuard<'_, TapMap> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The runner's end of a job's tap, open until it is dropped.
+    fn open(&self, tenant: &TenantId, job_id: &str) -> tokio::sync::mpsc::Receiver<Vec<LandedRow>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(TAP_BATCHES);
+        self.taps()
+            .insert((tenant.clone(), job_id.to_owned()), sender);
+        receiver
+    }
+
+    fn close(&self, tenant: &TenantId, job_id: &str) {
+        self.taps().remove(&(tenant.clone(), job_id.to_owned()));
+    }
+
+    /// The lander's end, while a runner listens.
+    fn sender(
+        &self,
+        tenant: &TenantId,
+        job_id: &str,
+    ) -> Option<tokio::sync::mpsc::Sender<Vec<LandedRow>>> {
+        self.taps()
+            .get(&(tenant.clone(), job_id.to_owned()))
+            .filter(|sender| !sender.is_closed())
+            .cloned()
     }
 }
 
@@ -617,7 +665,12 @@ impl<S: Store> Landing<S> {
         let rows = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         let lander = self.lander.get_or_insert_with(|| {
-            Lander::start(self.importer.store().clone(), self.tenant.clone(), job_id)
+            Lander::start(
+                self.importer.store().clone(),
+                self.importer.taps.clone(),
+                self.tenant.clone(),
+                job_id,
+            )
         });
         if lander.queue.send(rows).await.is_err() {
             // The lander stopped on an error, which says why.
@@ -703,7 +756,7 @@ struct Lander {
 }
 
 impl Lander {
-    fn start<S: Store>(store: S, tenant: TenantId, job_id: String) -> Self {
+    fn start<S: Store>(store: S, taps: Taps, tenant: TenantId, job_id: String) -> Self {
         let (queue, mut batches) = tokio::sync::mpsc::channel::<Vec<LandedRow>>(LAND_QUEUE);
         let task = tokio::spawn(async move {
             while let Some(mut rows) = batches.recv().await {
@@ -715,9 +768,15 @@ impl Lander {
                     bytes += more.iter().map(|r| r.bytes.len()).sum::<usize>();
                     rows.extend(more);
                 }
+                let tap = taps.sender(&tenant, &job_id);
+                let copy = tap.as_ref().map(|_| rows.clone());
                 store
                     .land_import_rows(&tenant, &job_id, rows, Timestamp::now())
                     .await?;
+                if let (Some(tap), Some(copy)) = (tap, copy) {
+                    // A runner behind by more than the tap holds reads these from the store.
+                    let _ = tap.try_send(copy);
+                }
             }
             Ok(())
         });

@@ -8,13 +8,13 @@
 //! stored (`Store::signal_effects`), so the outcomes, the counts and the graph are the same as
 //! if nothing had happened.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use idgraph_core::identity::{Identifier, IdentitySettings, Policy};
 use idgraph_core::tenancy::TenantId;
 use idgraph_store::{
-    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, IngestOutcome,
+    ComplianceWrites, ImportCounts, ImportJob, ImportMode, ImportStatus, IngestOutcome, LandedRow,
     PageRequest, RecordedChunk, RowOutcome, SignalEffects, Store, StoreError, erased_reason,
 };
 use jiff::{SignedDuration, Timestamp};
@@ -125,7 +125,9 @@ impl<S: Store> Importer<S> {
                 Arc::clone(&self.event_ids),
             );
             let (chunk_rows, stopping) = (self.chunk_rows, Arc::clone(&self.stopping));
+            let mut tap = self.taps.open(&tenant, &context.job.job_id);
             tokio::spawn(async move {
+                let mut tapped: VecDeque<LandedRow> = VecDeque::new();
                 let mut after = context.job.processed;
                 let mut landed = context.job.landed;
                 let mut landing = context.job.status == ImportStatus::Landing;
@@ -152,10 +154,16 @@ impl<S: Store> Importer<S> {
                         }
                         continue;
                     }
-                    let rows = match store
-                        .landed_rows(&tenant, &context.job.job_id, after, chunk)
-                        .await
-                    {
+                    let want = landed.saturating_sub(after).min(u64::from(chunk));
+                    let rows = match from_tap(&mut tap, &mut tapped, after, want) {
+                        Some(rows) => Ok(rows),
+                        None => {
+                            store
+                                .landed_rows(&tenant, &context.job.job_id, after, chunk)
+                                .await
+                        }
+                    };
+                    let rows = match rows {
                         Ok(rows) if rows.is_empty() => {
                             let _ = parsed_tx
                                 .send(Err(AppError::internal("landed rows are missing")))
@@ -277,6 +285,7 @@ impl<S: Store> Importer<S> {
         }
         .await;
         reader.abort();
+        self.taps.close(tenant, &job_id);
         if result? {
             match self
                 .store
@@ -728,6 +737,38 @@ impl Timings {
     }
 }
 
+/// The `want` rows after row `after` from what the job's upload handed over in this process
+/// (`Taps`), or `None` when they are not all there: the caller reads them from the store.
+fn from_tap(
+    tap: &mut tokio::sync::mpsc::Receiver<Vec<LandedRow>>,
+    tapped: &mut VecDeque<LandedRow>,
+    after: u64,
+    want: u64,
+) -> Option<Vec<LandedRow>> {
+    let want = usize::try_from(want).ok()?;
+    loop {
+        while tapped.front().is_some_and(|row| row.row <= after) {
+            tapped.pop_front();
+        }
+        // Rows that do not follow on (the tap dropped a batch in between) are read from the
+        // store when their turn comes; holding them would let a runner that lags hold the
+        // whole file.
+        if tapped.front().is_some_and(|row| row.row != after + 1) {
+            tapped.clear();
+        }
+        if tapped.len() >= want {
+            break;
+        }
+        match tap.try_recv() {
+            Ok(batch) => tapped.extend(batch),
+            Err(_) => return None,
+        }
+    }
+    // Landed in order: contiguous when the last wanted row is where it should be.
+    let last = tapped.get(want.checked_sub(1)?)?;
+    (last.row == after + want as u64).then(|| tapped.drain(..want).collect())
+}
+
 /// The rows of the chunk after row `after`: the first chunks of a job are smaller, doubling from
 /// [`FIRST_CHUNK_ROWS`] up to `chunk_rows`, so that the writer starts resolving while the rest of
 /// the file lands instead of waiting for a whole chunk of it. A function of `after` alone, so a
@@ -777,5 +818,50 @@ mod tests {
         assert_eq!(super::chunk_size(0, 100), 100);
         assert_eq!(super::chunk_size(10_000, 100), 100);
         assert_eq!(super::chunk_size(u64::MAX, 5_000), 5_000);
+    }
+
+    fn rows(from: u64, to: u64) -> Vec<idgraph_store::LandedRow> {
+        (from..=to)
+            .map(|row| idgraph_store::LandedRow {
+                row,
+                bytes: format!("row {row}").into_bytes(),
+                defect: None,
+            })
+            .collect()
+    }
+
+    fn numbers(rows: &[idgraph_store::LandedRow]) -> Vec<u64> {
+        rows.iter().map(|r| r.row).collect()
+    }
+
+    #[test]
+    fn tapped_rows_are_used_only_when_the_next_ones_are_all_there() {
+        let (sender, mut tap) = tokio::sync::mpsc::channel(4);
+        let mut tapped = std::collections::VecDeque::new();
+        sender.try_send(rows(1, 3)).expect("room");
+        sender.try_send(rows(4, 6)).expect("room");
+        // Across two batches.
+        let got = super::from_tap(&mut tap, &mut tapped, 0, 4).expect("rows 1-4");
+        assert_eq!(numbers(&got), [1, 2, 3, 4]);
+        // More than there is: from the store.
+        assert_eq!(super::from_tap(&mut tap, &mut tapped, 4, 3), None);
+        // Rows the runner is past are dropped; the rest still serve.
+        assert_eq!(
+            numbers(&super::from_tap(&mut tap, &mut tapped, 5, 1).expect("row 6")),
+            [6]
+        );
+        // A batch the tap dropped leaves a gap: those rows come from the store, and so do the
+        // ones after the gap, which are not held.
+        sender.try_send(rows(10, 12)).expect("room");
+        sender.try_send(rows(13, 15)).expect("room");
+        assert_eq!(super::from_tap(&mut tap, &mut tapped, 6, 3), None);
+        assert!(tapped.is_empty(), "nothing held past a gap");
+        // Once the runner has caught up with what the tap hands over, it serves again.
+        sender.try_send(rows(16, 18)).expect("room");
+        assert_eq!(
+            numbers(&super::from_tap(&mut tap, &mut tapped, 15, 2).expect("rows 16-17")),
+            [16, 17]
+        );
+        assert_eq!(super::from_tap(&mut tap, &mut tapped, 17, 0), None);
     }
 }
