@@ -392,7 +392,7 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
     {
-        queue_retriable_to(&self.inner.writer, job, false)?.await
+        self.queue_retriable(job, false)?.await
     }
 
     fn submit(&self, job: Box<dyn WriteJob>) -> StoreResult<()> {

@@ -35,6 +35,25 @@ async fn open_with_tenant(
     store
 }
 
+/// A store in `dir` whose `tenant` has import `job-1` with `rows` landed, closed again.
+async fn landed_and_closed(
+    dir: &tempfile::TempDir,
+    tenant: &idgraph_core::tenancy::TenantId,
+    rows: Vec<idgraph_store::LandedRow>,
+) {
+    let store = open_with_tenant(dir, tenant).await;
+    store
+        .create_import(tenant, &idgraph_store::testsuite::new_job("job-1"))
+        .await
+        .expect("import");
+    let at = jiff::Timestamp::from_second(1_800_000_000).expect("in range");
+    store
+        .land_import_rows(tenant, "job-1", rows, at)
+        .await
+        .expect("landed");
+    store.close().await;
+}
+
 fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("open raw")
 }
@@ -633,7 +652,6 @@ async fn landed_rows_of_a_schema_11_store_move_to_their_own_file() {
 
     let dir = tempfile::tempdir().unwrap();
     let tenant = TenantId::parse("upgrade").unwrap();
-    let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
     let rows: Vec<LandedRow> = (1..=3)
         .map(|row| LandedRow {
             row,
@@ -641,18 +659,7 @@ async fn landed_rows_of_a_schema_11_store_move_to_their_own_file() {
             defect: (row == 2).then(|| "ragged".to_owned()),
         })
         .collect();
-    {
-        let store = open_with_tenant(&dir, &tenant).await;
-        store
-            .create_import(&tenant, &idgraph_store::testsuite::new_job("job-1"))
-            .await
-            .unwrap();
-        store
-            .land_import_rows(&tenant, "job-1", rows.clone(), at)
-            .await
-            .unwrap();
-        store.close().await;
-    }
+    landed_and_closed(&dir, &tenant, rows.clone()).await;
     // Back to the schema-11 layout: the rows in the main file, no landed-rows file.
     {
         let conn = raw(&dir);
@@ -706,18 +713,7 @@ async fn the_landed_rows_file_is_written_without_a_wal() {
             })
             .collect()
     };
-    {
-        let store = open_with_tenant(&dir, &tenant).await;
-        store
-            .create_import(&tenant, &idgraph_store::testsuite::new_job("job-1"))
-            .await
-            .unwrap();
-        store
-            .land_import_rows(&tenant, "job-1", rows(1, 3), at)
-            .await
-            .unwrap();
-        store.close().await;
-    }
+    landed_and_closed(&dir, &tenant, rows(1, 3)).await;
     let landed = dir.path().join(LANDED_FILE);
     let wal = dir.path().join(format!("{LANDED_FILE}-wal"));
     let mode = |conn: &rusqlite::Connection| -> String {
