@@ -5,6 +5,7 @@
 //! on these types.
 
 mod normalize;
+mod phone;
 mod settings;
 
 use std::borrow::{Borrow, Cow};

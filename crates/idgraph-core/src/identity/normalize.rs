@@ -258,7 +258,7 @@ fn normalize_phone(trimmed: &str, default_region: &str) -> Result<String, Reject
     if number.extension().is_some() {
         return Err(invalid("has an extension, which an identifier cannot keep"));
     }
-    if !phonenumber::is_valid(&number) {
+    if !super::phone::is_valid(&number) {
         return Err(invalid(format!(
             "not a valid number (read with default region {default_region})"
         )));
