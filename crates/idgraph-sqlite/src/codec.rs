@@ -111,16 +111,7 @@ pub(crate) fn api_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     })
 }
 
-pub(crate) const NODE_COLUMNS: &str =
-    "kind, value, person_id, source, confidence, first_seen, last_seen, signal_id";
-/// `NODE_COLUMNS` with the value as stored: sealed when there is a sealed copy (open it with
-/// `Vault::open_nodes`), plain otherwise.
-pub(crate) const NODE_READ_COLUMNS: &str = concat!(
-    "kind, ",
-    crate::nodes::node_stored_value!(),
-    ", person_id, source, confidence, first_seen, last_seen, signal_id"
-);
-
+/// Reads a node from [`crate::nodes::NODE_COLUMNS`].
 pub(crate) fn identity_node(row: &Row<'_>) -> rusqlite::Result<IdentityNodeRow> {
     Ok(IdentityNodeRow {
         kind: parsed(row, 0, IdentifierKind::parse)?,

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use crate::codec::{map_error, micros};
+use crate::nodes::NODE_SIGNAL;
 
 const JOB_COLUMNS: &str = "job_id, workspace, mode, status, mapping_name, mapping_version, \
     mapping_document, mapping_digest, options, header, delimiter, file_sha256, file_bytes, landed, \
@@ -612,10 +613,10 @@ pub(crate) fn effects(
         )
         .map_err(map_error)?;
     let mut attached = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT COUNT(*) FROM identity_nodes
-             WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND signal_id = ?4",
-        )
+             WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND {NODE_SIGNAL} = ?4"
+        ))
         .map_err(map_error)?;
     let mut out = Vec::with_capacity(message_ids.len());
     for message_id in message_ids {

@@ -92,6 +92,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "landed_rows_file",
         sql: include_str!("../migrations/0012_landed_rows_file.sql"),
     },
+    Migration {
+        version: 13,
+        name: "slim_identity_nodes",
+        sql: include_str!("../migrations/0013_slim_identity_nodes.sql"),
+    },
 ];
 
 /// Migrations of the landed-rows file (decision 0022), numbered on their own.

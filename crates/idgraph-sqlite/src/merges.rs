@@ -14,6 +14,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use idgraph_store::vault::Vault;
 
 use crate::codec::{map_error, micros};
+use crate::nodes::{NODE_FROM, NODE_SIGNAL};
 use crate::resolve::{GROUP, TxGraph};
 
 fn canonical(tx: &Transaction<'_>, tenant: &str, person_id: &str) -> StoreResult<String> {
@@ -183,7 +184,7 @@ pub(crate) fn unmerge(
     let nodes_of = |people: &mut dyn Iterator<Item = &String>| -> StoreResult<Vec<HeldNode>> {
         let mut statement = tx
             .prepare_cached(
-                "SELECT kind, value, signal_id FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2",
+                &format!("SELECT n.kind, n.value, v.signal_id FROM {NODE_FROM} WHERE n.tenant_id = ?1 AND n.person_id = ?2"),
             )
             .map_err(map_error)?;
         let mut held = Vec::new();
@@ -269,10 +270,10 @@ pub(crate) fn unmerge(
         .and_then(|mut s| s.execute(params![tenant, person, workspace, event_id, absorbed]))
         .map_err(map_error)?;
         for (kind, value) in attached {
-            tx.prepare_cached(
+            tx.prepare_cached(&format!(
                 "UPDATE OR IGNORE identity_nodes SET person_id = ?5
-                 WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND signal_id = ?4",
-            )
+                 WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND {NODE_SIGNAL} = ?4"
+            ))
             .and_then(|mut s| s.execute(params![tenant, kind, value, event_id, absorbed]))
             .map_err(map_error)?;
             absorbed_side.insert((kind, value));

@@ -1,6 +1,7 @@
-//! Identity nodes' sealed values, kept apart from the nodes in `identity_values` (decision
-//! 0015): the nodes table is written at random places, so every byte in its rows costs page
-//! writes on each group commit, while `identity_values` only grows at its end.
+//! Identity nodes and their values (decisions 0015 and 0028): `identity_nodes` holds what a
+//! lookup of an identifier's owners needs, and is written at random places, so every byte in
+//! its rows costs page writes on each group commit; the node's value (sealed) and provenance
+//! are in `identity_values`, which only grows at its end.
 
 use rusqlite::{Transaction, params};
 
@@ -8,20 +9,25 @@ use idgraph_store::StoreResult;
 
 use crate::codec::map_error;
 
-/// Expands to the SQL of an identity node's value as stored: its sealed value when it has one
-/// (open it with the vault), else `value`, the plain value. A macro so the text can go into
-/// `concat!` for other constants.
-macro_rules! node_stored_value {
-    () => {
-        "COALESCE((SELECT v.sealed FROM identity_values v \
-         WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.sealed_id), \
-         identity_nodes.value)"
-    };
-}
-pub(crate) use node_stored_value;
+/// The SQL of an identity node's value as stored, in a query of `identity_nodes` alone: its
+/// sealed value when it has one (open it with the vault), else `value`, the plain value.
+pub(crate) const NODE_STORED_VALUE: &str = "COALESCE((SELECT v.sealed FROM identity_values v \
+     WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.value_id), \
+     identity_nodes.value)";
 
-/// [`node_stored_value!`] as a constant, for `format!`.
-pub(crate) const NODE_STORED_VALUE: &str = node_stored_value!();
+/// The SQL of the signal that attached an identity node, in a query of `identity_nodes` alone.
+pub(crate) const NODE_SIGNAL: &str = "(SELECT v.signal_id FROM identity_values v \
+     WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.value_id)";
+
+/// The tables a node is read from with its value and provenance: `n`, the node, and `v`, its
+/// row of `identity_values`.
+pub(crate) const NODE_FROM: &str = "identity_nodes n JOIN identity_values v \
+     ON v.tenant_id = n.tenant_id AND v.value_id = n.value_id";
+
+/// The columns of [`crate::codec::identity_node`] from [`NODE_FROM`], the value as stored:
+/// sealed when there is a sealed copy (open it with `Vault::open_nodes`), plain otherwise.
+pub(crate) const NODE_COLUMNS: &str = "n.kind, COALESCE(v.sealed, n.value), n.person_id, \
+     v.source, v.confidence, v.first_seen, n.last_seen, v.signal_id";
 
 /// Hands out a tenant's `identity_values` ids after its last one, for one job on the writer
 /// thread: the last id is read once, then counted up, instead of found again (a B-tree descent
@@ -37,8 +43,9 @@ impl<'a> ValueIds<'a> {
         Self { tenant, next: None }
     }
 
-    /// Stores a sealed value after the tenant's last one and returns its id for `sealed_id`.
-    pub(crate) fn insert(&mut self, tx: &Transaction<'_>, sealed: &str) -> StoreResult<i64> {
+    /// Stores a node's value and provenance after the tenant's last values and returns its id
+    /// for the node's `value_id`.
+    fn insert(&mut self, tx: &Transaction<'_>, node: &NewNode<'_>) -> StoreResult<i64> {
         let id = match self.next {
             Some(id) => id,
             None => tx
@@ -49,9 +56,20 @@ impl<'a> ValueIds<'a> {
                 .map_err(map_error)?,
         };
         tx.prepare_cached(
-            "INSERT INTO identity_values (tenant_id, value_id, sealed) VALUES (?1, ?2, ?3)",
+            "INSERT INTO identity_values (tenant_id, value_id, sealed, source, confidence, first_seen, signal_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
-        .and_then(|mut s| s.execute(params![self.tenant, id, sealed]))
+        .and_then(|mut s| {
+            s.execute(params![
+                self.tenant,
+                id,
+                node.sealed,
+                node.source,
+                node.confidence,
+                node.first_seen,
+                node.signal_id
+            ])
+        })
         .map_err(map_error)?;
         self.next = Some(id + 1);
         Ok(id)
@@ -67,7 +85,7 @@ impl<'a> ValueIds<'a> {
     }
 }
 
-/// Removes a sealed value no node names any more.
+/// Removes a value no node names any more.
 fn delete_value(tx: &Transaction<'_>, tenant: &str, value_id: i64) -> StoreResult<()> {
     tx.prepare_cached("DELETE FROM identity_values WHERE tenant_id = ?1 AND value_id = ?2")
         .and_then(|mut s| s.execute(params![tenant, value_id]))
@@ -76,22 +94,18 @@ fn delete_value(tx: &Transaction<'_>, tenant: &str, value_id: i64) -> StoreResul
 }
 
 /// Inserts an identity node unless the tenant already has it (same kind, lookup value and
-/// person), with its sealed value when there is one. Returns whether it was inserted.
+/// person), with its value and provenance. Returns whether it was inserted.
 pub(crate) fn insert_node(
     tx: &Transaction<'_>,
     values: &mut ValueIds<'_>,
     node: &NewNode<'_>,
 ) -> StoreResult<bool> {
     let tenant = values.tenant;
-    let sealed_id = node
-        .sealed
-        .map(|sealed| values.insert(tx, sealed))
-        .transpose()?;
+    let value_id = values.insert(tx, node)?;
     let inserted = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO identity_nodes
-             (tenant_id, kind, value, person_id, source, confidence, first_seen, last_seen, signal_id, sealed_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT OR IGNORE INTO identity_nodes (tenant_id, kind, value, person_id, last_seen, value_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -99,19 +113,15 @@ pub(crate) fn insert_node(
                 node.kind,
                 node.value,
                 node.person,
-                node.source,
-                node.confidence,
-                node.first_seen,
                 node.last_seen,
-                node.signal_id,
-                sealed_id
+                value_id
             ])
         })
         .map_err(map_error)?
         == 1;
     // The resolver only attaches identifiers a person lacks, so this is the rare path.
-    if let (false, Some(id)) = (inserted, sealed_id) {
-        values.take_back(tx, id)?;
+    if !inserted {
+        values.take_back(tx, value_id)?;
     }
     Ok(inserted)
 }
@@ -129,7 +139,7 @@ pub(crate) struct NewNode<'a> {
     pub signal_id: Option<&'a str>,
 }
 
-/// Deletes a person's identity nodes and their sealed values.
+/// Deletes a person's identity nodes and their values.
 pub(crate) fn delete_person_nodes(
     tx: &Transaction<'_>,
     tenant: &str,
@@ -137,7 +147,7 @@ pub(crate) fn delete_person_nodes(
 ) -> StoreResult<()> {
     tx.prepare_cached(
         "DELETE FROM identity_values WHERE tenant_id = ?1 AND value_id IN
-         (SELECT sealed_id FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2)",
+         (SELECT value_id FROM identity_nodes WHERE tenant_id = ?1 AND person_id = ?2)",
     )
     .and_then(|mut s| s.execute(params![tenant, person]))
     .map_err(map_error)?;

@@ -19,7 +19,8 @@ use idgraph_store::{
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
-use crate::codec::{self, API_KEY_COLUMNS, NODE_COLUMNS, NODE_READ_COLUMNS, map_error, micros};
+use crate::codec::{self, API_KEY_COLUMNS, map_error, micros};
+use crate::nodes::{NODE_COLUMNS, NODE_FROM};
 use crate::{
     SqliteStore, compliance, deletion, idempotency, imports, merges, reads, resolve, webhooks,
 };
@@ -329,8 +330,8 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(&format!(
-                        "SELECT {NODE_READ_COLUMNS} FROM identity_nodes
-                     WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 ORDER BY person_id"
+                        "SELECT {NODE_COLUMNS} FROM {NODE_FROM}
+                     WHERE n.tenant_id = ?1 AND n.kind = ?2 AND n.value = ?3 ORDER BY n.person_id"
                     ))
                     .map_err(map_error)?;
                 stmt.query_map(
@@ -1244,44 +1245,34 @@ fn insert_key(
     Ok(())
 }
 
-/// Inserts nodes with one cached prepared statement; shared with the benchmark's store path.
+/// Inserts nodes as the resolver does; shared with the benchmark's store path.
 pub(crate) fn insert_nodes(
     tx: &rusqlite::Transaction<'_>,
     vault: &idgraph_store::vault::Vault,
     tenant_id: &TenantId,
     rows: &[IdentityNodeRow],
 ) -> StoreResult<()> {
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "INSERT INTO identity_nodes (tenant_id, {NODE_COLUMNS}, sealed_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ))
-        .map_err(map_error)?;
     let mut values = crate::nodes::ValueIds::new(tenant_id.as_str());
     for row in rows {
         let (index, sealed) =
             vault.identifier(tenant_id.as_str(), row.kind.as_str(), &row.value)?;
-        let sealed_id = sealed
-            .map(|sealed| values.insert(tx, &sealed))
-            .transpose()?;
-        stmt.execute(params![
-            tenant_id.as_str(),
-            row.kind.as_str(),
-            index,
-            row.person_id,
-            row.source,
-            row.confidence,
-            micros(row.first_seen),
-            micros(row.last_seen),
-            row.signal_id,
-            sealed_id,
-        ])
-        .map_err(|e| match map_error(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!(
+        let node = crate::nodes::NewNode {
+            kind: row.kind.as_str(),
+            value: &index,
+            sealed: sealed.as_deref(),
+            person: &row.person_id,
+            source: &row.source,
+            confidence: row.confidence,
+            first_seen: micros(row.first_seen),
+            last_seen: micros(row.last_seen),
+            signal_id: row.signal_id.as_deref(),
+        };
+        if !crate::nodes::insert_node(tx, &mut values, &node)? {
+            return Err(StoreError::Conflict(format!(
                 "identity node ({}, {}) of person {} already exists",
                 row.kind, row.value, row.person_id
-            )),
-            other => other,
-        })?;
+            )));
+        }
     }
     Ok(())
 }

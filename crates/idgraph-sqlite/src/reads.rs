@@ -13,7 +13,8 @@ use rusqlite::{Connection, Row, params};
 use idgraph_store::trait_set::{self, SetForm};
 use idgraph_store::vault::{Vault, column};
 
-use crate::codec::{self, NODE_READ_COLUMNS, in_row, map_error};
+use crate::codec::{self, in_row, map_error};
+use crate::nodes::{NODE_COLUMNS, NODE_FROM};
 use crate::resolve::GROUP;
 
 fn time(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
@@ -85,7 +86,7 @@ pub(crate) fn profile(
         .map_err(map_error)?;
     let identifiers = conn
         .prepare_cached(&format!(
-            "SELECT {NODE_READ_COLUMNS} FROM identity_nodes WHERE tenant_id = ?1 AND person_id IN ({GROUP})"
+            "SELECT {NODE_COLUMNS} FROM {NODE_FROM} WHERE n.tenant_id = ?1 AND n.person_id IN ({GROUP})"
         ))
         .and_then(|mut s| s.query_map(params![tenant, person_id], codec::identity_node)?.collect())
         .map_err(map_error)?;

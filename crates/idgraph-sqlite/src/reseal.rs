@@ -10,7 +10,7 @@ use idgraph_store::{GLOBAL_TENANT, StoreResult};
 use rusqlite::{Transaction, params};
 
 use crate::codec::map_error;
-use crate::nodes;
+use crate::nodes::NODE_FROM;
 
 pub(crate) fn batch(
     tx: &Transaction<'_>,
@@ -26,29 +26,30 @@ pub(crate) fn batch(
     let mut done = 0u64;
 
     // Nodes stored in the clear, from before the store had a key: index and seal them.
-    let plain_nodes: Vec<(String, String, String)> = tx
-        .prepare_cached(
-            "SELECT kind, value, person_id FROM identity_nodes
-             WHERE tenant_id = ?1 AND sealed_id IS NULL LIMIT ?2",
-        )
+    let plain_nodes: Vec<(String, String, String, i64)> = tx
+        .prepare_cached(&format!(
+            "SELECT n.kind, n.value, n.person_id, n.value_id FROM {NODE_FROM}
+             WHERE n.tenant_id = ?1 AND v.sealed IS NULL LIMIT ?2"
+        ))
         .and_then(|mut s| {
             s.query_map(params![tenant, left], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect()
         })
         .map_err(map_error)?;
-    let mut values = nodes::ValueIds::new(tenant);
-    for (kind, plain, person) in plain_nodes {
+    for (kind, plain, person, value_id) in plain_nodes {
         let (index, sealed) = vault.identifier(tenant, &kind, &plain)?;
-        let sealed_id = sealed
-            .map(|sealed| values.insert(tx, &sealed))
-            .transpose()?;
         tx.prepare_cached(
-            "UPDATE identity_nodes SET value = ?5, sealed_id = ?6
+            "UPDATE identity_nodes SET value = ?5
              WHERE tenant_id = ?1 AND kind = ?2 AND value = ?3 AND person_id = ?4",
         )
-        .and_then(|mut s| s.execute(params![tenant, kind, plain, person, index, sealed_id]))
+        .and_then(|mut s| s.execute(params![tenant, kind, plain, person, index]))
+        .map_err(map_error)?;
+        tx.prepare_cached(
+            "UPDATE identity_values SET sealed = ?3 WHERE tenant_id = ?1 AND value_id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![tenant, value_id, sealed]))
         .map_err(map_error)?;
         done += 1;
         left -= 1;

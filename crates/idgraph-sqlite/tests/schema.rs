@@ -318,39 +318,61 @@ async fn sealed_identifier_values_move_to_their_own_table() {
     create_and_close(&dir).await;
 
     let conn = raw(&dir);
-    let read: Vec<(String, String, String, Option<String>)> = conn
+    // Migration 13 then gives every node a row of identity_values, with its provenance.
+    type Read = (String, String, String, Option<String>, String, i64);
+    let read: Vec<Read> = conn
         .prepare(
-            "SELECT n.tenant_id, n.value, n.person_id, v.sealed FROM identity_nodes n
-             LEFT JOIN identity_values v ON v.tenant_id = n.tenant_id AND v.value_id = n.sealed_id
+            "SELECT n.tenant_id, n.value, n.person_id, v.sealed, v.source, v.first_seen
+             FROM identity_nodes n
+             JOIN identity_values v ON v.tenant_id = n.tenant_id AND v.value_id = n.value_id
              ORDER BY n.tenant_id, n.kind, n.value, n.person_id",
         )
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let owned = |t: &str, v: &str, p: &str, s: Option<&str>| {
+    let owned = |t: &str, v: &str, p: &str, s: Option<&str>, seen: i64| {
         (
             t.to_owned(),
             v.to_owned(),
             p.to_owned(),
             s.map(str::to_owned),
+            "test".to_owned(),
+            seen,
         )
     };
     assert_eq!(
         read,
         vec![
-            owned("t1", "idx-a", "p1", Some("~1.1.sealed-a")),
-            owned("t1", "idx-b", "p1", Some("~1.1.sealed-b")),
-            owned("t1", "idx-b", "p2", Some("~1.1.sealed-b2")),
-            owned("t2", "plain-anon", "p9", None),
-            owned("t2", "idx-a", "p9", Some("~1.2.sealed-other-tenant")),
+            owned("t1", "idx-a", "p1", Some("~1.1.sealed-a"), 3),
+            owned("t1", "idx-b", "p1", Some("~1.1.sealed-b"), 1),
+            owned("t1", "idx-b", "p2", Some("~1.1.sealed-b2"), 2),
+            owned("t2", "plain-anon", "p9", None, 1),
+            owned("t2", "idx-a", "p9", Some("~1.2.sealed-other-tenant"), 1),
         ]
     );
-    let values: i64 = conn
-        .query_row("SELECT COUNT(*) FROM identity_values", [], |r| r.get(0))
+    let (values, sealed): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(sealed) FROM identity_values",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    assert_eq!(values, 4, "one sealed value per sealed node");
+    assert_eq!(
+        (values, sealed),
+        (5, 4),
+        "one value per node, sealed when it was"
+    );
     let old_column: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM pragma_table_info('identity_nodes') WHERE name = 'value_sealed'",
@@ -403,12 +425,24 @@ async fn sealed_nodes_of_a_schema_9_store_open_after_the_migration() {
     }
     raw(&dir)
         .execute_batch(
-            "ALTER TABLE identity_nodes ADD COLUMN value_sealed TEXT;
-             UPDATE identity_nodes SET value_sealed = (SELECT sealed FROM identity_values v
-                 WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.sealed_id);
-             ALTER TABLE identity_nodes DROP COLUMN sealed_id;
+            "CREATE TABLE nodes_9 AS
+                 SELECT n.tenant_id, n.kind, n.value, n.person_id, v.source, v.confidence,
+                        v.first_seen, n.last_seen, v.signal_id, v.sealed AS value_sealed
+                 FROM identity_nodes n
+                 JOIN identity_values v ON v.tenant_id = n.tenant_id AND v.value_id = n.value_id;
+             DROP INDEX identity_nodes_by_person;
+             DROP TABLE identity_nodes;
              DROP TABLE identity_values;
-             DELETE FROM idgraph_migrations WHERE name = 'identity_values';",
+             CREATE TABLE identity_nodes (
+                 tenant_id TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
+                 person_id TEXT NOT NULL, source TEXT NOT NULL, confidence REAL NOT NULL,
+                 first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, signal_id TEXT,
+                 value_sealed TEXT,
+                 PRIMARY KEY (tenant_id, kind, value, person_id)) WITHOUT ROWID;
+             INSERT INTO identity_nodes SELECT * FROM nodes_9;
+             DROP TABLE nodes_9;
+             CREATE INDEX identity_nodes_by_person ON identity_nodes (tenant_id, person_id);
+             DELETE FROM idgraph_migrations WHERE name IN ('identity_values', 'slim_identity_nodes');",
         )
         .unwrap();
 

@@ -1102,7 +1102,7 @@ fn partition(data_dir: &std::path::Path) -> std::collections::BTreeSet<Vec<Strin
             "SELECT COALESCE(p.merged_into, p.person_id), n.kind, COALESCE(v.sealed, n.value)
              FROM identity_nodes n
              JOIN persons p ON p.tenant_id = n.tenant_id AND p.person_id = n.person_id
-             LEFT JOIN identity_values v ON v.tenant_id = n.tenant_id AND v.value_id = n.sealed_id
+             LEFT JOIN identity_values v ON v.tenant_id = n.tenant_id AND v.value_id = n.value_id
              WHERE n.tenant_id = 'default'",
         )
         .expect("query");

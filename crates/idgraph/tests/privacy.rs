@@ -379,7 +379,7 @@ async fn delete_then_purge(database_url: Option<String>, dump: impl Fn() -> Vec<
         let orphans: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM identity_values v WHERE NOT EXISTS (SELECT 1 FROM identity_nodes n
-                   WHERE n.tenant_id = v.tenant_id AND n.sealed_id = v.value_id)",
+                   WHERE n.tenant_id = v.tenant_id AND n.value_id = v.value_id)",
                 [],
                 |r| r.get(0),
             )
