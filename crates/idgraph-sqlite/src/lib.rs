@@ -97,6 +97,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "slim_identity_nodes",
         sql: include_str!("../migrations/0013_slim_identity_nodes.sql"),
     },
+    Migration {
+        version: 14,
+        name: "trait_sets_appended",
+        sql: include_str!("../migrations/0014_trait_sets_appended.sql"),
+    },
 ];
 
 /// Migrations of the landed-rows file (decision 0022), numbered on their own.

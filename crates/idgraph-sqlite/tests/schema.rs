@@ -775,3 +775,19 @@ async fn the_landed_rows_file_is_written_without_a_wal() {
     let conn = rusqlite::Connection::open(&landed).unwrap();
     assert_ne!(mode(&conn), "wal", "converted for good");
 }
+
+/// Trait sets are a rowid table (decision 0029): a new set lands on the table's last page, and
+/// only its key goes into the middle of an index, however old its person.
+#[tokio::test]
+async fn trait_sets_are_appended_in_rowid_order() {
+    let dir = tempfile::tempdir().unwrap();
+    create_and_close(&dir).await;
+    let without_rowid: bool = raw(&dir)
+        .query_row(
+            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = 'trait_sets'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!without_rowid, "trait_sets is keyed by person again");
+}
