@@ -1008,7 +1008,6 @@ mod tests {
         runs: Arc<AtomicUsize>,
     ) -> (Box<dyn WriteJob>, Reply) {
         let value = value.into();
-        let (reply, answer) = oneshot::channel();
         let job = move |tx: &rusqlite::Transaction<'_>| {
             runs.fetch_add(1, Ordering::SeqCst);
             tx.execute("INSERT INTO t (v) VALUES (?1)", [&value])
@@ -1018,22 +1017,19 @@ mod tests {
             }
             Ok(())
         };
-        let job: Box<dyn WriteJob> = Box::new(RetriableJob {
-            job,
-            reply,
-            attempted: None,
-            durable: true,
-        });
-        (job, answer)
+        boxed_retriable(job, true)
     }
 
-    /// A retriable job that answers the connection's `synchronous` as it runs.
-    fn synchronous(durable: bool) -> (Box<dyn WriteJob>, oneshot::Receiver<StoreResult<i64>>) {
+    /// `job` as the writer takes it, and where its answer arrives.
+    fn boxed_retriable<R, F>(
+        job: F,
+        durable: bool,
+    ) -> (Box<dyn WriteJob>, oneshot::Receiver<StoreResult<R>>)
+    where
+        R: Send + 'static,
+        F: FnMut(&rusqlite::Transaction<'_>) -> StoreResult<R> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job = |tx: &rusqlite::Transaction<'_>| {
-            tx.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))
-                .map_err(map_error)
-        };
         let job: Box<dyn WriteJob> = Box::new(RetriableJob {
             job,
             reply,
@@ -1041,6 +1037,15 @@ mod tests {
             durable,
         });
         (job, answer)
+    }
+
+    /// A retriable job that answers the connection's `synchronous` as it runs.
+    fn synchronous(durable: bool) -> (Box<dyn WriteJob>, oneshot::Receiver<StoreResult<i64>>) {
+        let job = |tx: &rusqlite::Transaction<'_>| {
+            tx.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))
+                .map_err(map_error)
+        };
+        boxed_retriable(job, durable)
     }
 
     #[test]

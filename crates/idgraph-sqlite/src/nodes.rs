@@ -9,15 +9,29 @@ use idgraph_store::StoreResult;
 
 use crate::codec::map_error;
 
+/// The SQL of a column of an identity node's row of `identity_values`, in a query of
+/// `identity_nodes` alone (where [`NODE_FROM`] cannot be used, as in an `UPDATE`).
+macro_rules! node_value_column {
+    ($column:literal) => {
+        concat!(
+            "(SELECT v.",
+            $column,
+            " FROM identity_values v \
+             WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.value_id)"
+        )
+    };
+}
+
 /// The SQL of an identity node's value as stored, in a query of `identity_nodes` alone: its
 /// sealed value when it has one (open it with the vault), else `value`, the plain value.
-pub(crate) const NODE_STORED_VALUE: &str = "COALESCE((SELECT v.sealed FROM identity_values v \
-     WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.value_id), \
-     identity_nodes.value)";
+pub(crate) const NODE_STORED_VALUE: &str = concat!(
+    "COALESCE(",
+    node_value_column!("sealed"),
+    ", identity_nodes.value)"
+);
 
 /// The SQL of the signal that attached an identity node, in a query of `identity_nodes` alone.
-pub(crate) const NODE_SIGNAL: &str = "(SELECT v.signal_id FROM identity_values v \
-     WHERE v.tenant_id = identity_nodes.tenant_id AND v.value_id = identity_nodes.value_id)";
+pub(crate) const NODE_SIGNAL: &str = node_value_column!("signal_id");
 
 /// The tables a node is read from with its value and provenance: `n`, the node, and `v`, its
 /// row of `identity_values`.
